@@ -1,0 +1,61 @@
+"""sas_lens: sparse activation steering for TransformerLens and SAELens.
+
+Behaviour vectors are built in a sparse autoencoder's feature space and added to
+the SAE code of the residual stream, with the SAE's reconstruction error kept so
+that strength 0 is exactly the unsteered model.
+
+Example:
+    >>> import sas_lens as sl
+    >>> model = sl.load_model()               # doctest: +SKIP
+    >>> sae = sl.load_sae(model=model)        # doctest: +SKIP
+
+Importing the package is cheap: each name is imported from its module on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_model": "sas_lens.models",
+    "DEFAULT_MODEL": "sas_lens.models",
+    "cache_dir": "sas_lens.models",
+    "load_sae": "sas_lens.saes",
+    "check_sae_fits": "sas_lens.saes",
+    "shipped_saes": "sas_lens.saes",
+    "SASLensError": "sas_lens.errors",
+    "HookNotFoundError": "sas_lens.errors",
+    "IncompatibleSAEError": "sas_lens.errors",
+    "LayerOutOfRangeError": "sas_lens.errors",
+    "NoDefaultSAEError": "sas_lens.errors",
+    "DataError": "sas_lens.errors",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:
+    from sas_lens.errors import (
+        DataError,
+        HookNotFoundError,
+        IncompatibleSAEError,
+        LayerOutOfRangeError,
+        NoDefaultSAEError,
+        SASLensError,
+    )
+    from sas_lens.models import DEFAULT_MODEL, cache_dir, load_model
+    from sas_lens.saes import check_sae_fits, load_sae, shipped_saes
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sas_lens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

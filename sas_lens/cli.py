@@ -1,0 +1,73 @@
+"""The ``sas-lens`` command line: a thin layer over the Python API, importing it lazily."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sas_lens.demo import run_demo
+
+    run_demo(out_dir=args.out)
+    return 0
+
+
+def _train_sae(args: argparse.Namespace) -> int:
+    from sas_lens.sae_training import SAETrainingConfig, train_sae
+
+    cfg = SAETrainingConfig(
+        layer=args.layer, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens, batch_size=args.batch_size,
+        lr=args.lr, context_size=args.context_size, device=args.device, seed=args.seed,
+    )
+    from sas_lens.models import load_model
+    from sas_lens.saes import check_hook_exists
+    from sas_lens.text_data import resolve_text_files
+
+    resolve_text_files(args.texts)  # fail on bad input before spending time on the model
+    model = load_model(args.model, device=args.device)
+    check_hook_exists(model, cfg.hook_name)
+    sae = train_sae(cfg, out_dir=args.out, model=model, texts=args.texts, work_dir=args.work_dir)
+    print(f"saved {sae.cfg.architecture()} SAE ({sae.cfg.d_sae} latents) to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sas-lens", description="Sparse activation steering on TransformerLens + SAELens.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the main job on the embedded Gemma 3 270M")
+    demo.add_argument("--out", default="sas_lens_output", help="folder for everything the demo writes")
+    demo.set_defaults(run=_demo)
+
+    train = commands.add_parser("train-sae", help="train a BatchTopK (JumpReLU inference) SAE on a residual hook")
+    train.add_argument("texts", nargs="+", help="text files, folders of them, or hf:<dataset id>")
+    train.add_argument("--out", required=True, help="SAELens folder to write")
+    train.add_argument("--model", default=None, help="TransformerLens model name (default: the embedded Gemma 3 270M)")
+    train.add_argument("--layer", type=int, required=True, help="trains on blocks.<layer>.hook_resid_post")
+    train.add_argument("--d-sae", type=int, default=16384)
+    train.add_argument("--k", type=int, default=64, help="mean active latents per token (BatchTopK)")
+    train.add_argument("--tokens", type=int, default=2_000_000, help="distinct training tokens")
+    train.add_argument("--batch-size", type=int, default=4096)
+    train.add_argument("--lr", type=float, default=4e-4)
+    train.add_argument("--context-size", type=int, default=128)
+    train.add_argument("--device", default="cpu")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--work-dir", default=None, help="checkpoints and activation cache (default: <out>.work)")
+    train.set_defaults(run=_train_sae)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from sas_lens.errors import SASLensError
+
+    try:
+        return args.run(args)
+    except SASLensError as err:
+        print(f"sas-lens {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

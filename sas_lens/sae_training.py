@@ -1,0 +1,230 @@
+"""Train an SAE on a model's residual stream with SAELens's trainer, resumably, on CPU or CUDA.
+
+The recipe is SAELens's BatchTopK SAE, which saves as a JumpReLU SAE (the Gemma
+Scope form), with activations normalised to mean norm sqrt(d_in) during
+training (folded into the weights at the end) and the auxiliary dead-latent
+loss switched on early: on a CPU budget of a few hundred steps, SAELens's
+default dead-latent window (1,000 steps) would never trigger it.
+
+Activations come from an :class:`~sas_lens.activation_cache.ActivationCache`,
+built first (resumably) and then sampled at random, so the model runs once per
+token however many SAEs are trained from it.
+
+Example:
+    >>> from sas_lens.sae_training import SAETrainingConfig, train_sae
+    >>> cfg = SAETrainingConfig(layer=9, d_sae=16384, k=64, n_tokens=3_000_000)  # doctest: +SKIP
+    >>> train_sae(cfg, texts=["corpus/"], out_dir="my_sae")                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sas_lens.activation_cache import ActivationCache, build_activation_cache
+from sas_lens.fast_batchtopk import FastBatchTopKTrainingSAE
+
+
+@dataclass(frozen=True)
+class SAETrainingConfig:
+    """Settings of one SAE training run (all recorded in the saved SAE's card)."""
+
+    layer: int
+    d_sae: int = 16384
+    k: int = 64
+    n_tokens: int = 3_000_000
+    batch_size: int = 4096
+    lr: float = 5e-4
+    warmup_steps: int = 50
+    decay_fraction: float = 0.2
+    aux_loss_coefficient: float = 1.0
+    dead_steps: int = 25
+    context_size: int = 128
+    n_checkpoints: int = 10
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("d_sae", "k", "n_tokens", "batch_size", "context_size", "dead_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.k > self.d_sae:
+            raise ValueError(f"k={self.k} cannot exceed d_sae={self.d_sae}.")
+        if not 0 <= self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}.")
+        if self.n_tokens < self.batch_size:
+            raise ValueError(f"n_tokens={self.n_tokens} is less than one batch ({self.batch_size}).")
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.hook_resid_post"
+
+    @property
+    def n_steps(self) -> int:
+        return self.n_tokens // self.batch_size
+
+
+def random_batches(cache: ActivationCache, batch_size: int, seed: int, start_step: int) -> Iterator[torch.Tensor]:
+    """Endless random batches without replacement within each pass over the cache.
+
+    Batch ``i`` depends only on ``(seed, i)``, so a resumed run continues the
+    sequence it would have seen.
+    """
+    n = len(cache)
+    per_epoch = n // batch_size
+    step = start_step
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        yield cache.batch(order[offset * batch_size : (offset + 1) * batch_size])
+        step += 1
+
+
+def train_sae(
+    cfg: SAETrainingConfig,
+    *,
+    out_dir: str | Path,
+    model=None,
+    model_name: str | None = None,
+    texts=None,
+    cache_dir: str | Path | None = None,
+    work_dir: str | Path | None = None,
+):
+    """Train an SAE and save it (inference form, SAELens format) to ``out_dir``.
+
+    Args:
+        cfg: the run's settings.
+        out_dir: the SAELens folder to write (``cfg.json``, ``sae_weights.safetensors``)
+            plus ``training.json`` (settings, tokens, wall time, tokens/s).
+        model: a loaded HookedTransformer; otherwise ``model_name`` is loaded with
+            :func:`sas_lens.load_model` (only if the activation cache is incomplete).
+        model_name: recorded in the SAE's metadata; defaults to ``model.cfg.model_name``.
+        texts: text files, folders or ``hf:`` ids to take activations from.
+        cache_dir: where the activation cache lives (default: ``<work_dir>/activations``).
+        work_dir: checkpoints and cache (default: ``<out_dir>.work``); rerunning the
+            same command resumes from the latest checkpoint there.
+
+    Returns:
+        The trained SAE (a JumpReLU ``sae_lens.SAE``).
+    """
+    from sae_lens import SAE, BatchTopKTrainingSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from sas_lens.models import DEFAULT_MODEL, load_model
+
+    out_dir = Path(out_dir)
+    work_dir = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
+    cache_dir = Path(cache_dir) if cache_dir else work_dir / "activations"
+    checkpoints = work_dir / "checkpoints"
+    torch.manual_seed(cfg.seed)
+    started = time.perf_counter()
+
+    cache = _existing_complete_cache(cache_dir, cfg.n_tokens)
+    if cache is None:
+        if texts is None:
+            raise ValueError("No complete activation cache yet, so texts= is needed to build one.")
+        if model is None:
+            model = load_model(model_name)
+        cache = build_activation_cache(
+            model, cfg.hook_name, texts, cache_dir, cfg.n_tokens,
+            context_size=cfg.context_size, model_name=model_name,
+        )
+    caching_s = time.perf_counter() - started
+    model_name = model_name or (model.cfg.model_name if model is not None else cache.spec.model_name)
+    d_model = cache.spec.d_model
+
+    sae_cfg = BatchTopKTrainingSAEConfig(
+        d_in=d_model,
+        d_sae=cfg.d_sae,
+        k=cfg.k,
+        aux_loss_coefficient=cfg.aux_loss_coefficient,
+        normalize_activations="expected_average_only_in",
+        device=cfg.device,
+        metadata=SAEMetadata(
+            model_name=model_name or DEFAULT_MODEL,
+            hook_name=cfg.hook_name,
+            context_size=cfg.context_size,
+            prepend_bos=True,
+        ),
+    )
+    sae = FastBatchTopKTrainingSAE(sae_cfg)
+    n_samples = cfg.n_steps * cfg.batch_size
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=n_samples,
+        train_batch_size_samples=cfg.batch_size,
+        lr=cfg.lr,
+        lr_warm_up_steps=cfg.warmup_steps,
+        lr_decay_steps=int(cfg.decay_fraction * cfg.n_steps),
+        lr_end=cfg.lr / 10,
+        device=cfg.device,
+        dead_feature_window=cfg.dead_steps,
+        feature_sampling_window=max(cfg.n_steps // 10, 1),
+        n_checkpoints=cfg.n_checkpoints,
+        checkpoint_path=str(checkpoints),
+        n_batches_for_norm_estimate=max(1, min(100, len(cache) // cfg.batch_size)),
+    )
+    latest = latest_checkpoint(checkpoints)
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=iter(()))
+    if latest is not None:
+        trainer.load_trainer_state(latest)
+        sae.load_weights_from_checkpoint(latest)
+        print(f"sas_lens: resuming from {latest} (step {trainer.n_training_steps} of {cfg.n_steps})")
+    # SAELens lists checkpoint thresholds from 0; drop those a resumed run has passed.
+    trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
+    trainer.data_provider = random_batches(cache, cfg.batch_size, cfg.seed, trainer.n_training_steps)
+    steps_before = trainer.n_training_steps
+    train_started = time.perf_counter()
+    trainer.fit()
+    train_s = time.perf_counter() - train_started
+
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    sae.save_inference_model(staging)
+    steps_run = trainer.n_training_steps - steps_before
+    record = {
+        "settings": asdict(cfg),
+        "model_name": model_name,
+        "hook_name": cfg.hook_name,
+        "sources": list(cache.spec.sources),
+        "distinct_tokens": len(cache),
+        "tokens_seen": trainer.n_training_samples,
+        "activation_caching_s": round(caching_s, 1),
+        "training_s_this_run": round(train_s, 1),
+        "training_tokens_per_s": round(steps_run * cfg.batch_size / train_s, 1) if steps_run else None,
+        "device": cfg.device,
+        "torch_threads": torch.get_num_threads(),
+    }
+    (staging / "training.json").write_text(json.dumps(record, indent=2))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    return SAE.load_from_disk(out_dir, device=cfg.device)
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The checkpoint with the most training samples whose files are all there."""
+    if not checkpoints.is_dir():
+        return None
+    complete = [
+        p for p in checkpoints.iterdir()
+        if p.name.isdigit() and (p / "trainer_state.pt").exists() and (p / "sae_weights.safetensors").exists()
+        and (p / "activation_scaler.json").exists()
+    ]
+    return max(complete, key=lambda p: int(p.name), default=None)
+
+
+def _existing_complete_cache(folder: Path, n_tokens: int) -> ActivationCache | None:
+    if not (folder / "meta.json").exists():
+        return None
+    cache = ActivationCache(folder)
+    return cache if len(cache) >= n_tokens else None
+

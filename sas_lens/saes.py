@@ -1,0 +1,167 @@
+"""Loading SAEs (shipped, local folder, or SAELens release) and checking they fit a model.
+
+Example:
+    >>> import sas_lens as sl
+    >>> model = sl.load_model()                                   # doctest: +SKIP
+    >>> sae = sl.load_sae(model=model)                            # doctest: +SKIP
+    >>> sae = sl.load_sae("gemma-scope-2-270m-pt-res", "layer_9_width_16k_l0_medium")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sas_lens.errors import (
+    HookNotFoundError,
+    IncompatibleSAEError,
+    LayerOutOfRangeError,
+    NoDefaultSAEError,
+    suggest,
+)
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+"""Folder of the SAEs shipped inside the package, one SAELens folder each."""
+
+DEFAULT_SAE = "16k"
+"""Short name of the shipped default SAE (see :func:`shipped_saes`)."""
+
+_LAYER_IN_HOOK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def shipped_saes() -> dict[str, Path]:
+    """Short name -> folder of every SAE shipped with the package (read from each ``card.json``)."""
+    found: dict[str, Path] = {}
+    if PRETRAINED_DIR.is_dir():
+        for card in sorted(PRETRAINED_DIR.glob("*/card.json")):
+            found[json.loads(card.read_text())["short_name"]] = card.parent
+    return found
+
+
+def load_sae(
+    release: str | Path | None = None,
+    sae_id: str | None = None,
+    *,
+    model: Any = None,
+    device: str | torch.device | None = None,
+    dtype: str = "float32",
+):
+    """Load an SAE, and when ``model`` is given check that it fits before returning it.
+
+    Args:
+        release: ``None`` for the shipped default, a shipped short name (``"16k"``,
+            ``"4k"``), a local SAELens folder (``cfg.json`` + ``sae_weights.safetensors``),
+            or an SAELens release id (then ``sae_id`` is required; needs a hub).
+        sae_id: the SAE's id within an SAELens release.
+        model: if given, :func:`check_sae_fits` is run against it.
+        device: defaults to the model's device, else ``"cpu"``.
+        dtype: the dtype the SAE runs in. Shipped SAEs are stored in float16 but run
+            in float32: SAELens casts inputs to the SAE's dtype, and Gemma residuals
+            overflow float16.
+
+    Raises:
+        NoDefaultSAEError: no shipped SAE of that name.
+        IncompatibleSAEError, HookNotFoundError, LayerOutOfRangeError: the SAE does
+            not fit ``model``.
+    """
+    from sae_lens import SAE
+
+    if device is None:
+        device = model.cfg.device if model is not None else "cpu"
+    device = str(device)
+    if release is None or (sae_id is None and str(release) in shipped_saes()):
+        sae = SAE.load_from_disk(_shipped_folder(release), device=device, dtype=dtype)
+    elif Path(release).expanduser().is_dir():
+        sae = SAE.load_from_disk(Path(release).expanduser(), device=device, dtype=dtype)
+    elif sae_id is None:
+        shipped = shipped_saes()
+        raise NoDefaultSAEError(
+            f"{str(release)!r} is neither a shipped SAE ({sorted(shipped) or 'none shipped yet'}) nor a "
+            f"folder.{suggest(str(release), shipped)} For an SAELens release, also give sae_id, e.g. "
+            "load_sae('gemma-scope-2-270m-pt-res', 'layer_9_width_16k_l0_medium')."
+        )
+    else:
+        sae = SAE.from_pretrained(str(release), sae_id, device=device, dtype=dtype)
+    if model is not None:
+        check_sae_fits(sae, model)
+    return sae
+
+
+def _shipped_folder(short_name: str | Path | None) -> Path:
+    shipped = shipped_saes()
+    name = DEFAULT_SAE if short_name is None else str(short_name)
+    if name in shipped:
+        return shipped[name]
+    if not shipped:
+        raise NoDefaultSAEError(
+            "No default SAE is shipped with this version of sas_lens yet. Load one by path "
+            "(sl.load_sae('path/to/sae_folder')), by SAELens release "
+            "(sl.load_sae('gemma-scope-2-270m-pt-res', 'layer_9_width_16k_l0_medium')), "
+            "or train one with `sas-lens train-sae`."
+        )
+    raise NoDefaultSAEError(
+        f"No shipped SAE is called {name!r}.{suggest(name, shipped)} Shipped: {sorted(shipped)}."
+    )
+
+
+def sae_hook_name(sae) -> str:
+    """The hook an SAE reads, from its SAELens metadata."""
+    hook_name = getattr(sae.cfg.metadata, "hook_name", None)
+    if not hook_name:
+        raise IncompatibleSAEError(
+            "This SAE's config names no hook (cfg.metadata.hook_name is empty), so sas_lens cannot "
+            "tell where it attaches. Set it, e.g. sae.cfg.metadata.hook_name = 'blocks.9.hook_resid_post'."
+        )
+    return hook_name
+
+
+def hook_layer(hook_name: str) -> int | None:
+    """The block index in ``blocks.L.…`` hook names; ``None`` for other hooks."""
+    match = _LAYER_IN_HOOK.match(hook_name)
+    return int(match.group(1)) if match else None
+
+
+def check_layer(model, layer: int) -> None:
+    """Raise :class:`LayerOutOfRangeError` unless ``0 <= layer < n_layers``."""
+    n_layers = model.cfg.n_layers
+    if not 0 <= layer < n_layers:
+        raise LayerOutOfRangeError(
+            f"Layer {layer} is out of range: {model.cfg.model_name} has {n_layers} layers, "
+            f"so valid layers are 0 to {n_layers - 1}."
+        )
+
+
+def check_hook_exists(model, hook_name: str) -> None:
+    """Raise :class:`HookNotFoundError` (or :class:`LayerOutOfRangeError`) if the model lacks the hook."""
+    if hook_name in model.hook_dict:
+        return
+    layer = hook_layer(hook_name)
+    if layer is not None and not 0 <= layer < model.cfg.n_layers:
+        check_layer(model, layer)
+    raise HookNotFoundError(
+        f"The model {model.cfg.model_name} has no hook {hook_name!r}.{suggest(hook_name, model.hook_dict)} "
+        "Residual-stream SAEs read hooks named 'blocks.<layer>.hook_resid_post'."
+    )
+
+
+def check_sae_fits(sae, model) -> None:
+    """Check, before anything is attached, that ``sae`` can read ``model``'s activations.
+
+    Raises:
+        HookNotFoundError: the SAE's hook is not in the model.
+        LayerOutOfRangeError: the hook names a layer the model does not have.
+        IncompatibleSAEError: the SAE's ``d_in`` differs from the model's ``d_model``.
+    """
+    hook_name = sae_hook_name(sae)
+    check_hook_exists(model, hook_name)
+    if sae.cfg.d_in != model.cfg.d_model:
+        sae_model = getattr(sae.cfg.metadata, "model_name", None) or "another model"
+        raise IncompatibleSAEError(
+            f"The SAE has d_in={sae.cfg.d_in} but {model.cfg.model_name} has d_model={model.cfg.d_model}: "
+            f"it was trained on {sae_model}. Load an SAE trained on {model.cfg.model_name}, "
+            "or load the model this SAE was trained on."
+        )

@@ -1,0 +1,89 @@
+"""Tiny random models, tokenizers and SAEs: unit tests run in milliseconds on them."""
+
+from __future__ import annotations
+
+import tempfile
+
+import torch
+
+WORDS = (
+    "the a movie film was is good great bad awful happy sad and but very not i you it this that "
+    "of to in on with for love hate story plot actor music ending boring fun dark bright cat dog "
+    "news sport market team won lost price rose fell . , ! ? A B ( ) : answer question yes no"
+).split()
+SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
+D_MODEL = 16
+N_LAYERS = 3
+HOOK = "blocks.1.hook_resid_post"
+
+
+_TOKENIZER_DIR: str | None = None
+
+
+def tiny_tokenizer():
+    """A whitespace word-level tokenizer over a fixed vocabulary (no hub).
+
+    It is saved to a temporary folder once and loaded from there, because
+    TransformerLens re-creates tokenizers by ``from_pretrained(name_or_path)``.
+    """
+    global _TOKENIZER_DIR
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if _TOKENIZER_DIR is None:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+        vocab = {word: i for i, word in enumerate(SPECIAL + WORDS)}
+        tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+        _TOKENIZER_DIR = tempfile.mkdtemp(prefix="sas_lens_tiny_tokenizer_")
+        PreTrainedTokenizerFast(
+            tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+        ).save_pretrained(_TOKENIZER_DIR)
+    return AutoTokenizer.from_pretrained(_TOKENIZER_DIR)
+
+
+def tiny_model(seed: int = 0):
+    """A 3-layer random HookedSAETransformer with the tiny tokenizer."""
+    from sae_lens import HookedSAETransformer
+    from transformer_lens import HookedTransformerConfig
+
+    tokenizer = tiny_tokenizer()
+    cfg = HookedTransformerConfig(
+        n_layers=N_LAYERS, d_model=D_MODEL, d_head=4, n_heads=4, d_mlp=32, n_ctx=64,
+        d_vocab=len(tokenizer), act_fn="gelu", normalization_type="LN", seed=seed,
+        model_name="tiny-random", default_prepend_bos=True,
+    )
+    model = HookedSAETransformer(cfg, tokenizer=tokenizer)
+    model.eval()
+    return model
+
+
+ARCHITECTURES = ("jumprelu", "standard", "topk")
+
+
+def random_sae(architecture: str = "jumprelu", *, d_in: int = D_MODEL, d_sae: int = 48,
+               hook_name: str = HOOK, seed: int = 0, k: int = 6):
+    """A random SAELens SAE of the given architecture whose latents fire on tiny-model residuals."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    metadata = SAEMetadata(model_name="tiny-random", hook_name=hook_name)
+    common = dict(d_in=d_in, d_sae=d_sae, metadata=metadata, device="cpu")
+    if architecture == "jumprelu":
+        sae = JumpReLUSAE(JumpReLUSAEConfig(**common))
+    elif architecture == "standard":
+        sae = StandardSAE(StandardSAEConfig(**common))
+    elif architecture == "topk":
+        sae = TopKSAE(TopKSAEConfig(k=k, **common))
+    else:
+        raise ValueError(architecture)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=generator) / d_in**0.5)
+        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=generator) / d_in**0.5)
+        sae.b_enc.copy_(torch.randn(d_sae, generator=generator) * 0.1)
+        sae.b_dec.copy_(torch.randn(d_in, generator=generator) * 0.1)
+        if architecture == "jumprelu":
+            sae.threshold.copy_(torch.rand(d_sae, generator=generator) * 0.2)
+    return sae.eval()

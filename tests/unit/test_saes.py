@@ -1,0 +1,60 @@
+"""Loading SAEs and refusing ones that do not fit the model, before anything is attached."""
+
+import pytest
+
+import sas_lens as sl
+from sas_lens import saes as saes_module
+from tests.helpers import ARCHITECTURES, HOOK, random_sae
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_load_sae_from_folder_round_trips(tmp_path, model, architecture):
+    sae = random_sae(architecture)
+    sae.save_model(tmp_path / "sae")
+    loaded = sl.load_sae(tmp_path / "sae", model=model)
+    assert loaded.cfg.architecture() == architecture
+    assert loaded.cfg.metadata.hook_name == HOOK
+    for name, param in sae.state_dict().items():
+        assert loaded.state_dict()[name].equal(param), name
+
+
+def test_misspelled_hook_is_refused_with_suggestions(model):
+    sae = random_sae(hook_name="blocks.1.hook_resid_pots")
+    with pytest.raises(sl.HookNotFoundError, match="Did you mean 'blocks.1.hook_resid_post'") as info:
+        sl.check_sae_fits(sae, model)
+    assert isinstance(info.value, KeyError)
+
+
+def test_sae_of_other_width_is_refused(model):
+    sae = random_sae(d_in=model.cfg.d_model + 4)
+    with pytest.raises(sl.IncompatibleSAEError, match=r"d_in=20 but tiny-random has d_model=16"):
+        sl.check_sae_fits(sae, model)
+
+
+def test_layer_out_of_range_is_refused(model):
+    sae = random_sae(hook_name="blocks.7.hook_resid_post")
+    with pytest.raises(sl.LayerOutOfRangeError, match="valid layers are 0 to 2"):
+        sl.check_sae_fits(sae, model)
+
+
+def test_load_sae_checks_fit_before_returning(tmp_path, model):
+    random_sae(d_in=8).save_model(tmp_path / "narrow")
+    with pytest.raises(sl.IncompatibleSAEError):
+        sl.load_sae(tmp_path / "narrow", model=model)
+
+
+def test_no_default_sae_error_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(saes_module, "PRETRAINED_DIR", tmp_path / "empty")
+    with pytest.raises(sl.NoDefaultSAEError, match="No default SAE is shipped"):
+        sl.load_sae()
+
+
+def test_unknown_short_name_lists_shipped(tmp_path, monkeypatch):
+    folder = tmp_path / "pretrained" / "tiny"
+    random_sae().save_model(folder)
+    (folder / "card.json").write_text('{"short_name": "16k"}')
+    monkeypatch.setattr(saes_module, "PRETRAINED_DIR", tmp_path / "pretrained")
+    assert sl.shipped_saes() == {"16k": folder}
+    assert sl.load_sae().cfg.d_sae == 48
+    with pytest.raises(sl.NoDefaultSAEError, match="Did you mean '16k'"):
+        sl.load_sae("16K")
