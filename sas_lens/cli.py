@@ -17,7 +17,7 @@ def _train_sae(args: argparse.Namespace) -> int:
     from sas_lens.sae_training import SAETrainingConfig, train_sae
 
     cfg = SAETrainingConfig(
-        layer=args.layer, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens, batch_size=args.batch_size,
+        layer=args.layer, hook_point=args.hook_point, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens, batch_size=args.batch_size,
         lr=args.lr, context_size=args.context_size, device=args.device, seed=args.seed,
     )
     from sas_lens.models import load_model
@@ -29,6 +29,29 @@ def _train_sae(args: argparse.Namespace) -> int:
     check_hook_exists(model, cfg.hook_name)
     sae = train_sae(cfg, out_dir=args.out, model=model, texts=args.texts, work_dir=args.work_dir)
     print(f"saved {sae.cfg.architecture()} SAE ({sae.cfg.d_sae} latents) to {args.out}")
+    return 0
+
+
+def _eval_sae(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from sas_lens.models import load_model
+    from sas_lens.sae_eval import evaluate_sae
+    from sas_lens.saes import load_sae
+    from sas_lens.text_data import resolve_text_files
+
+    resolve_text_files(args.texts)
+    model = load_model(args.model, device=args.device)
+    sae = load_sae(args.sae, model=model)
+    folder = Path(args.sae) if Path(args.sae).is_dir() else Path(args.out or ".")
+    out_json = Path(args.out) if args.out else folder / "eval.json"
+    figures = evaluate_sae(
+        model, sae, args.texts, n_tokens=args.tokens, n_loss_sequences=args.loss_sequences,
+        cache_dir=args.cache_dir, out_json=out_json,
+    )
+    print(json.dumps(figures, indent=2))
+    print(f"wrote {out_json}")
     return 0
 
 
@@ -44,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("texts", nargs="+", help="text files, folders of them, or hf:<dataset id>")
     train.add_argument("--out", required=True, help="SAELens folder to write")
     train.add_argument("--model", default=None, help="TransformerLens model name (default: the embedded Gemma 3 270M)")
-    train.add_argument("--layer", type=int, required=True, help="trains on blocks.<layer>.hook_resid_post")
+    train.add_argument("--layer", type=int, required=True, help="trains on blocks.<layer>.<hook point>")
+    train.add_argument("--hook-point", default="hook_resid_post", help="hook within the block (default: hook_resid_post)")
     train.add_argument("--d-sae", type=int, default=16384)
     train.add_argument("--k", type=int, default=64, help="mean active latents per token (BatchTopK)")
     train.add_argument("--tokens", type=int, default=2_000_000, help="distinct training tokens")
@@ -55,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", default=None, help="checkpoints and activation cache (default: <out>.work)")
     train.set_defaults(run=_train_sae)
+
+    evaluate = commands.add_parser("eval-sae", help="explained variance, CE loss recovered, L0, dead/dense latents")
+    evaluate.add_argument("sae", help="SAELens folder or shipped short name")
+    evaluate.add_argument("texts", nargs="+", help="held-out text files or folders (never used in training)")
+    evaluate.add_argument("--model", default=None, help="TransformerLens model name (default: the embedded Gemma 3 270M)")
+    evaluate.add_argument("--tokens", type=int, default=100_000, help="tokens for EV, L0, dead and dense latents")
+    evaluate.add_argument("--loss-sequences", type=int, default=64, help="128-token sequences for the loss figures")
+    evaluate.add_argument("--cache-dir", default=None, help="keep held-out activations here (reused across SAEs)")
+    evaluate.add_argument("--out", default=None, help="JSON path (default: eval.json in the SAE folder)")
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.set_defaults(run=_eval_sae)
     return parser
 
 

@@ -37,6 +37,7 @@ class SAETrainingConfig:
     """Settings of one SAE training run (all recorded in the saved SAE's card)."""
 
     layer: int
+    hook_point: str = "hook_resid_post"
     d_sae: int = 16384
     k: int = 64
     n_tokens: int = 3_000_000
@@ -64,7 +65,7 @@ class SAETrainingConfig:
 
     @property
     def hook_name(self) -> str:
-        return f"blocks.{self.layer}.hook_resid_post"
+        return f"blocks.{self.layer}.{self.hook_point}"
 
     @property
     def n_steps(self) -> int:
@@ -177,7 +178,18 @@ def train_sae(
     if latest is not None:
         trainer.load_trainer_state(latest)
         sae.load_weights_from_checkpoint(latest)
+        # SAELens saves a checkpoint before counting the step it follows; the sample
+        # count is right, so the step count is taken from it.
+        trainer.n_training_steps = trainer.n_training_samples // cfg.batch_size
         print(f"sas_lens: resuming from {latest} (step {trainer.n_training_steps} of {cfg.n_steps})")
+    else:
+        # Estimated here from its own batches (fit() would draw them from the training
+        # stream), so that training batch i is the same whether or not a run resumed.
+        trainer.activation_scaler.estimate_scaling_factor(
+            d_in=d_model,
+            data_provider=random_batches(cache, cfg.batch_size, cfg.seed + 1, 0),
+            n_batches_for_norm_estimate=trainer_cfg.n_batches_for_norm_estimate,
+        )
     # SAELens lists checkpoint thresholds from 0; drop those a resumed run has passed.
     trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
     trainer.data_provider = random_batches(cache, cfg.batch_size, cfg.seed, trainer.n_training_steps)

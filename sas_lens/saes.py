@@ -165,3 +165,25 @@ def check_sae_fits(sae, model) -> None:
             f"it was trained on {sae_model}. Load an SAE trained on {model.cfg.model_name}, "
             "or load the model this SAE was trained on."
         )
+
+
+def write_shipped_sae(source: str | Path, short_name: str, card: dict, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """Copy a trained SAELens folder into the package as a shipped SAE (maintainers' tool).
+
+    Weights are stored in ``dtype`` (bfloat16 by default: half the size, and unlike
+    float16 it keeps float32's range, which the encoder needs once the activation
+    scale is folded into it); :func:`load_sae` runs them in float32.
+    """
+    from safetensors.torch import load_file, save_file
+
+    source = Path(source)
+    target = PRETRAINED_DIR / f"{card['model']}-res-l{card['layer']}-{short_name}"
+    target.mkdir(parents=True, exist_ok=True)
+    weights = load_file(source / "sae_weights.safetensors")
+    save_file({name: tensor.to(dtype).contiguous() for name, tensor in weights.items()},
+              target / "sae_weights.safetensors")
+    cfg = json.loads((source / "cfg.json").read_text())
+    cfg["dtype"] = "float32"
+    (target / "cfg.json").write_text(json.dumps(cfg, indent=1))
+    (target / "card.json").write_text(json.dumps({"short_name": short_name, **card}, indent=2))
+    return target
