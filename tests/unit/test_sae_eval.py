@@ -36,7 +36,7 @@ def test_lossless_sae_scores_perfectly(tmp_path, model, held_out):
     assert report["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-5)
     assert report["ce_loss_with_sae"] == pytest.approx(report["ce_loss_clean"], abs=1e-5)
     assert report["mean_l0"] == pytest.approx(D_MODEL, abs=0.5)  # one of each +/- pair is active
-    acts = torch.from_numpy(np.asarray(ActivationCache(tmp_path / "c").rows[:200]))
+    acts = ActivationCache(tmp_path / "c").batch(np.arange(200))
     frequencies = torch.cat([(acts > 0).float().mean(0), (acts < 0).float().mean(0)])
     assert report["dead_fraction"] == float((frequencies == 0).float().mean())
     assert report["dense_fraction"] == float((frequencies > 0.1).float().mean())
