@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sas_lens.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.typing import Activations
 
 _DATA_FILE = "activations.f32"
 _META_FILE = "meta.json"
@@ -53,7 +54,7 @@ class ActivationCache:
     def __len__(self) -> int:
         return self.n_rows
 
-    def batch(self, indices: np.ndarray) -> torch.Tensor:
+    def batch(self, indices: np.ndarray) -> Activations:
         """The rows at ``indices`` as a float32 tensor (sorted reads are faster from disk)."""
         return torch.from_numpy(np.ascontiguousarray(self.rows[np.sort(indices)]))
 

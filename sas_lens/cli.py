@@ -27,7 +27,8 @@ def _train_sae(args: argparse.Namespace) -> int:
     resolve_text_files(args.texts)  # fail on bad input before spending time on the model
     model = load_model(args.model, device=args.device)
     check_hook_exists(model, cfg.hook_name)
-    sae = train_sae(cfg, out_dir=args.out, model=model, texts=args.texts, work_dir=args.work_dir)
+    sae = train_sae(cfg, out_dir=args.out, model=model, texts=args.texts, work_dir=args.work_dir,
+                    cache_dir=args.cache_dir)
     print(f"saved {sae.cfg.architecture()} SAE ({sae.cfg.d_sae} latents) to {args.out}")
     return 0
 
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--context-size", type=int, default=128)
     train.add_argument("--device", default="cpu")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--work-dir", default=None, help="checkpoints and activation cache (default: <out>.work)")
+    train.add_argument("--work-dir", default=None, help="checkpoints, and the activation cache (default: <out>.work)")
+    train.add_argument("--cache-dir", default=None, help="activation cache to build or reuse (shared by SAEs of one hook)")
     train.set_defaults(run=_train_sae)
 
     evaluate = commands.add_parser("eval-sae", help="explained variance, CE loss recovered, L0, dead/dense latents")

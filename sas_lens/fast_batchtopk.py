@@ -15,8 +15,12 @@ from sae_lens import BatchTopKTrainingSAE
 from torch import nn
 from torch.nn import functional as F
 
+from sas_lens.typing import Float, Indices, Latents, Tensor
 
-def batch_topk_indices(acts: torch.Tensor, k: int | float, candidates_per_row: int | None = None):
+
+def batch_topk_indices(
+    acts: Latents, k: int | float, candidates_per_row: int | None = None
+) -> tuple[Indices, Indices]:
     """Row and column indices of the ``k * n_rows`` largest positive entries of a matrix.
 
     Selects what ``torch.topk(acts.relu().flatten(), k * n_rows)`` selects (up to
@@ -59,8 +63,8 @@ class FastBatchTopK(nn.Module):
 
 
 def sparse_decode(
-    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, W_dec: torch.Tensor, n_rows: int
-) -> torch.Tensor:
+    rows: Indices, cols: Indices, values: Float[Tensor, " nnz"], W_dec: Float[Tensor, "n_in d_out"], n_rows: int
+) -> Float[Tensor, "{n_rows} d_out"]:
     """``dense_acts @ W_dec`` for a matrix given by its nonzeros, sorted by row.
 
     ``embedding_bag`` sums ``values * W_dec[cols]`` per row without building the

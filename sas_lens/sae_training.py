@@ -126,7 +126,6 @@ def train_sae(
     work_dir = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
     cache_dir = Path(cache_dir) if cache_dir else work_dir / "activations"
     checkpoints = work_dir / "checkpoints"
-    torch.manual_seed(cfg.seed)
     started = time.perf_counter()
 
     cache = _existing_complete_cache(cache_dir, cfg.n_tokens)
@@ -157,7 +156,9 @@ def train_sae(
             prepend_bos=True,
         ),
     )
-    sae = FastBatchTopKTrainingSAE(sae_cfg)
+    with torch.random.fork_rng():  # seeded initialisation without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        sae = FastBatchTopKTrainingSAE(sae_cfg)
     n_samples = cfg.n_steps * cfg.batch_size
     trainer_cfg = SAETrainerConfig(
         total_training_samples=n_samples,

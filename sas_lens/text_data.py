@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from sas_lens.errors import DataError
+from sas_lens.typing import Tokens
 
 _TEXT_SUFFIXES = {".txt", ".text", ".md", ""}
 
@@ -90,7 +91,7 @@ def iter_documents(sources: Iterable[Path | str]) -> Iterator[str]:
 
 def iter_token_sequences(
     tokenizer, documents: Iterable[str], context_size: int, batch_size: int
-) -> Iterator[torch.Tensor]:
+) -> Iterator[Tokens]:
     """Yield ``[batch_size, context_size]`` token batches: BOS + a chunk of the token stream.
 
     Documents are joined into one stream (separated by a blank line) and cut into

@@ -48,3 +48,14 @@ def test_interrupted_conversion_leaves_no_cache(tmp_path, monkeypatch):
 def test_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
     assert models.default_model_dir().is_relative_to(tmp_path)
+
+
+def test_readme_snippet_runs_and_leaves_no_sae_attached():
+    from tests.helpers import HOOK, random_sae
+
+    model = tiny_model()
+    sae = random_sae("jumprelu")
+    sl.check_sae_fits(sae, model)
+    logits, cache = model.run_with_cache_with_saes("the movie was good", saes=[sae])
+    assert cache[HOOK + ".hook_sae_acts_post"].shape == (1, 5, sae.cfg.d_sae)
+    assert model.acts_to_saes == {}
