@@ -26,6 +26,11 @@ _EXPORTS = {
     "load_sae": "sas_lens.saes",
     "check_sae_fits": "sas_lens.saes",
     "shipped_saes": "sas_lens.saes",
+    "load_pairs": "sas_lens.pairs",
+    "demo_sets": "sas_lens.pairs",
+    "ABItem": "sas_lens.pairs",
+    "CompletionPair": "sas_lens.pairs",
+    "PairSet": "sas_lens.pairs",
     "SASLensError": "sas_lens.errors",
     "HookNotFoundError": "sas_lens.errors",
     "IncompatibleSAEError": "sas_lens.errors",
@@ -46,6 +51,7 @@ if TYPE_CHECKING:
         SASLensError,
     )
     from sas_lens.models import DEFAULT_MODEL, cache_dir, load_model
+    from sas_lens.pairs import ABItem, CompletionPair, PairSet, demo_sets, load_pairs
     from sas_lens.saes import check_sae_fits, load_sae, shipped_saes
 
 

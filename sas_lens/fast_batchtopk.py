@@ -2,10 +2,14 @@
 
 SAELens's ``BatchTopK`` takes the top ``k * batch`` of a flattened
 ``[4096, 16384]`` matrix with one ``torch.topk`` (67M elements, the slowest part
-of a CPU step) and decodes the result as a dense matrix. This module selects
-the same latents from a few candidates per row and decodes with sparse
-matrix products, so the trainer (SAELens's ``SAETrainer``), the losses, the
-checkpoints and the saved JumpReLU inference form are all SAELens's own.
+of a CPU step), decodes the result as a dense matrix and backpropagates
+through two dense ``[batch, d_sae] x [d_sae, d_in]`` products. This module
+selects the same latents from a few candidates per row and does the decode and
+the encoder's backward with sparse kernels (only k latents per row, plus the
+auxiliary loss's dead ones, carry gradient). The trainer (SAELens's
+``SAETrainer``), the losses, the checkpoints and the saved JumpReLU inference
+form are all SAELens's own; ``tests/unit/test_fast_batchtopk.py`` checks that a
+step gives SAELens's losses and gradients.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class FastBatchTopK(nn.Module):
 
 def sparse_decode(
     rows: Indices, cols: Indices, values: Float[Tensor, " nnz"], W_dec: Float[Tensor, "n_in d_out"], n_rows: int
-) -> Float[Tensor, "{n_rows} d_out"]:
+) -> Float[Tensor, "n_rows d_out"]:
     """``dense_acts @ W_dec`` for a matrix given by its nonzeros, sorted by row.
 
     ``embedding_bag`` sums ``values * W_dec[cols]`` per row without building the
