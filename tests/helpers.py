@@ -34,7 +34,7 @@ def tiny_tokenizer():
 
         vocab = {word: i for i, word in enumerate(SPECIAL + WORDS)}
         tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
         tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
         _TOKENIZER_DIR = tempfile.mkdtemp(prefix="sas_lens_tiny_tokenizer_")
         PreTrainedTokenizerFast(

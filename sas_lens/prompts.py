@@ -1,0 +1,101 @@
+"""Turning pairs into model text, and finding the token each vector reads.
+
+A/B items are read at the answer letter, as in CAA: the prompt is the question
+followed by an answer prefix ending in ``(`` and the letter, and the residual is
+taken at the letter's token. Completion pairs are read over the completion's
+tokens (their mean, or the last one). Base models get plain text; chat models
+get their tokenizer's chat template, with the answer as the start of the
+assistant's turn.
+
+Example:
+    >>> from sas_lens.pairs import ABItem
+    >>> text, span = format_ab(ABItem("Agree?\\n(A) Yes\\n(B) No", "A", "B"), "A")
+    >>> text[span[0]:span[1]]
+    'A'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sas_lens.pairs import ABItem
+
+BASE_ANSWER_PREFIX = "\n\nAnswer: ("
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How pairs become text: ``"base"`` (plain text) or ``"chat"`` (the tokenizer's chat template)."""
+
+    kind: str = "base"
+    answer_prefix: str = BASE_ANSWER_PREFIX
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("base", "chat"):
+            raise ValueError(f"PromptStyle kind must be 'base' or 'chat', got {self.kind!r}.")
+
+
+def _chat_prefix(user_text: str, tokenizer) -> str:
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "PromptStyle('chat') needs a tokenizer with a chat template; this one has none. "
+            "Use PromptStyle('base') for base models."
+        )
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def format_ab(item: ABItem, letter: str, style: PromptStyle = PromptStyle(), tokenizer=None) -> tuple[str, tuple[int, int]]:
+    """The text of ``item`` answered with ``letter``, and the character span of that letter."""
+    if style.kind == "chat":
+        prefix = _chat_prefix(item.question, tokenizer) + "("
+    else:
+        prefix = item.question + style.answer_prefix
+    return prefix + letter + ")", (len(prefix), len(prefix) + len(letter))
+
+
+def format_completion(
+    prompt: str, completion: str, style: PromptStyle = PromptStyle(), tokenizer=None
+) -> tuple[str, tuple[int, int]]:
+    """The text of ``prompt`` + ``completion``, and the character span of the completion."""
+    prefix = _chat_prefix(prompt, tokenizer) if style.kind == "chat" else prompt
+    return prefix + completion, (len(prefix), len(prefix) + len(completion))
+
+
+def tokenize_with_spans(tokenizer, texts: list[str], spans: list[tuple[int, int]], prepend_bos: bool = True):
+    """Tokenize ``texts`` (left-padded) and mark the tokens overlapping each character span.
+
+    Returns:
+        ``(tokens, attention_mask, span_mask)``, each ``[batch, pos]``; ``span_mask`` is
+        True on the tokens that overlap the span (the read positions).
+
+    Raises:
+        ValueError: a span that no token covers (e.g. an empty completion).
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("sas_lens needs a fast (Rust) tokenizer to map characters to tokens.")
+    encodings = [tokenizer(text, add_special_tokens=False, return_offsets_mapping=True) for text in texts]
+    bos = [tokenizer.bos_token_id] if prepend_bos and tokenizer.bos_token_id is not None else []
+    skip_bos = [bool(bos) and text.startswith(tokenizer.bos_token or "\0") for text in texts]
+    rows, masks = [], []
+    for text, encoding, (start, end), has_bos in zip(texts, encodings, spans, skip_bos):
+        ids = ([] if has_bos else bos) + encoding["input_ids"]
+        offsets = ([] if has_bos else [(0, 0)]) + encoding["offset_mapping"]
+        mask = [a < end and b > start and b > a for a, b in offsets]
+        if not any(mask):
+            raise ValueError(f"No token covers characters {start}:{end} of {text!r}.")
+        rows.append(ids)
+        masks.append(mask)
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.bool)
+    span_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (ids, mask) in enumerate(zip(rows, masks)):
+        tokens[i, width - len(ids):] = torch.tensor(ids)
+        attention[i, width - len(ids):] = True
+        span_mask[i, width - len(ids):] = torch.tensor(mask)
+    return tokens, attention, span_mask
