@@ -43,8 +43,8 @@ def tiny_tokenizer():
     return AutoTokenizer.from_pretrained(_TOKENIZER_DIR)
 
 
-def tiny_model(seed: int = 0):
-    """A 3-layer random HookedSAETransformer with the tiny tokenizer."""
+def tiny_model(seed: int = 0, positional_embedding_type: str = "standard"):
+    """A 3-layer random HookedSAETransformer with the tiny tokenizer (``"rotary"`` as in Gemma)."""
     from sae_lens import HookedSAETransformer
     from transformer_lens import HookedTransformerConfig
 
@@ -53,6 +53,8 @@ def tiny_model(seed: int = 0):
         n_layers=N_LAYERS, d_model=D_MODEL, d_head=4, n_heads=4, d_mlp=32, n_ctx=64,
         d_vocab=len(tokenizer), act_fn="gelu", normalization_type="LN", seed=seed,
         model_name="tiny-random", default_prepend_bos=True,
+        positional_embedding_type=positional_embedding_type,
+        rotary_dim=4 if positional_embedding_type == "rotary" else None,
     )
     model = HookedSAETransformer(cfg, tokenizer=tokenizer)
     model.eval()
