@@ -31,6 +31,13 @@ _EXPORTS = {
     "ABItem": "sas_lens.pairs",
     "CompletionPair": "sas_lens.pairs",
     "PairSet": "sas_lens.pairs",
+    "sas_vector": "sas_lens.build_vectors",
+    "dense_vector": "sas_lens.build_vectors",
+    "dense_vectors": "sas_lens.build_vectors",
+    "SASVector": "sas_lens.vectors",
+    "DenseVector": "sas_lens.vectors",
+    "load_vector": "sas_lens.vectors",
+    "PromptStyle": "sas_lens.prompts",
     "SASLensError": "sas_lens.errors",
     "HookNotFoundError": "sas_lens.errors",
     "IncompatibleSAEError": "sas_lens.errors",
@@ -51,7 +58,10 @@ if TYPE_CHECKING:
         SASLensError,
     )
     from sas_lens.models import DEFAULT_MODEL, cache_dir, load_model
+    from sas_lens.build_vectors import dense_vector, dense_vectors, sas_vector
     from sas_lens.pairs import ABItem, CompletionPair, PairSet, demo_sets, load_pairs
+    from sas_lens.prompts import PromptStyle
+    from sas_lens.vectors import DenseVector, SASVector, load_vector
     from sas_lens.saes import check_sae_fits, load_sae, shipped_saes
 
 

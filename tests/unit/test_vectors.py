@@ -1,0 +1,111 @@
+"""Algorithm 1 against a literal reference; vectors' arithmetic, saving, loading and refusals."""
+
+import pytest
+import torch
+
+import sas_lens as sl
+from sas_lens.build_vectors import dense_vector, sas_from_codes, sas_vector
+from sas_lens.errors import IncompatibleSAEError
+from sas_lens.extraction import collect_residuals
+from sas_lens.vectors import DenseVector, SASVector, load_vector
+from tests.helpers import random_sae
+
+PAIRS = sl.load_pairs([
+    {"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
+    {"prompt": "i", "positive": " love this story", "negative": " hate this boring story ."},
+    {"prompt": "the plot of this film was very", "positive": " great", "negative": " awful"},
+    {"prompt": "the music", "positive": " was happy", "negative": " was sad"},
+], name="tiny-sentiment")
+
+
+def literal_algorithm_1(pos, neg, tau, mean_over, strict):
+    """The paper's steps 3-6, one latent at a time."""
+    n, d_sae = pos.shape
+    v = torch.zeros(d_sae)
+    for c in range(d_sae):
+        sides = []
+        for codes in (pos, neg):
+            active = [float(codes[r, c]) for r in range(n) if codes[r, c] > 0]
+            frequency = len(active) / n
+            kept = frequency > tau if strict else frequency >= tau
+            if mean_over == "all":
+                mean = sum(float(codes[r, c]) for r in range(n)) / n
+            else:
+                mean = sum(active) / max(len(active), 1)
+            sides.append((kept, mean if kept else 0.0))
+        (kept_pos, v_pos), (kept_neg, v_neg) = sides
+        v[c] = 0.0 if (kept_pos and kept_neg) else v_pos - v_neg
+    return v
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.5, 0.75, 1.0])
+@pytest.mark.parametrize("mean_over", ["all", "active"])
+@pytest.mark.parametrize("strict", [False, True])
+def test_sas_from_codes_equals_literal_algorithm(tau, mean_over, strict):
+    generator = torch.Generator().manual_seed(0)
+    pos = torch.rand(4, 12, generator=generator) * (torch.rand(4, 12, generator=generator) > 0.4)
+    neg = torch.rand(4, 12, generator=generator) * (torch.rand(4, 12, generator=generator) > 0.4)
+    expected = literal_algorithm_1(pos, neg, tau, mean_over, strict)
+    torch.testing.assert_close(sas_from_codes(pos, neg, tau=tau, mean_over=mean_over, strict=strict), expected)
+
+
+def test_hand_checked_example():
+    # latent 0: + side 2/2 active, - side 0/2  -> kept on +: mean 3 -> +3
+    # latent 1: active on both sides 2/2         -> common, removed -> 0
+    # latent 2: - side only, 1/2 active at tau .5 -> kept on -: mean over all rows (4+0)/2 = 2 -> -2
+    pos = torch.tensor([[2.0, 1.0, 0.0], [4.0, 1.0, 0.0]])
+    neg = torch.tensor([[0.0, 5.0, 4.0], [0.0, 5.0, 0.0]])
+    assert sas_from_codes(pos, neg, tau=0.5).tolist() == [3.0, 0.0, -2.0]
+    assert sas_from_codes(pos, neg, tau=0.5, strict=True).tolist() == [3.0, 0.0, 0.0]
+    assert sas_from_codes(pos, neg, tau=0.5, mean_over="active").tolist() == [3.0, 0.0, -4.0]
+
+
+def test_sas_vector_encodes_the_collected_residuals(model):
+    sae = random_sae("jumprelu")
+    vec = sas_vector(model, sae, PAIRS, tau=0.5)
+    residuals = collect_residuals(model, PAIRS, 1, progress=False)
+    expected = sas_from_codes(sae.encode(residuals.positive[1]), sae.encode(residuals.negative[1]), tau=0.5)
+    torch.testing.assert_close(vec.dense(), expected)
+    assert len(vec) > 0
+    meta = vec.metadata
+    assert (meta["layer"], meta["hook_name"], meta["model_name"]) == (1, "blocks.1.hook_resid_post", "tiny-random")
+    assert meta["extraction"]["tau"] == 0.5 and meta["extraction"]["pairs"]["n"] == 4
+    assert meta["sae"]["d_sae"] == 48 and meta["sae"]["architecture"] == "jumprelu"
+
+
+def test_dense_vector_is_the_mean_difference(model):
+    vec = dense_vector(model, PAIRS, layer=2)
+    residuals = collect_residuals(model, PAIRS, 2, progress=False)
+    torch.testing.assert_close(vec.vector, residuals.positive[2].mean(0) - residuals.negative[2].mean(0))
+
+
+def test_save_load_round_trip_and_refusals(tmp_path, model):
+    sae = random_sae("topk")
+    vec = sas_vector(model, sae, PAIRS, tau=0.5)
+    path = vec.save(tmp_path / "v")
+    loaded = load_vector(path, model=model, sae=sae)
+    assert torch.equal(loaded.dense(), vec.dense()) and loaded.metadata == vec.metadata
+    with pytest.raises(IncompatibleSAEError, match="built on another SAE"):
+        load_vector(path, sae=random_sae("topk", seed=1))
+    dense = dense_vector(model, PAIRS, layer=1)
+    assert torch.equal(load_vector(dense.save(tmp_path / "d.safetensors"), model=model).vector, dense.vector)
+    other = type(model)(model.cfg.to_dict() | {"d_model": 8, "d_head": 2, "model_name": "other"})
+    with pytest.raises(IncompatibleSAEError, match="built on tiny-random, not other"):
+        load_vector(path, model=other)
+
+
+def test_vector_arithmetic():
+    meta = {"sae_fingerprint": "x", "name": "a"}
+    a = SASVector(torch.tensor([1, 3]), torch.tensor([1.0, -2.0]), 5, meta)
+    b = SASVector(torch.tensor([3, 4]), torch.tensor([2.0, 1.0]), 5, {**meta, "name": "b"})
+    assert (a + b).dense().tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]
+    assert len(a + b) == 2  # latent 3 cancelled out of the support
+    assert (a - 2 * b).dense().tolist() == [0.0, 1.0, 0.0, -6.0, -2.0]
+    assert (-a).dense().tolist() == [0.0, -1.0, 0.0, 2.0, 0.0]
+    with pytest.raises(IncompatibleSAEError):
+        a + SASVector(torch.tensor([1]), torch.tensor([1.0]), 5, {"sae_fingerprint": "y"})
+    d = DenseVector(torch.ones(3), {"hook_name": "h"})
+    assert (d - 0.5 * d).vector.tolist() == [0.5, 0.5, 0.5]
+    assert "<table>" in a._repr_html_() and "DenseVector" in d._repr_html_()
+    with pytest.raises(ValueError, match="finite"):
+        SASVector(torch.tensor([0]), torch.tensor([float("nan")]), 5)
