@@ -1,0 +1,135 @@
+"""Golden tests of steering: λ=0 is the identity, the fast path is the literal formula, hooks equal a
+manual edit of cached residuals, positions hold under the KV cache; refusals attach nothing."""
+
+import pytest
+import torch
+
+import sas_lens as sl
+from sas_lens.steering import generate, steer
+from sas_lens.vectors import DenseVector, SASVector, sae_fingerprint
+from tests.conftest import leftover_hooks
+from tests.helpers import ARCHITECTURES, HOOK, random_sae, tiny_model
+
+TOKENS = torch.tensor([[1, 5, 9, 12, 7, 30, 22], [1, 8, 8, 40, 41, 6, 10]])
+
+
+def sigma(sae, s):
+    """The SAE's own nonlinearity on an already-encoded code (the paper's σ)."""
+    if sae.cfg.architecture() == "jumprelu":
+        return s.relu() * (s > sae.threshold)
+    return s.relu()
+
+
+def vector_for(sae, seed=0, nnz=6):
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(sae.cfg.d_sae, generator=generator)[:nnz].sort().values
+    values = torch.randn(nnz, generator=generator)
+    return SASVector(indices, values, sae.cfg.d_sae,
+                     {"hook_name": HOOK, "layer": 1, "model_name": "tiny-random", "sae_fingerprint": sae_fingerprint(sae)})
+
+
+def literal_edit(sae, a, shift):
+    """Algorithm 2 as written: â(σ(f(a) + Σλv)) + Δ with Δ = a − â(f(a))."""
+    codes = sae.encode(a)
+    return sae.decode(sigma(sae, codes + shift)) + (a - sae.decode(codes))
+
+
+def residual(model, tokens=TOKENS):
+    _, cache = model.run_with_cache(tokens, names_filter=HOOK)
+    return cache[HOOK]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_lambda_zero_is_exactly_the_unsteered_model(model, architecture):
+    sae = random_sae(architecture)
+    clean = model(TOKENS)
+    with steer(model, {vector_for(sae): 0.0}, sae=sae):
+        assert torch.equal(model(TOKENS), clean)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_hooked_steering_equals_manual_edit_of_cached_residuals(model, architecture):
+    sae = random_sae(architecture)
+    v1, v2 = vector_for(sae, 0), vector_for(sae, 1)
+    shift = 3.0 * v1.dense() - 1.5 * v2.dense()
+    edited = literal_edit(sae, residual(model), shift)
+    expected = model(edited, start_at_layer=2)
+    with steer(model, {v1: 3.0, v2: -1.5}, sae=sae):
+        steered = model(TOKENS)
+    torch.testing.assert_close(steered, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(steered, model(TOKENS), atol=1e-3)  # the vectors did something
+
+
+def test_sas_and_dense_mix_at_one_hook(model):
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae)
+    dense = DenseVector(torch.randn(16), {"hook_name": HOOK, "layer": 1, "model_name": "tiny-random"})
+    a = residual(model)
+    expected = model(literal_edit(sae, a, 2.0 * vec.dense()) - 0.5 * dense.vector, start_at_layer=2)
+    with steer(model, {vec: 2.0, dense: -0.5}, sae=sae):
+        torch.testing.assert_close(model(TOKENS), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_positions_prompt_and_mask(model):
+    sae = random_sae("standard")
+    vec = vector_for(sae)
+    a = residual(model)
+    mask = torch.zeros(2, 7, dtype=torch.bool)
+    mask[:, 3:5] = True
+    edited = torch.where(mask[..., None], literal_edit(sae, a, 4.0 * vec.dense()), a)
+    with steer(model, {vec: 4.0}, sae=sae, positions=mask):
+        torch.testing.assert_close(model(TOKENS), model(edited, start_at_layer=2), atol=1e-4, rtol=1e-4)
+    with steer(model, {vec: 4.0}, sae=sae, positions="generated"):
+        torch.testing.assert_close(model(TOKENS), model(TOKENS))  # a prompt pass has no generated tokens
+
+
+@pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
+def test_kv_cached_generation_steers_the_same_positions_as_uncached(positions):
+    model = tiny_model(positional_embedding_type="rotary")
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae, nnz=12)
+    outputs = []
+    for cached in (True, False):
+        with steer(model, {vec: 25.0}, sae=sae, positions=positions) as policy:
+            policy.reset()
+            outputs.append(model.generate(TOKENS[:1], max_new_tokens=6, do_sample=False, verbose=False,
+                                          use_past_kv_cache=cached))
+    assert outputs[0].tolist() == outputs[1].tolist()
+    if positions != "prompt":  # steering the generated tokens changes what is generated
+        unsteered = model.generate(TOKENS[:1], max_new_tokens=6, do_sample=False, verbose=False)
+        assert outputs[0].tolist() != unsteered.tolist()
+
+
+def test_generate_returns_continuations(model):
+    sae = random_sae("jumprelu")
+    texts = generate(model, ["the movie was", "i love"], steering={vector_for(sae): 5.0}, sae=sae, max_new_tokens=4)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda sae, vec: ({vec: float("nan")}, sae), ValueError, "finite"),
+        (lambda sae, vec: ({vec: float("inf")}, sae), ValueError, "finite"),
+        (lambda sae, vec: ({vec: 1.0}, None), sl.IncompatibleSAEError, "No SAE given"),
+        (lambda sae, vec: ({vec: 1.0}, random_sae("jumprelu", seed=3)), sl.IncompatibleSAEError, "No SAE given"),
+        (lambda sae, vec: ({"not a vector": 1.0}, sae), TypeError, "SASVector or DenseVector"),
+    ],
+)
+def test_bad_steering_is_refused_before_any_hook(model, make, error, message):
+    sae = random_sae("jumprelu")
+    steering, given_sae = make(sae, vector_for(sae))
+    with pytest.raises(error, match=message):
+        with steer(model, steering, sae=given_sae):
+            pass
+    assert leftover_hooks() == []
+
+
+def test_hooks_are_removed_after_an_error_inside_the_block(model):
+    sae = random_sae("jumprelu")
+    with pytest.raises(RuntimeError):
+        with steer(model, {vector_for(sae): 1.0}, sae=sae):
+            model(TOKENS)
+            raise RuntimeError("user code failed")
+    assert leftover_hooks() == []
+    torch.testing.assert_close(model(TOKENS), tiny_model()(TOKENS))
