@@ -34,6 +34,7 @@ _EXPORTS = {
     "sas_vector": "sas_lens.build_vectors",
     "dense_vector": "sas_lens.build_vectors",
     "dense_vectors": "sas_lens.build_vectors",
+    "sas_vectors": "sas_lens.build_vectors",
     "SASVector": "sas_lens.vectors",
     "DenseVector": "sas_lens.vectors",
     "load_vector": "sas_lens.vectors",
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
         SASLensError,
     )
     from sas_lens.models import DEFAULT_MODEL, cache_dir, load_model
-    from sas_lens.build_vectors import dense_vector, dense_vectors, sas_vector
+    from sas_lens.build_vectors import dense_vector, dense_vectors, sas_vector, sas_vectors
     from sas_lens.pairs import ABItem, CompletionPair, PairSet, demo_sets, load_pairs
     from sas_lens.prompts import PromptStyle
     from sas_lens.steering import generate, steer

@@ -172,3 +172,16 @@ def dense_vectors(model, pairs, layers: Sequence[int], **kwargs: Any) -> dict[in
     residuals = collect_residuals(model, pairs, list(layers), read=kwargs.get("read", "mean"),
                                   style=kwargs.get("style", PromptStyle()), batch_size=kwargs.get("batch_size", 8))
     return {layer: dense_vector(model, pairs, layer=layer, residuals=residuals, **kwargs) for layer in layers}
+
+
+def sas_vectors(model, saes, pairs, *, read: str = "mean", style: PromptStyle = PromptStyle(),
+                batch_size: int = 8, **kwargs: Any) -> dict[int, SASVector]:
+    """SAS vectors for several residual SAEs (one per layer) from one forward pass per batch."""
+    pairs = _pairs(pairs)
+    saes = list(saes.values()) if isinstance(saes, dict) else list(saes)
+    for sae in saes:
+        check_sae_fits(sae, model)
+    layers = [hook_layer(sae_hook_name(sae)) for sae in saes]
+    residuals = collect_residuals(model, pairs, layers, read=read, style=style, batch_size=batch_size)
+    return {layer: sas_vector(model, sae, pairs, read=read, style=style, residuals=residuals, **kwargs)
+            for layer, sae in zip(layers, saes)}

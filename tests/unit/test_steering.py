@@ -133,3 +133,17 @@ def test_hooks_are_removed_after_an_error_inside_the_block(model):
             raise RuntimeError("user code failed")
     assert leftover_hooks() == []
     torch.testing.assert_close(model(TOKENS), tiny_model()(TOKENS))
+
+
+def test_empty_steering_and_all_zero_vector_are_the_identity(model):
+    from sas_lens.build_vectors import sas_from_codes
+
+    sae = random_sae("jumprelu")
+    codes = torch.rand(3, sae.cfg.d_sae)
+    zero = SASVector.from_dense(sas_from_codes(codes, codes, tau=0.5), vector_for(sae).metadata)
+    assert len(zero) == 0  # identical sides: every kept latent is common
+    clean = model(TOKENS)
+    for steering in ({}, {zero: 5.0}):
+        with steer(model, steering, sae=sae):
+            steered = model(TOKENS)
+        assert torch.equal(steered, clean), f"max |diff| = {(steered - clean).abs().max():.3g}"

@@ -109,3 +109,14 @@ def test_vector_arithmetic():
     assert "<table>" in a._repr_html_() and "DenseVector" in d._repr_html_()
     with pytest.raises(ValueError, match="finite"):
         SASVector(torch.tensor([0]), torch.tensor([float("nan")]), 5)
+
+
+def test_several_layers_from_one_pass_equal_one_layer_at_a_time(model):
+    from sas_lens.build_vectors import dense_vectors, sas_vectors
+
+    saes = [random_sae("jumprelu", hook_name=f"blocks.{layer}.hook_resid_post", seed=layer) for layer in (0, 2)]
+    together = sas_vectors(model, saes, PAIRS, tau=0.5)
+    for sae, layer in zip(saes, (0, 2)):
+        assert torch.equal(together[layer].dense(), sas_vector(model, sae, PAIRS, tau=0.5).dense())
+    dense = dense_vectors(model, PAIRS, [0, 1])
+    torch.testing.assert_close(dense[1].vector, dense_vector(model, PAIRS, layer=1).vector)
