@@ -47,6 +47,7 @@ class SAETrainingConfig:
     decay_fraction: float = 0.2
     aux_loss_coefficient: float = 1.0
     dead_steps: int = 25
+    b_dec_init: str = "mean"
     context_size: int = 128
     n_checkpoints: int = 10
     seed: int = 0
@@ -58,6 +59,8 @@ class SAETrainingConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.k > self.d_sae:
             raise ValueError(f"k={self.k} cannot exceed d_sae={self.d_sae}.")
+        if self.b_dec_init not in ("mean", "zeros"):
+            raise ValueError(f"b_dec_init must be 'mean' or 'zeros', got {self.b_dec_init!r}.")
         if not 0 <= self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}.")
         if self.n_tokens < self.batch_size:
@@ -191,6 +194,8 @@ def train_sae(
             data_provider=random_batches(cache, cfg.batch_size, cfg.seed + 1, 0),
             n_batches_for_norm_estimate=trainer_cfg.n_batches_for_norm_estimate,
         )
+        if cfg.b_dec_init == "mean":
+            _init_b_dec_to_mean(sae, cache, trainer.activation_scaler.scaling_factor, cfg)
     # SAELens lists checkpoint thresholds from 0; drop those a resumed run has passed.
     trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
     trainer.data_provider = random_batches(cache, cfg.batch_size, cfg.seed, trainer.n_training_steps)
@@ -221,6 +226,21 @@ def train_sae(
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return SAE.load_from_disk(out_dir, device=cfg.device)
+
+
+@torch.no_grad()
+def _init_b_dec_to_mean(sae, cache: ActivationCache, scaling_factor: float, cfg: SAETrainingConfig) -> None:
+    """Start the decoder bias at the (scaled) mean activation.
+
+    Gemma 3 270M's layer-9 residuals share one large mean direction (93% of their
+    squared norm). With ``b_dec = 0`` every latent's pre-activation is dominated by
+    its encoder's overlap with that mean, and the latents facing away from it never
+    fire: in a trial run 74% were dead after 100 steps.
+    """
+    n_batches = max(1, min(25, len(cache) // cfg.batch_size))
+    batches = random_batches(cache, cfg.batch_size, cfg.seed + 2, 0)
+    mean = sum(next(batches).double().mean(0) for _ in range(n_batches)) / n_batches
+    sae.b_dec.copy_((mean * scaling_factor).to(sae.b_dec.dtype))
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:
