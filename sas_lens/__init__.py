@@ -40,6 +40,7 @@ _EXPORTS = {
     "load_vector": "sas_lens.vectors",
     "PromptStyle": "sas_lens.prompts",
     "steer": "sas_lens.steering",
+    "ab_probabilities": "sas_lens.scoring",
     "generate": "sas_lens.steering",
     "SASLensError": "sas_lens.errors",
     "HookNotFoundError": "sas_lens.errors",
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from sas_lens.build_vectors import dense_vector, dense_vectors, sas_vector, sas_vectors
     from sas_lens.pairs import ABItem, CompletionPair, PairSet, demo_sets, load_pairs
     from sas_lens.prompts import PromptStyle
+    from sas_lens.scoring import ab_probabilities
     from sas_lens.steering import generate, steer
     from sas_lens.vectors import DenseVector, SASVector, load_vector
     from sas_lens.saes import check_sae_fits, load_sae, shipped_saes

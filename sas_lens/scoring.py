@@ -1,0 +1,77 @@
+"""A/B answer probabilities under steering (the CAA protocol's measurement).
+
+For each item the model reads the question and the answer prefix ending in
+``(``; the probability of the behaviour-matching letter is normalised over the
+two letters: ``p = P(match) / (P(match) + P(other))``.
+
+Example:
+    >>> p = ab_probabilities(model, sl.load_pairs("demo:caution"), steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from sas_lens.pairs import ABItem, PairSet
+from sas_lens.prompts import PromptStyle, format_ab, tokenize_with_spans
+from sas_lens.steering import steering_hooks
+from sas_lens.typing import Float, Tensor
+
+
+def _letter_prompt(model, item: ABItem, style: PromptStyle) -> tuple[list[int], int, int]:
+    """The context tokens before the answer letter, and the token ids of both letters."""
+    rows = []
+    for letter in (item.matching, item.not_matching):
+        text, span = format_ab(item, letter, style, model.tokenizer)
+        tokens, _, mask = tokenize_with_spans(model.tokenizer, [text], [span])
+        position = int(mask[0].nonzero()[0, 0])
+        if int(mask[0].sum()) != 1 or model.tokenizer.decode(tokens[0, position]).strip() != letter:
+            raise ValueError(
+                f"The tokenizer does not give the answer letter {letter!r} a token of its own after "
+                f"{style.answer_prefix!r}; choose an answer prefix after which it does."
+            )
+        rows.append((tokens[0, :position].tolist(), int(tokens[0, position])))
+    (context, match_id), (other_context, other_id) = rows
+    if context != other_context:
+        raise ValueError("The two answers of an item tokenize with different contexts.")
+    return context, match_id, other_id
+
+
+@torch.no_grad()
+def ab_probabilities(
+    model,
+    items: PairSet,
+    *,
+    steering: Mapping | None = None,
+    sae=None,
+    style: PromptStyle = PromptStyle(),
+    batch_size: int = 8,
+) -> Float[Tensor, " n"]:
+    """Normalised probability of the behaviour-matching letter for each A/B item, optionally steered.
+
+    Steering applies at every position of the prompt (as in CAA's A/B evaluation).
+    """
+    if items.kind != "ab":
+        raise ValueError(f"ab_probabilities needs A/B items; {items.name!r} holds completion pairs.")
+    prompts = [_letter_prompt(model, item, style) for item in items]
+    hooks, _ = steering_hooks(model, steering or {}, sae=sae)
+    pad = model.tokenizer.pad_token_id or 0
+    out = torch.empty(len(prompts))
+    with model.hooks(fwd_hooks=hooks):
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            width = max(len(context) for context, _, _ in batch)
+            tokens = torch.full((len(batch), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.bool)
+            for i, (context, _, _) in enumerate(batch):
+                tokens[i, width - len(context):] = torch.tensor(context)
+                attention[i, width - len(context):] = True
+            device = model.cfg.device
+            logits = model(tokens.to(device), attention_mask=attention.to(device))[:, -1].float()
+            pair_logits = torch.stack(
+                [logits[i, [match_id, other_id]] for i, (_, match_id, other_id) in enumerate(batch)]
+            )
+            out[start : start + len(batch)] = pair_logits.softmax(-1)[:, 0].cpu()
+    return out
