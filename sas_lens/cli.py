@@ -56,6 +56,46 @@ def _eval_sae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract(args: argparse.Namespace) -> int:
+    from sas_lens.build_vectors import dense_vector, sas_vector
+    from sas_lens.models import load_model
+    from sas_lens.pairs import load_pairs
+    from sas_lens.saes import load_sae
+
+    pairs = load_pairs(args.pairs, limit=args.limit)  # bad data fails before the model loads
+    model = load_model(args.model, device=args.device)
+    if args.dense:
+        vector = dense_vector(model, pairs, layer=args.layer, read=args.read)
+    else:
+        sae = load_sae(args.sae, model=model)
+        vector = sas_vector(model, sae, pairs, tau=args.tau, read=args.read, mean_over=args.mean_over)
+    path = vector.save(args.out)
+    size = f"{len(vector)} latents" if not args.dense else f"norm {float(vector.vector.norm()):.4g}"
+    print(f"{vector!r}: {size}; saved to {path}")
+    return 0
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from sas_lens.models import load_model
+    from sas_lens.saes import load_sae
+    from sas_lens.steering import generate
+    from sas_lens.vectors import load_vector
+
+    if len(args.strength) not in (1, len(args.vectors)):
+        raise SystemExit("sas-lens steer: give one --strength, or one per vector.")
+    strengths = args.strength * len(args.vectors) if len(args.strength) == 1 else args.strength
+    model = load_model(args.model, device=args.device)
+    sae = load_sae(args.sae, model=model)
+    vectors = [load_vector(path, model=model, sae=sae) for path in args.vectors]
+    steering = dict(zip(vectors, strengths))
+    plain = generate(model, args.prompts, max_new_tokens=args.max_new_tokens)
+    steered = generate(model, args.prompts, steering=steering, sae=sae, max_new_tokens=args.max_new_tokens)
+    label = ", ".join(f"{v.name} x {s:g}" for v, s in steering.items())
+    for prompt, a, b in zip(args.prompts, plain, steered):
+        print(f"\n### {prompt}\n  unsteered: {a!r}\n  steered ({label}): {b!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sas-lens", description="Sparse activation steering on TransformerLens + SAELens.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="JSON path (default: eval.json in the SAE folder)")
     evaluate.add_argument("--device", default="cpu")
     evaluate.set_defaults(run=_eval_sae)
+    extract = commands.add_parser("extract", help="build a steering vector from contrastive pairs")
+    extract.add_argument("pairs", help="demo:<name>, or a CAA .json, .jsonl or .csv file")
+    extract.add_argument("--out", required=True, help="vector file to write (.safetensors)")
+    extract.add_argument("--sae", default=None, help="SAE (shipped short name or folder; default: the shipped 16k)")
+    extract.add_argument("--dense", action="store_true", help="build the dense CAA vector instead")
+    extract.add_argument("--layer", type=int, default=9, help="layer of a dense vector (SAS: the SAE's layer)")
+    extract.add_argument("--tau", type=float, default=0.7)
+    extract.add_argument("--read", choices=["mean", "last"], default="mean")
+    extract.add_argument("--mean-over", choices=["all", "active"], default="all")
+    extract.add_argument("--limit", type=int, default=None, help="use the first N pairs")
+    extract.add_argument("--model", default=None)
+    extract.add_argument("--device", default="cpu")
+    extract.set_defaults(run=_extract)
+
+    steer = commands.add_parser("steer", help="unsteered and steered continuations side by side")
+    steer.add_argument("vectors", nargs="+", help="vector files from `sas-lens extract`")
+    steer.add_argument("--prompt", dest="prompts", action="append", required=True)
+    steer.add_argument("--strength", type=float, action="append", required=True, help="λ (once, or once per vector)")
+    steer.add_argument("--sae", default=None)
+    steer.add_argument("--max-new-tokens", type=int, default=30)
+    steer.add_argument("--model", default=None)
+    steer.add_argument("--device", default="cpu")
+    steer.set_defaults(run=_steer)
     return parser
 
 

@@ -38,8 +38,34 @@ def test_train_sae_on_missing_hook(tmp_path, capsys, tiny_default):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("demo", "train-sae", "eval-sae"):
+    for command in ("demo", "train-sae", "eval-sae", "extract", "steer"):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([command, "--help"])
         assert exit_info.value.code == 0
         assert "usage: sas-lens " + command in capsys.readouterr().out
+
+
+def test_extract_then_steer(tmp_path, capsys, monkeypatch, tiny_default):
+    from sas_lens import saes
+    from tests.helpers import random_sae
+
+    sae = random_sae("jumprelu")
+    monkeypatch.setattr(saes, "load_sae", lambda *args, **kwargs: sae)
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"prompt": "the movie was", "positive": " good", "negative": " bad"}\n'
+                     '{"prompt": "i", "positive": " love it", "negative": " hate it"}\n')
+    assert cli.main(["extract", str(pairs), "--out", str(tmp_path / "v"), "--tau", "0.5"]) == 0
+    assert cli.main(["extract", str(pairs), "--dense", "--layer", "1", "--out", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "latents; saved to" in out and "norm" in out
+    code = cli.main(["steer", str(tmp_path / "v.safetensors"), str(tmp_path / "d.safetensors"),
+                     "--prompt", "the movie", "--strength", "3", "--max-new-tokens", "3"])
+    out = capsys.readouterr().out
+    assert code == 0 and "unsteered:" in out and "steered (p x 3, p x 3)" in out
+
+
+def test_extract_refuses_bad_pairs_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded before the data was checked"))
+    (tmp_path / "bad.json").write_text("[]")
+    code, err = run(capsys, "extract", str(tmp_path / "bad.json"), "--out", str(tmp_path / "v"))
+    assert code == 2 and "is empty" in err
