@@ -70,6 +70,7 @@ def load_model(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sae_lens import HookedSAETransformer
 
+    user_hf_model = hf_model
     if hf_model is not None:
         if name is None or tokenizer is None:
             raise ValueError(
@@ -95,6 +96,8 @@ def load_model(
     )
     model.eval()
     _store_linear_weights_transposed(model)
+    if user_hf_model is not None:  # the 'hf' generation backend steers this twin
+        model._sas_lens_hf_model = user_hf_model.eval()
     return model
 
 

@@ -147,3 +147,22 @@ def test_empty_steering_and_all_zero_vector_are_the_identity(model):
         with steer(model, steering, sae=sae):
             steered = model(TOKENS)
         assert torch.equal(steered, clean), f"max |diff| = {(steered - clean).abs().max():.3g}"
+
+
+@pytest.mark.parametrize("positions", ["all", "generated"])
+def test_left_padded_batch_generates_what_each_prompt_generates_alone(positions):
+    model = tiny_model(positional_embedding_type="rotary")
+    sae = random_sae("jumprelu")
+    steering = {vector_for(sae, nnz=12): 20.0}
+    prompts = ["the movie was very good and the music was fun", "i love", "the plot"]
+    together = generate(model, prompts, steering=steering, sae=sae, positions=positions, max_new_tokens=5)
+    alone = [generate(model, p, steering=steering, sae=sae, positions=positions, max_new_tokens=5)[0]
+             for p in prompts]
+    assert together == alone
+
+
+def test_sampling_with_a_seed_is_repeatable(model):
+    kwargs = dict(max_new_tokens=6, do_sample=True, seed=7, temperature=2.0)
+    assert generate(model, ["the movie"], **kwargs) == generate(model, ["the movie"], **kwargs)
+    with pytest.raises(ValueError, match="backend"):
+        generate(model, ["the movie"], backend="vllm")

@@ -1,0 +1,93 @@
+"""The fast generation backend: the same steering hooks on the Hugging Face twin of a model.
+
+The output of Hugging Face decoder layer L is TransformerLens's
+``blocks.L.hook_resid_post``, so the hook functions built by
+:func:`sas_lens.steering.steering_hooks` apply to it unchanged, and
+``transformers``' ``generate`` (several times faster than TransformerLens's on
+CPU) does the decoding. Hooks are PyTorch forward hooks, removed in a
+``finally`` so that none outlives the call.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from types import SimpleNamespace
+
+import torch
+
+from sas_lens.saes import hook_layer
+
+
+def hf_model_for(model):
+    """The Hugging Face model with ``model``'s weights (loaded once and kept on ``model``).
+
+    For the embedded default it is read from the converted cache; for any other
+    model pass it in with ``load_model(name, hf_model=..., tokenizer=...)``.
+    """
+    hf_model = getattr(model, "_sas_lens_hf_model", None)
+    if hf_model is not None:
+        return hf_model
+    from sas_lens.models import DEFAULT_MODEL, default_model_dir
+
+    if model.cfg.model_name != DEFAULT_MODEL or not (default_model_dir() / "config.json").exists():
+        raise ValueError(
+            "The 'hf' backend needs the Hugging Face twin of this model: load it with "
+            "sl.load_model(name, hf_model=..., tokenizer=...), or use backend='tl'."
+        )
+    from transformers import AutoModelForCausalLM
+
+    hf_model = AutoModelForCausalLM.from_pretrained(default_model_dir(), dtype=model.cfg.dtype)
+    hf_model = hf_model.to(model.cfg.device).eval()
+    model._sas_lens_hf_model = hf_model
+    return hf_model
+
+
+def _decoder_layers(hf_model):
+    for path in ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers"):
+        module = hf_model
+        try:
+            for part in path.split("."):
+                module = getattr(module, part)
+        except AttributeError:
+            continue
+        return module
+    raise ValueError(f"Cannot find the decoder layers of {type(hf_model).__name__}.")
+
+
+@contextmanager
+def hf_hooks(hf_model, fwd_hooks):
+    """Attach ``(hook_name, fn)`` pairs (``blocks.L.hook_resid_post`` only) to the HF decoder layers."""
+    layers = _decoder_layers(hf_model)
+    handles = []
+    try:
+        for name, fn in fwd_hooks:
+            layer = hook_layer(name)
+            if layer is None or not name.endswith("hook_resid_post"):
+                raise ValueError(f"The 'hf' backend steers blocks.L.hook_resid_post only, not {name!r}.")
+            handles.append(layers[layer].register_forward_hook(_wrap(fn, name)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _wrap(fn, name: str):
+    hook = SimpleNamespace(name=name)
+
+    def forward_hook(module, inputs, output):
+        if isinstance(output, tuple):
+            return (fn(output[0], hook),) + output[1:]
+        return fn(output, hook)
+
+    return forward_hook
+
+
+@torch.no_grad()
+def hf_generate(model, hf_model, tokens, attention_mask, fwd_hooks, *, max_new_tokens, do_sample, **kwargs):
+    """``transformers`` generation of left-padded ``tokens`` with the steering hooks attached."""
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    with hf_hooks(hf_model, fwd_hooks):
+        return hf_model.generate(
+            input_ids=tokens, attention_mask=attention_mask.long(), max_new_tokens=max_new_tokens,
+            do_sample=do_sample, pad_token_id=pad, **kwargs,
+        )

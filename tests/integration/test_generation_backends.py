@@ -1,0 +1,24 @@
+"""The TransformerLens and transformers backends generate the same greedy tokens, steered or not."""
+
+import pytest
+
+import sas_lens as sl
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = ["I went to the cinema last night and the film", "My favourite season is", "The recipe needs"]
+
+
+@pytest.fixture(scope="module")
+def dense(gemma):
+    return sl.dense_vector(gemma, sl.load_pairs("demo:sentiment"), layer=6)
+
+
+@pytest.mark.parametrize("strength", [None, 6.0, -6.0])
+def test_backends_agree(gemma, dense, strength):
+    steering = {dense: strength} if strength is not None else None
+    tl = sl.generate(gemma, PROMPTS, steering=steering, max_new_tokens=8, backend="tl")
+    hf = sl.generate(gemma, PROMPTS, steering=steering, max_new_tokens=8, backend="hf")
+    assert tl == hf
+    if strength is not None:
+        assert tl != sl.generate(gemma, PROMPTS, max_new_tokens=8, backend="hf")
