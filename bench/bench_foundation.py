@@ -1,6 +1,6 @@
 """Benchmarks of the foundation, reported as ratios measured in one run (not collected by pytest).
 
-    python tests/benchmarks/bench_foundation.py            # embedded Gemma 3 270M + a 16k SAE step
+    python bench/bench_foundation.py                     # embedded Gemma 3 270M + a 16k SAE step
 
 1. Forward pass of the embedded model with TransformerLens's stock weight layout
    against sas_lens's transposed storage (same outputs, bit for bit).

@@ -1,0 +1,85 @@
+"""Steering benchmark on the embedded model (issue 4), ratios measured in one run on this machine.
+
+    python bench/bench_steering.py [--new-tokens 64] [--prompts 8]
+
+Greedy generation of 8 prompts x 64 new tokens, tokens/s for: unsteered, SAS (one vector), SAS (four
+vectors composed), dense — per backend (TransformerLens, transformers). Then the time to build a vector
+from 200 pairs against the plain forward passes it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import sas_lens as sl
+from sas_lens.extraction import collect_residuals
+
+PROMPTS = [
+    "I thought the film was", "The weather this weekend", "My new job is", "The restaurant on the corner",
+    "Yesterday the team", "Honestly, the book", "The best thing about the city is", "Our holiday was",
+]
+
+
+def tokens_per_second(model, prompts, new_tokens, backend, steering=None, sae=None) -> float:
+    # Every row generates exactly new_tokens tokens, so that all settings do the same work.
+    no_early_stop = {"min_new_tokens": new_tokens} if backend == "hf" else {"stop_at_eos": False}
+    start = time.perf_counter()
+    sl.generate(model, prompts, steering=steering, sae=sae, max_new_tokens=new_tokens, backend=backend,
+                batch_size=len(prompts), **no_early_stop)
+    return len(prompts) * new_tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prompts", type=int, default=8)
+    args = parser.parse_args()
+    prompts = PROMPTS[: args.prompts]
+    model = sl.load_model()
+    sae = sl.load_sae(model=model)
+    vectors = [sl.sas_vector(model, sae, sl.load_pairs(f"demo:{name}"), tau=0.7)
+               for name in ("sentiment", "formality", "topic-food", "caution")]
+    dense = sl.dense_vector(model, sl.load_pairs("demo:sentiment"), layer=vectors[0].layer)
+    settings = {
+        "unsteered": None,
+        "SAS x1": {vectors[0]: 4.0},
+        "SAS x4": {v: 2.0 for v in vectors},
+        "dense": {dense: 4.0},
+    }
+    results = {}
+    for backend in ("hf", "tl"):
+        sl.generate(model, prompts[:1], max_new_tokens=2, backend=backend)  # warm-up
+        for label, steering in settings.items():
+            results[(backend, label)] = tokens_per_second(model, prompts, args.new_tokens, backend, steering, sae)
+            print(f"{backend:>2} {label:<10} {results[(backend, label)]:7.1f} tokens/s", flush=True)
+    for backend in ("hf", "tl"):
+        base = results[(backend, "unsteered")]
+        print(f"{backend}: SAS x1 / unsteered = {results[(backend, 'SAS x1')] / base:.3f}, "
+              f"SAS x4 / unsteered = {results[(backend, 'SAS x4')] / base:.3f}, "
+              f"dense / unsteered = {results[(backend, 'dense')] / base:.3f}")
+    print(f"hf / tl, SAS x1 steered: {results[('hf', 'SAS x1')] / results[('tl', 'SAS x1')]:.2f}x")
+    print(json.dumps({f"{b}/{l}": round(v, 2) for (b, l), v in results.items()}))
+
+    caa = Path(__file__).resolve().parents[2] / "shared/datasets/caa/generate/sycophancy/generate_dataset.json"
+    if not caa.exists():
+        print(f"skipping the extraction benchmark: {caa} is not on this machine")
+        return
+    pairs = sl.load_pairs(caa, limit=200)
+    start = time.perf_counter()
+    residuals = collect_residuals(model, pairs, vectors[0].layer, progress=False)
+    forward_s = time.perf_counter() - start
+    start = time.perf_counter()
+    sl.sas_vector(model, sae, pairs, residuals=None)
+    vector_s = time.perf_counter() - start
+    print(f"vector from {len(pairs)} pairs: {vector_s:.1f} s vs forward passes {forward_s:.1f} s "
+          f"({vector_s / forward_s:.2f}x)")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
