@@ -174,6 +174,12 @@ def steering_hooks(model, steering: Mapping, *, sae=None, positions: str | torch
             continue
         match = [s for s in saes.get(hook, []) if s.cfg.d_sae == vector.d_sae and (
             vector.metadata.get("sae_fingerprint") in (None, sae_fingerprint(s)))]
+        if not match and saes.get(hook):
+            raise IncompatibleSAEError(
+                f"The SAS vector {vector.name!r} was built on another SAE than the one given for {hook} "
+                f"(vector: d_sae={vector.d_sae}; given: d_sae={[s.cfg.d_sae for s in saes[hook]]}, or different "
+                "weights). Pass the SAE it was built on, or rebuild the vector with this SAE."
+            )
         if not match:
             raise IncompatibleSAEError(
                 f"No SAE given for the SAS vector {vector.name!r} (hook {hook}, d_sae={vector.d_sae}). "

@@ -112,7 +112,7 @@ def test_generate_returns_continuations(model):
         (lambda sae, vec: ({vec: float("nan")}, sae), ValueError, "finite"),
         (lambda sae, vec: ({vec: float("inf")}, sae), ValueError, "finite"),
         (lambda sae, vec: ({vec: 1.0}, None), sl.IncompatibleSAEError, "No SAE given"),
-        (lambda sae, vec: ({vec: 1.0}, random_sae("jumprelu", seed=3)), sl.IncompatibleSAEError, "No SAE given"),
+        (lambda sae, vec: ({vec: 1.0}, random_sae("jumprelu", seed=3)), sl.IncompatibleSAEError, "built on another SAE"),
         (lambda sae, vec: ({"not a vector": 1.0}, sae), TypeError, "SASVector or DenseVector"),
     ],
 )
