@@ -31,7 +31,7 @@ def test_sentiment_vectors_shift_positive_minus_negative_logits(gemma, sentiment
     good, bad = (gemma.to_single_token(w) for w in (" wonderful", " terrible"))
 
     def margin(steering):
-        with sl.steer(gemma, steering, sae=sae):
+        with sl.steer(gemma, steering, sae=sae), torch.no_grad():
             logits = gemma(tokens)[0, -1]
         return float(logits[good] - logits[bad])
 
