@@ -37,8 +37,27 @@ def sae_fingerprint(sae) -> str:
     return digest.hexdigest()[:16]
 
 
+class _Provenance:
+    """Properties read from a vector's ``metadata``, shared by both kinds of vector."""
+
+    metadata: dict[str, Any]
+    _default_name: str
+
+    @property
+    def layer(self) -> int | None:
+        return self.metadata.get("layer")
+
+    @property
+    def hook_name(self) -> str | None:
+        return self.metadata.get("hook_name")
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get("name", self._default_name)
+
+
 @dataclass(frozen=True, eq=False)
-class SASVector:
+class SASVector(_Provenance):
     """A sparse vector over an SAE's ``d_sae`` latents: positive entries reinforce, negative suppress.
 
     Attributes:
@@ -71,17 +90,7 @@ class SASVector:
         out[self.indices] = self.values
         return out
 
-    @property
-    def layer(self) -> int | None:
-        return self.metadata.get("layer")
-
-    @property
-    def hook_name(self) -> str | None:
-        return self.metadata.get("hook_name")
-
-    @property
-    def name(self) -> str:
-        return self.metadata.get("name", "sas-vector")
+    _default_name = "sas-vector"
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -132,7 +141,7 @@ class SASVector:
 
 
 @dataclass(frozen=True, eq=False)
-class DenseVector:
+class DenseVector(_Provenance):
     """A dense residual-stream direction (CAA): added as ``λ·v`` at its hook."""
 
     vector: Float[Tensor, " d_model"]
@@ -142,17 +151,7 @@ class DenseVector:
         if self.vector.ndim != 1 or not torch.isfinite(self.vector).all():
             raise ValueError("A dense steering vector must be 1-D and finite.")
 
-    @property
-    def layer(self) -> int | None:
-        return self.metadata.get("layer")
-
-    @property
-    def hook_name(self) -> str | None:
-        return self.metadata.get("hook_name")
-
-    @property
-    def name(self) -> str:
-        return self.metadata.get("name", "dense-vector")
+    _default_name = "dense-vector"
 
     def __add__(self, other):
         if not isinstance(other, DenseVector):
