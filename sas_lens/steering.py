@@ -10,8 +10,11 @@ vectors' supports can change, so the hook needs the encoder columns and decoder
 rows of S alone (the ``[tokens, d_model] x [d_model, |S|]`` products), plus,
 for TopK SAEs, the full encoding that decides which latents are active. σ is
 the SAE's own: JumpReLU keeps ``s·[s > θ]``; ReLU and TopK SAEs use ReLU (the
-top k are not re-selected). Dense (CAA) vectors add ``λ·v``; both kinds can be
-mixed, and the SAS edit is computed from the unsteered ``a``.
+top k are not re-selected). An SAE that normalises each token at run time
+(``constant_norm_rescale``, ``layer_norm``) encodes the normalised ``a`` and its
+decoder output is scaled back per token, so the edit is that token's scale times
+the code difference times ``W_dec``. Dense (CAA) vectors add ``λ·v``; both kinds
+can be mixed, and the SAS edit is computed from the unsteered ``a``.
 
 Example:
     >>> with sl.steer(model, {vec: 4.0, dense: -2.0}, sae=sae):    # doctest: +SKIP
@@ -33,6 +36,11 @@ from sas_lens.saes import check_hook_exists, check_sae_fits, sae_hook_name
 from sas_lens.vectors import DenseVector, SASVector, check_vector_fits, sae_fingerprint
 
 SUPPORTED_ARCHITECTURES = ("jumprelu", "standard", "topk", "batchtopk")
+# Per-token input normalisations the edit undoes; the others SAELens applies at
+# run time are identities ("expected_average_only_in" and whitening are folded
+# into the weights when an SAE is loaded).
+PER_TOKEN_NORMALISATIONS = ("constant_norm_rescale", "layer_norm")
+RUN_TIME_IDENTITY_NORMALISATIONS = ("none", "expected_average_only_in", "covariance_whitening")
 POSITIONS = ("all", "prompt", "generated")
 
 
@@ -92,6 +100,7 @@ class _SparseEdit:
     b_dec_in: torch.Tensor  # subtracted from the input before encoding
     shift: torch.Tensor  # Σ λᵢ vᵢ on S
     support: torch.Tensor  # S
+    normalisation: str  # the SAE's per-token input normalisation, or "none"
     sae: object | None  # kept only for TopK, whose activity needs the full encoding
 
     @classmethod
@@ -108,6 +117,8 @@ class _SparseEdit:
             b_dec_in=(sae.b_dec.detach() * sae.cfg.apply_b_dec_to_input).to(**f32),
             shift=shift[support].to(**f32),
             support=support.to(device),
+            normalisation=sae.cfg.normalize_activations if sae.cfg.normalize_activations in PER_TOKEN_NORMALISATIONS
+            else "none",
             sae=sae if architecture in ("topk", "batchtopk") else None,
         )
 
@@ -116,13 +127,28 @@ class _SparseEdit:
             return s.relu() * (s > self.threshold)
         return s.relu()
 
+    def normalise(self, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """The SAE's input for ``a`` and the per-token factor its decoder output is scaled back by.
+
+        Mirrors SAELens's run-time ``constant_norm_rescale`` and ``layer_norm``.
+        """
+        if self.normalisation == "constant_norm_rescale":
+            coeff = a.shape[-1] ** 0.5 / a.norm(dim=-1, keepdim=True)
+            return a * coeff, 1 / coeff
+        if self.normalisation == "layer_norm":
+            centred = a - a.mean(dim=-1, keepdim=True)
+            std = centred.std(dim=-1, keepdim=True)
+            return centred / (std + 1e-5), std
+        return a, 1.0
+
     def delta(self, a: torch.Tensor) -> torch.Tensor:
-        """``(σ(f(a)_S + shift) − f(a)_S) · W_dec[S]`` for float32 ``a`` of shape ``[..., d_model]``."""
-        if self.sae is not None:
+        """``out_scale(a) · (σ(f(a)_S + shift) − f(a)_S) · W_dec[S]`` for float32 ``a`` of shape ``[..., d_model]``."""
+        x, out_scale = self.normalise(a)
+        if self.sae is not None:  # TopK: which latents are active depends on all of them
             codes = self.sae.encode(a.to(self.sae.dtype)).float()[..., self.support]
         else:
-            codes = self.sigma((a - self.b_dec_in) @ self.W_enc + self.b_enc)
-        return (self.sigma(codes + self.shift) - codes) @ self.W_dec
+            codes = self.sigma((x - self.b_dec_in) @ self.W_enc + self.b_enc)
+        return out_scale * ((self.sigma(codes + self.shift) - codes) @ self.W_dec)
 
 
 def _index_saes(sae) -> dict[str, list]:
@@ -141,10 +167,16 @@ def _check_steerable(sae) -> None:
         raise IncompatibleSAEError(
             f"sas_lens cannot steer through a {architecture!r} SAE yet; supported: {list(SUPPORTED_ARCHITECTURES)}."
         )
-    if sae.cfg.normalize_activations != "none" or getattr(sae.cfg, "reshape_activations", "none") != "none":
+    normalisation = sae.cfg.normalize_activations
+    if normalisation not in PER_TOKEN_NORMALISATIONS + RUN_TIME_IDENTITY_NORMALISATIONS:
         raise IncompatibleSAEError(
-            f"This SAE normalises its input at run time (normalize_activations={sae.cfg.normalize_activations!r}); "
-            "the Δ-corrected edit needs a linear decoder. Fold the normalisation into the weights first."
+            f"sas_lens does not know the input normalisation {normalisation!r} of this SAE; supported: "
+            f"{list(PER_TOKEN_NORMALISATIONS + RUN_TIME_IDENTITY_NORMALISATIONS)}."
+        )
+    if getattr(sae.cfg, "reshape_activations", "none") != "none":
+        raise IncompatibleSAEError(
+            f"This SAE reshapes its input (reshape_activations={sae.cfg.reshape_activations!r}, an attention-output "
+            "SAE); sas_lens steers residual-stream SAEs."
         )
 
 

@@ -65,13 +65,13 @@ ARCHITECTURES = ("jumprelu", "standard", "topk")
 
 
 def random_sae(architecture: str = "jumprelu", *, d_in: int = D_MODEL, d_sae: int = 48,
-               hook_name: str = HOOK, seed: int = 0, k: int = 6):
+               hook_name: str = HOOK, seed: int = 0, k: int = 6, normalize_activations: str = "none"):
     """A random SAELens SAE of the given architecture whose latents fire on tiny-model residuals."""
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
     metadata = SAEMetadata(model_name="tiny-random", hook_name=hook_name)
-    common = dict(d_in=d_in, d_sae=d_sae, metadata=metadata, device="cpu")
+    common = dict(d_in=d_in, d_sae=d_sae, metadata=metadata, device="cpu", normalize_activations=normalize_activations)
     if architecture == "jumprelu":
         sae = JumpReLUSAE(JumpReLUSAEConfig(**common))
     elif architecture == "standard":

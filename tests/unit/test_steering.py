@@ -29,9 +29,15 @@ def vector_for(sae, seed=0, nnz=6):
 
 
 def literal_edit(sae, a, shift):
-    """Algorithm 2 as written: â(σ(f(a) + Σλv)) + Δ with Δ = a − â(f(a))."""
+    """Algorithm 2 as written: â(σ(f(a) + Σλv)) + Δ with Δ = a − â(f(a)).
+
+    SAELens's per-token normalisations keep the scale of the last ``encode`` for the
+    next ``decode``, hence one ``encode`` before each ``decode``.
+    """
     codes = sae.encode(a)
-    return sae.decode(sigma(sae, codes + shift)) + (a - sae.decode(codes))
+    reconstruction = sae.decode(codes)
+    sae.encode(a)
+    return sae.decode(sigma(sae, codes + shift)) + (a - reconstruction)
 
 
 def residual(model, tokens=TOKENS):
@@ -58,6 +64,21 @@ def test_hooked_steering_equals_manual_edit_of_cached_residuals(model, architect
         steered = model(TOKENS)
     torch.testing.assert_close(steered, expected, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(steered, model(TOKENS), atol=1e-3)  # the vectors did something
+
+
+@pytest.mark.parametrize("architecture", ["jumprelu", "topk"])
+@pytest.mark.parametrize("normalisation", ["constant_norm_rescale", "layer_norm", "expected_average_only_in"])
+def test_steering_through_an_sae_that_normalises_its_input(model, architecture, normalisation):
+    sae = random_sae(architecture, normalize_activations=normalisation)
+    vec = vector_for(sae)
+    clean = model(TOKENS)
+    with steer(model, {vec: 0.0}, sae=sae):
+        assert torch.equal(model(TOKENS), clean)
+    expected = model(literal_edit(sae, residual(model), 4.0 * vec.dense()), start_at_layer=2)
+    with steer(model, {vec: 4.0}, sae=sae):
+        steered = model(TOKENS)
+    torch.testing.assert_close(steered, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(steered, clean, atol=1e-3)
 
 
 def test_sas_and_dense_mix_at_one_hook(model):
