@@ -8,7 +8,7 @@ import torch
 
 import sas_lens as sl
 from sas_lens import sae_training
-from sas_lens.activation_cache import build_activation_cache
+from sas_lens.activation_cache import ActivationCache, build_activation_cache
 from sas_lens.sae_training import SAETrainingConfig, latest_checkpoint, train_sae
 from tests.helpers import HOOK, WORDS
 
@@ -40,8 +40,8 @@ def test_interrupted_training_resumes_to_the_same_sae(tmp_path, monkeypatch, cac
     real_batches = sae_training.random_batches
 
     def interrupted_after(n):
-        def batches(cache, batch_size, seed, start_step):
-            for i, batch in enumerate(real_batches(cache, batch_size, seed, start_step)):
+        def batches(cache, batch_size, seed, start_step, dim_scale=None):
+            for i, batch in enumerate(real_batches(cache, batch_size, seed, start_step, dim_scale)):
                 if seed == CFG.seed and i == n:  # the training stream, not the norm estimate's
                     raise KeyboardInterrupt
                 yield batch
@@ -61,3 +61,44 @@ def test_interrupted_training_resumes_to_the_same_sae(tmp_path, monkeypatch, cac
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="k=40 cannot exceed d_sae=32"):
         SAETrainingConfig(layer=1, d_sae=32, k=40)
+
+
+def test_folded_dimension_scale_reads_and_writes_raw_residuals(tmp_path):
+    from tests.helpers import random_sae
+
+    sae = random_sae("jumprelu", d_in=16, d_sae=40)
+    sae.save_model(tmp_path / "sae")
+    scale = torch.linspace(1, 20, 16)
+    x = torch.randn(12, 16) * scale
+    codes = sae.encode(x / scale)
+    assert (codes > 0).any()
+    sae_training._fold_dim_scale(tmp_path / "sae", scale)
+    folded = sl.load_sae(tmp_path / "sae")
+    torch.testing.assert_close(folded.encode(x), codes, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(folded.decode(codes), sae.decode(codes) * scale, atol=1e-5, rtol=1e-5)
+
+
+def test_dimension_scale_tames_only_the_outlier_dimensions(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(4096, 8)).astype(np.float32)
+    data[:, 3] *= 30  # one dimension with most of the variance, like Gemma's
+
+    class InMemoryCache(ActivationCache):
+        def __init__(self):
+            pass
+
+        def __len__(self):
+            return len(data)
+
+        def batch(self, indices):
+            return torch.from_numpy(data[indices])
+
+    cache = InMemoryCache()
+    cfg = SAETrainingConfig(layer=0, d_sae=16, k=2, n_tokens=1024, batch_size=512)
+    scale = sae_training._dim_scale(cache, cfg, tmp_path)
+    balanced = torch.from_numpy(data) / scale
+    others = [0, 1, 2, 4, 5, 6, 7]
+    assert torch.equal(scale[others], torch.ones(7))  # the ordinary dimensions are untouched
+    cap = sae_training.VARIANCE_CAP_OVER_MEDIAN * balanced.var(0).median()
+    assert abs(balanced.var(0)[3] / cap - 1) < 0.01
+    assert torch.equal(sae_training._dim_scale(cache, cfg, tmp_path), scale)  # saved, reused on resume
