@@ -3,8 +3,8 @@
     python bench/bench_steering.py [--new-tokens 64] [--prompts 8]
 
 Greedy generation of 8 prompts x 64 new tokens, tokens/s for: unsteered, SAS (one vector), SAS (four
-vectors composed), dense — per backend (TransformerLens, transformers). Then the time to build a vector
-from 200 pairs against the plain forward passes it needs.
+vectors composed), dense — per backend (TransformerLens, transformers). Then the time to build an SAS
+vector from 200 CAA pairs against the forward passes it needs, run alone.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 import sas_lens as sl
-from sas_lens.extraction import collect_residuals
+from sas_lens.extraction import pair_texts
+from sas_lens.prompts import PromptStyle, tokenize_with_spans
 
 PROMPTS = [
     "I thought the film was", "The weather this weekend", "My new job is", "The restaurant on the corner",
@@ -70,14 +71,28 @@ def main() -> None:
         print(f"skipping the extraction benchmark: {caa} is not on this machine")
         return
     pairs = sl.load_pairs(caa, limit=200)
+    layer = vectors[0].layer
+    forward_s = plain_forwards_seconds(model, pairs, layer)
     start = time.perf_counter()
-    residuals = collect_residuals(model, pairs, vectors[0].layer, progress=False)
-    forward_s = time.perf_counter() - start
-    start = time.perf_counter()
-    sl.sas_vector(model, sae, pairs, residuals=None)
+    sl.sas_vector(model, sae, pairs)
     vector_s = time.perf_counter() - start
-    print(f"vector from {len(pairs)} pairs: {vector_s:.1f} s vs forward passes {forward_s:.1f} s "
+    print(f"SAS vector from {len(pairs)} pairs: {vector_s:.1f} s; the same forward passes alone: {forward_s:.1f} s "
           f"({vector_s / forward_s:.2f}x)")
+
+
+def plain_forwards_seconds(model, pairs, layer: int, batch_size: int = 8) -> float:
+    """The forward passes extraction needs, alone: same texts, batches and stopping layer, tokenised beforehand."""
+    texts, spans = pair_texts(pairs, PromptStyle(), model.tokenizer)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    batches = []
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        tokens, attention, _ = tokenize_with_spans(model.tokenizer, [texts[i] for i in index], [spans[i] for i in index])
+        batches.append((tokens, attention))
+    started = time.perf_counter()
+    for tokens, attention in batches:
+        model(tokens, attention_mask=attention, stop_at_layer=layer + 1)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

@@ -87,9 +87,11 @@ def random_batches(
     n = len(cache)
     per_epoch = n // batch_size
     step = start_step
+    order_epoch, order = None, None
     while True:
         epoch, offset = divmod(step, per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(n)
+        if epoch != order_epoch:  # one permutation per pass, not per batch
+            order_epoch, order = epoch, np.random.default_rng([seed, epoch]).permutation(n)
         batch = cache.batch(order[offset * batch_size : (offset + 1) * batch_size])
         yield batch if dim_scale is None else batch / dim_scale
         step += 1
@@ -208,6 +210,7 @@ def train_sae(
     train_started = time.perf_counter()
     trainer.fit()
     train_s = time.perf_counter() - train_started
+    _calibrate_threshold(sae, cache, cfg, dim_scale)
 
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -294,6 +297,26 @@ def _init_b_dec_to_mean(
     batches = random_batches(cache, cfg.batch_size, cfg.seed + 2, 0, dim_scale)
     mean = sum(next(batches).double().mean(0) for _ in range(n_batches)) / n_batches
     sae.b_dec.copy_((mean * scaling_factor).to(sae.b_dec.dtype))
+
+
+@torch.no_grad()
+def _calibrate_threshold(sae, cache: ActivationCache, cfg: SAETrainingConfig, dim_scale, n_batches: int = 10) -> None:
+    """Set the threshold the saved JumpReLU SAE will use to the one BatchTopK ends training with.
+
+    SAELens tracks it as a moving average (rate 0.01) of each batch's smallest
+    selected activation, started at 0; after a few hundred steps it still lags
+    behind, and the saved SAE fires on far more than ``k`` latents per token (262
+    instead of 64 after 120 steps, in a trial). Here it is the mean of that
+    smallest selected activation over fresh batches of the finished SAE. Runs after
+    ``fit()``, which has folded the norm scaling into the weights, so the batches
+    are raw (but for ``dim_scale``).
+    """
+    batches = random_batches(cache, cfg.batch_size, cfg.seed + 4, 0, dim_scale)
+    smallest = []
+    for _ in range(max(1, min(n_batches, len(cache) // cfg.batch_size))):
+        acts, _ = sae.encode_with_hidden_pre(next(batches).to(cfg.device))
+        smallest.append(acts[acts > 0].min().double())
+    sae.topk_threshold = torch.stack(smallest).mean()
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:

@@ -29,6 +29,12 @@ def test_trained_sae_loads_as_jumprelu_and_fits(tmp_path, model, cache_dir):
     train_sae(CFG, out_dir=tmp_path / "sae", cache_dir=cache_dir, model_name="tiny-random")
     sae = sl.load_sae(tmp_path / "sae", model=model)
     assert sae.cfg.architecture() == "jumprelu" and sae.cfg.d_sae == 32
+    # The saved threshold fires on about k latents per token, as BatchTopK did in training.
+    from sas_lens.activation_cache import ActivationCache
+
+    rows = ActivationCache(cache_dir).batch(np.arange(CFG.n_tokens))
+    l0 = (sae.encode(rows) > 0).sum(-1).float().mean().item()
+    assert CFG.k * 0.75 < l0 < CFG.k * 1.25, l0
     record = json.loads((tmp_path / "sae" / "training.json").read_text())
     assert record["tokens_seen"] == CFG.n_steps * CFG.batch_size
     assert record["settings"]["k"] == 4

@@ -1,0 +1,148 @@
+"""Overlap between behaviour vectors of one SAE: which latents they share, and how much.
+
+For SAS vectors ``u, v`` with supports ``S(u), S(v)``:
+
+- ``jaccard``: ``|S(u) ∩ S(v)| / |S(u) ∪ S(v)|``; ``jaccard_pos`` / ``jaccard_neg`` the
+  same on the positive and negative parts (latents a vector reinforces / suppresses);
+- ``weighted_jaccard``: ``Σ min(|u|, |v|) / Σ max(|u|, |v|)``, which counts a shared
+  latent by how much both vectors lean on it;
+- ``cosine``: cosine of the sparse vectors; ``cosine_decoded``: cosine of the residual
+  directions they decode to, ``v · W_dec`` (needs the SAE).
+
+Two vectors with no latents at all have Jaccard 0 (nothing is shared), not NaN.
+
+Example:
+    >>> import torch
+    >>> from sas_lens.vectors import SASVector
+    >>> u = SASVector(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]), d_sae=4)
+    >>> v = SASVector(torch.tensor([1, 2]), torch.tensor([2.0, 5.0]), d_sae=4)
+    >>> overlap_matrix([u, v]).jaccard.iloc[0, 1]
+    0.3333333333333333
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from sas_lens.errors import IncompatibleSAEError
+from sas_lens.vectors import SASVector, check_vector_fits
+
+MEASURES = ("jaccard", "jaccard_pos", "jaccard_neg", "weighted_jaccard", "cosine", "cosine_decoded")
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else 0.0
+
+
+def jaccard(u: torch.Tensor, v: torch.Tensor) -> float:
+    """Jaccard of two boolean masks."""
+    return _ratio(float((u & v).sum()), float((u | v).sum()))
+
+
+def weighted_jaccard(u: torch.Tensor, v: torch.Tensor) -> float:
+    """``Σ min(|u|, |v|) / Σ max(|u|, |v|)`` of two dense vectors."""
+    a, b = u.abs().double(), v.abs().double()
+    return _ratio(float(torch.minimum(a, b).sum()), float(torch.maximum(a, b).sum()))
+
+
+def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
+    return _ratio(float(u.double() @ v.double()), float(u.double().norm() * v.double().norm()))
+
+
+def pair_overlap(u: SASVector, v: SASVector, sae=None) -> dict[str, float]:
+    """Every overlap measure of two vectors of one SAE (``cosine_decoded`` only with ``sae``)."""
+    _check_same_sae([u, v])
+    a, b = u.dense(), v.dense()
+    out = {
+        "jaccard": jaccard(a != 0, b != 0),
+        "jaccard_pos": jaccard(a > 0, b > 0),
+        "jaccard_neg": jaccard(a < 0, b < 0),
+        "weighted_jaccard": weighted_jaccard(a, b),
+        "cosine": cosine(a, b),
+    }
+    if sae is not None:
+        W_dec = sae.W_dec.detach().float().cpu()
+        out["cosine_decoded"] = cosine(a @ W_dec, b @ W_dec)
+    return out
+
+
+def shared_latents(u: SASVector, v: SASVector):
+    """The latents in both supports, with each vector's value, largest joint magnitude first."""
+    import pandas as pd
+
+    _check_same_sae([u, v])
+    a, b = u.dense(), v.dense()
+    both = torch.nonzero((a != 0) & (b != 0)).squeeze(-1)
+    order = (a[both].abs() + b[both].abs()).argsort(descending=True)
+    both = both[order]
+    return pd.DataFrame({"latent": both.tolist(), u.name: a[both].tolist(), v.name: b[both].tolist()})
+
+
+@dataclass(frozen=True)
+class OverlapMatrix:
+    """One square DataFrame per measure, indexed by vector name (see the module docstring)."""
+
+    names: list[str]
+    jaccard: object
+    jaccard_pos: object
+    jaccard_neg: object
+    weighted_jaccard: object
+    cosine: object
+    cosine_decoded: object | None
+
+    def measure(self, name: str):
+        if name not in MEASURES:
+            raise ValueError(f"Unknown overlap measure {name!r}; choose one of {list(MEASURES)}.")
+        return getattr(self, name)
+
+    def _repr_html_(self) -> str:
+        return "<b>Jaccard of supports</b>" + self.jaccard.round(3)._repr_html_() + \
+            "<b>Weighted Jaccard</b>" + self.weighted_jaccard.round(3)._repr_html_()
+
+
+def overlap_matrix(vectors: Sequence[SASVector] | dict[str, SASVector], sae=None) -> OverlapMatrix:
+    """Pairwise overlap of SAS vectors built on one SAE.
+
+    Args:
+        vectors: a list (labelled by each vector's name) or a dict ``{label: vector}``.
+        sae: the SAE they were built on; needed for ``cosine_decoded`` only.
+
+    Raises:
+        IncompatibleSAEError: the vectors come from different SAEs, or ``sae`` is not theirs.
+    """
+    import pandas as pd
+
+    labelled = list(vectors.items()) if isinstance(vectors, dict) else [(v.name, v) for v in vectors]
+    if not labelled:
+        raise ValueError("overlap_matrix needs at least one vector.")
+    names = [label for label, _ in labelled]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Vector names must be unique to label the matrix, got {names}; pass a dict {{label: vector}}.")
+    vecs = [v for _, v in labelled]
+    _check_same_sae(vecs)
+    if sae is not None:
+        for vec in vecs:
+            check_vector_fits(vec, sae=sae)
+    tables = {m: pd.DataFrame(0.0, index=names, columns=names) for m in MEASURES}
+    for i, u in enumerate(vecs):
+        for j, v in enumerate(vecs[i:], start=i):
+            for measure, value in pair_overlap(u, v, sae).items():
+                tables[measure].iloc[i, j] = tables[measure].iloc[j, i] = value
+    decoded = tables.pop("cosine_decoded")
+    return OverlapMatrix(names=names, cosine_decoded=decoded if sae is not None else None, **tables)
+
+
+def _check_same_sae(vectors: Sequence[SASVector]) -> None:
+    for vec in vectors:
+        if not isinstance(vec, SASVector):
+            raise TypeError(f"Overlap is measured between SAS vectors, got {type(vec).__name__}.")
+    first = vectors[0]
+    for vec in vectors[1:]:
+        if vec.d_sae != first.d_sae or vec.metadata.get("sae_fingerprint") != first.metadata.get("sae_fingerprint"):
+            raise IncompatibleSAEError(
+                f"{first.name!r} and {vec.name!r} were built on different SAEs (d_sae {first.d_sae} vs {vec.d_sae}, "
+                "or different weights), so their latents do not correspond. Compare vectors of one SAE."
+            )

@@ -1,0 +1,89 @@
+"""The latent index: same top contexts and frequencies as a brute-force scan, cached on disk, reloaded."""
+
+import numpy as np
+import pytest
+import torch
+
+from sas_lens.latent_index import LatentIndex, build_latent_index, latent_index
+from sas_lens.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from tests.helpers import HOOK, WORDS, random_sae
+
+CONTEXT = 8
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = np.random.default_rng(2)
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n\n".join(" ".join(rng.choice(WORDS, size=30)) for _ in range(12)))
+    return path
+
+
+def brute_force(model, sae, corpus, n_top):
+    """Encode every sequence, then sort each latent's activations over all non-BOS positions."""
+    sequences = torch.cat(list(iter_token_sequences(model.tokenizer, iter_documents(resolve_text_files(corpus)),
+                                                    CONTEXT, 4)))
+    _, cache = model.run_with_cache(sequences, names_filter=HOOK)
+    codes = sae.encode(cache[HOOK]).detach()
+    codes[:, 0] = 0
+    flat = codes.reshape(-1, sae.cfg.d_sae)
+    return sequences, flat, flat.sort(dim=0, descending=True)
+
+
+def test_index_matches_a_brute_force_scan(model, corpus):
+    sae = random_sae("jumprelu")
+    index = build_latent_index(model, sae, corpus, n_tokens=10_000, context_size=CONTEXT, n_top=5, batch_size=4,
+                               progress=False)
+    sequences, flat, ranked = brute_force(model, sae, corpus, 5)
+    assert torch.equal(index.tokens, sequences)
+    assert index.n_tokens == sequences.shape[0] * (CONTEXT - 1)
+    assert torch.equal(index.fire_counts, (flat > 0).sum(0))
+    torch.testing.assert_close(index.values, ranked.values[:5].T)
+    fired = ranked.values[:5].T > 0
+    assert fired.any() and (~fired).any()  # both branches are exercised
+    # Positions: each holds the activation recorded for it (ties may be ordered either way).
+    latents = torch.arange(sae.cfg.d_sae)[:, None].expand_as(index.positions)
+    assert torch.equal(flat[index.positions[fired], latents[fired]], index.values[fired])
+    assert (index.positions[~fired] == -1).all()
+
+
+def test_top_contexts_mark_the_peak_token(model, corpus):
+    sae = random_sae("jumprelu")
+    index = build_latent_index(model, sae, corpus, n_tokens=10_000, context_size=CONTEXT, n_top=3, batch_size=4,
+                               progress=False)
+    latent = int(index.values[:, 0].argmax())
+    (best, *_) = index.top_contexts(latent, model.tokenizer, n=3)
+    row, pos = divmod(int(index.positions[latent, 0]), CONTEXT)
+    assert best["token"] == model.tokenizer.decode([int(index.tokens[row, pos])])
+    assert best["activation"] == pytest.approx(float(index.values[latent, 0]))
+    with pytest.raises(IndexError, match="out of range"):
+        index.top_contexts(sae.cfg.d_sae, model.tokenizer)
+
+
+def test_index_is_cached_and_reloaded(model, corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
+    sae = random_sae("jumprelu")
+    settings = dict(n_tokens=10_000, context_size=CONTEXT, n_top=4, batch_size=4, progress=False)
+    first = latent_index(model, sae, corpus, **settings)
+    assert len(list((tmp_path / "cache" / "indexes").iterdir())) == 1
+
+    class Built(Exception):
+        pass
+
+    def build(*args, **kwargs):
+        raise Built
+
+    monkeypatch.setattr("sas_lens.latent_index.build_latent_index", build)
+    again = latent_index(model, sae, corpus, **settings)  # from disk: the stub is not called
+    assert torch.equal(again.values, first.values) and again.metadata == first.metadata
+    with pytest.raises(Built):  # another SAE is another key
+        latent_index(model, random_sae("jumprelu", seed=5), corpus, **settings)
+    with pytest.raises(Built):  # other settings are another key
+        latent_index(model, sae, corpus, **{**settings, "n_top": 3})
+
+
+def test_saved_index_round_trips(model, corpus, tmp_path):
+    index = build_latent_index(model, random_sae("jumprelu"), corpus, n_tokens=10_000, context_size=CONTEXT,
+                               n_top=2, batch_size=4, progress=False)
+    loaded = LatentIndex.load(index.save(tmp_path / "idx"))
+    assert torch.equal(loaded.positions, index.positions) and loaded.n_tokens == index.n_tokens
