@@ -1,0 +1,114 @@
+"""Reading a sparse steering vector: its strongest latents, what each one writes, where each one fires.
+
+For each of a vector's top latents (by ``|value|``):
+
+- the tokens its decoder direction promotes and suppresses through the
+  unembedding (logit lens: ``W_dec[i] · W_U``, the model's final norm folded into
+  ``W_U`` by TransformerLens);
+- with a :class:`~sas_lens.latent_index.LatentIndex`: its firing frequency on the
+  corpus sample and its top-activating contexts, the peak token marked «so»;
+- a Neuronpedia link where the SAE's metadata names a Neuronpedia id.
+
+:func:`trace_latents` follows chosen latents token by token through a text.
+
+Example:
+    >>> table = top_latents(vec, sae, model, k=10, index=index)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sas_lens.errors import IncompatibleSAEError
+from sas_lens.saes import check_sae_fits, sae_hook_name
+from sas_lens.vectors import SASVector, check_vector_fits, sae_fingerprint
+
+NEURONPEDIA = "https://www.neuronpedia.org"
+
+
+def logit_lens(sae, model, latents: list[int], n_tokens: int = 5) -> list[tuple[list[str], list[str]]]:
+    """For each latent, the ``n_tokens`` tokens its decoder row promotes most and suppresses most."""
+    if not latents:
+        return []
+    directions = sae.W_dec.detach()[latents].to(model.W_U.device, model.W_U.dtype)
+    logits = directions @ model.W_U.detach()
+    top = logits.topk(n_tokens, dim=-1).indices.tolist()
+    bottom = (-logits).topk(n_tokens, dim=-1).indices.tolist()
+    decode = model.tokenizer.convert_ids_to_tokens
+    return [(decode(up), decode(down)) for up, down in zip(top, bottom)]
+
+
+def neuronpedia_url(sae, latent: int) -> str | None:
+    """The latent's Neuronpedia page, when the SAE's metadata names its Neuronpedia id."""
+    neuronpedia_id = getattr(sae.cfg.metadata, "neuronpedia_id", None)
+    return f"{NEURONPEDIA}/{neuronpedia_id}/{latent}" if neuronpedia_id else None
+
+
+def mark_context(context: dict[str, Any]) -> str:
+    """One top-activating context as text, the peak token marked «so»."""
+    return f"{context['before']}«{context['token']}»{context['after']}".replace("\n", "⏎")
+
+
+def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tokens: int = 5,
+                n_contexts: int = 3):
+    """The ``k`` latents of ``vector`` with the largest ``|value|``, as a DataFrame.
+
+    Args:
+        vector: an SAS vector built on ``sae``.
+        sae: its SAE.
+        model: the model ``sae`` reads (for the unembedding and the tokenizer).
+        k: how many latents.
+        index: a :class:`~sas_lens.latent_index.LatentIndex` of ``sae``; adds firing
+            frequency and top contexts.
+        n_tokens: promoted / suppressed tokens per latent.
+        n_contexts: contexts per latent.
+
+    Returns:
+        Columns ``latent, value, sign, promotes, suppresses`` (+ ``frequency, contexts``
+        with an index, + ``neuronpedia`` where the SAE has a Neuronpedia id).
+    """
+    import pandas as pd
+
+    if not isinstance(vector, SASVector):
+        raise TypeError(f"top_latents reads SAS vectors, got {type(vector).__name__}.")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}.")
+    check_vector_fits(vector, sae=sae)
+    check_sae_fits(sae, model)
+    if index is not None and index.metadata.get("sae_fingerprint") != sae_fingerprint(sae):
+        raise IncompatibleSAEError(
+            "The latent index was built for another SAE than this one; build one with latent_index(model, sae, texts)."
+        )
+    order = vector.values.abs().argsort(descending=True)[:k]
+    latents = vector.indices[order].tolist()
+    values = vector.values[order].tolist()
+    lens = logit_lens(sae, model, latents, n_tokens)
+    rows = []
+    for latent, value, (promotes, suppresses) in zip(latents, values, lens):
+        row = {"latent": latent, "value": value, "sign": "+" if value > 0 else "−",
+               "promotes": promotes, "suppresses": suppresses}
+        if index is not None:
+            row["frequency"] = float(index.frequencies[latent])
+            row["contexts"] = [mark_context(c) for c in index.top_contexts(latent, model.tokenizer, n=n_contexts)]
+        url = neuronpedia_url(sae, latent)
+        if url:
+            row["neuronpedia"] = url
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def trace_latents(model, sae, text: str, latents: list[int]) -> tuple[list[str], torch.Tensor]:
+    """Each token of ``text`` and the activations ``[n_tokens, len(latents)]`` of ``latents`` on it.
+
+    The BOS token is left out (as in training, its residual is an outlier).
+    """
+    check_sae_fits(sae, model)
+    hook = sae_hook_name(sae)
+    layer = int(hook.split(".")[1])
+    tokens = model.to_tokens(text)
+    _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
+    codes = sae.encode(cache[hook][0, 1:].to(sae.device, sae.dtype)).float().cpu()
+    return model.tokenizer.convert_ids_to_tokens(tokens[0, 1:].tolist()), codes[:, latents]

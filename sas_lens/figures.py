@@ -1,0 +1,108 @@
+"""Plotly figures of vectors, overlaps, widths, token traces and evaluation sweeps.
+
+Every function returns a ``plotly.graph_objects.Figure`` and never shows it: in
+Jupyter the figure renders as the cell's value; :mod:`sas_lens.report` embeds it.
+
+Example:
+    >>> fig = top_latents_figure(top_latents(vec, sae, model))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+POSITIVE, NEGATIVE = "#2b6cb0", "#c53030"
+_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), height=380)
+
+
+def top_latents_figure(table, title: str = "Top latents") -> go.Figure:
+    """Horizontal bars of a :func:`~sas_lens.attribution.top_latents` table; hover shows the logit lens."""
+    rows = table.iloc[::-1]  # the largest on top
+    hover = [f"promotes: {', '.join(map(str, up))}<br>suppresses: {', '.join(map(str, down))}"
+             for up, down in zip(rows["promotes"], rows["suppresses"])]
+    fig = go.Figure(go.Bar(
+        x=rows["value"], y=[f"latent {i}" for i in rows["latent"]], orientation="h",
+        marker_color=[POSITIVE if v > 0 else NEGATIVE for v in rows["value"]], hovertext=hover,
+        hoverinfo="x+y+text",
+    ))
+    fig.update_layout(title=title, xaxis_title="value in the vector", **_LAYOUT)
+    return fig
+
+
+def overlap_heatmap(matrix, measure: str = "jaccard", title: str | None = None) -> go.Figure:
+    """Heatmap of one measure of an :class:`~sas_lens.overlap.OverlapMatrix`."""
+    table = matrix.measure(measure)
+    if table is None:
+        raise ValueError(f"This overlap matrix has no {measure!r}; pass sae= to overlap_matrix for it.")
+    signed = measure.startswith("cosine")
+    fig = go.Figure(go.Heatmap(
+        z=table.values, x=list(table.columns), y=list(table.index), zmin=-1 if signed else 0, zmax=1,
+        colorscale="RdBu" if signed else "Blues", text=table.round(2).values, texttemplate="%{text}",
+    ))
+    fig.update_layout(title=title or f"Overlap between vectors ({measure.replace('_', ' ')})", **_LAYOUT)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def monosemanticity_figure(table, title: str = "Monosemanticity across SAE widths") -> go.Figure:
+    """Effective number of latents and support size per SAE width, with the top-1 share on a second axis.
+
+    ``table``: rows indexed by SAE label with ``d_sae, support, effective_latents, top1_share``
+    (from :func:`~sas_lens.monosemanticity.width_comparison`); several behaviours may be
+    stacked with a ``behaviour`` column.
+    """
+    fig = go.Figure()
+    groups = table.groupby("behaviour") if "behaviour" in table else [("", table)]
+    for behaviour, rows in groups:
+        rows = rows.sort_values("d_sae")
+        label = f"{behaviour}: " if behaviour else ""
+        fig.add_trace(go.Scatter(x=rows["d_sae"], y=rows["effective_latents"], mode="lines+markers",
+                                 name=f"{label}effective latents"))
+        fig.add_trace(go.Scatter(x=rows["d_sae"], y=rows["top1_share"], mode="lines+markers", yaxis="y2",
+                                 line=dict(dash="dot"), name=f"{label}top-1 share"))
+    fig.update_layout(title=title, xaxis=dict(title="SAE width (latents)", type="log"),
+                      yaxis=dict(title="effective number of latents"),
+                      yaxis2=dict(title="top-1 share of |v|", overlaying="y", side="right", range=[0, 1]),
+                      **_LAYOUT)
+    return fig
+
+
+def token_activation_figure(tokens: list[str], activations, latents: list[int],
+                            title: str = "Latent activation per token") -> go.Figure:
+    """Heatmap of :func:`~sas_lens.attribution.trace_latents`: latents down, tokens across."""
+    fig = go.Figure(go.Heatmap(
+        z=activations.T.tolist(), x=list(range(len(tokens))), y=[f"latent {i}" for i in latents],
+        colorscale="Viridis", customdata=[tokens] * len(latents), hovertemplate="%{customdata}: %{z:.3g}<extra></extra>",
+    ))
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(tokens))), ticktext=tokens, tickangle=-45)
+    fig.update_layout(title=title, **_LAYOUT)
+    return fig
+
+
+def lambda_sweep_figure(results, title: str = "Behaviour probability across λ") -> go.Figure:
+    """λ curves with confidence bands: one line per ``method`` (and ``behaviour`` if present).
+
+    ``results``: a DataFrame with ``method, lam, mean, ci_low, ci_high``.
+    """
+    fig = go.Figure()
+    keys = ["behaviour", "method"] if "behaviour" in results else ["method"]
+    for key, rows in results.groupby(keys):
+        rows = rows.sort_values("lam")
+        name = " / ".join(map(str, key if isinstance(key, tuple) else (key,)))
+        fig.add_trace(go.Scatter(
+            x=list(rows["lam"]) + list(rows["lam"])[::-1], y=list(rows["ci_high"]) + list(rows["ci_low"])[::-1],
+            fill="toself", line=dict(width=0), opacity=0.2, showlegend=False, hoverinfo="skip", name=name,
+        ))
+        fig.add_trace(go.Scatter(x=rows["lam"], y=rows["mean"], mode="lines+markers", name=name))
+    fig.update_layout(title=title, xaxis_title="λ", yaxis=dict(title="p(behaviour-matching answer)", range=[0, 1]),
+                      **_LAYOUT)
+    return fig
+
+
+def layer_lambda_heatmap(results, value: str = "mean", title: str = "Behaviour probability, layer × λ") -> go.Figure:
+    """Heatmap of ``value`` over ``layer`` (rows) and ``lam`` (columns)."""
+    table = results.pivot_table(index="layer", columns="lam", values=value)
+    fig = go.Figure(go.Heatmap(z=table.values, x=[str(c) for c in table.columns], y=[str(i) for i in table.index],
+                               colorscale="RdBu", zmid=0.5, text=table.round(2).values, texttemplate="%{text}"))
+    fig.update_layout(title=title, xaxis_title="λ", yaxis_title="layer", **_LAYOUT)
+    return fig
