@@ -96,6 +96,51 @@ def _steer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    from sas_lens.latent_index import latent_index
+    from sas_lens.models import load_model
+    from sas_lens.saes import load_sae
+    from sas_lens.text_data import resolve_text_files
+
+    resolve_text_files(args.texts)
+    model = load_model(args.model, device=args.device)
+    sae = load_sae(args.sae, model=model)
+    index = latent_index(model, sae, args.texts, n_tokens=args.tokens, context_size=args.context_size,
+                         n_top=args.n_top, rebuild=args.rebuild)
+    dead = float((index.fire_counts == 0).float().mean())
+    print(f"indexed {index.n_tokens} tokens for {sae.cfg.d_sae} latents ({dead:.1%} never fired); "
+          f"cached in {index.metadata['cached_at']}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sas_lens.models import load_model
+    from sas_lens.report import write_report
+    from sas_lens.saes import load_sae
+    from sas_lens.vectors import SASVector, check_vector_fits, load_vector
+
+    model = load_model(args.model, device=args.device)
+    sae = load_sae(args.sae, model=model)
+    vectors = [load_vector(path, model=model) for path in args.vectors]
+    sparse = [v for v in vectors if isinstance(v, SASVector)]
+    for vector in sparse:
+        check_vector_fits(vector, sae=sae)
+    index = None
+    if args.index_texts:
+        from sas_lens.latent_index import latent_index
+
+        index = latent_index(model, sae, args.index_texts, n_tokens=args.index_tokens)
+    width_table = None
+    if args.compare_saes:
+        from sas_lens.monosemanticity import compare_widths
+
+        others = [load_sae(name, model=model) for name in args.compare_saes]
+        width_table = compare_widths(model, [sae, *others], sparse)
+    path = write_report(args.out, vectors, model=model, sae=sae, index=index, width_table=width_table)
+    print(f"wrote {path.resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sas-lens", description="Sparse activation steering on TransformerLens + SAELens.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -155,6 +200,29 @@ def build_parser() -> argparse.ArgumentParser:
     steer.add_argument("--model", default=None)
     steer.add_argument("--device", default="cpu")
     steer.set_defaults(run=_steer)
+
+    index = commands.add_parser("index", help="index every SAE latent's top contexts and frequency over a corpus")
+    index.add_argument("texts", nargs="+", help="text files or folders")
+    index.add_argument("--sae", default=None, help="SAE (shipped short name or folder; default: the shipped 16k)")
+    index.add_argument("--tokens", type=int, default=300_000)
+    index.add_argument("--context-size", type=int, default=64)
+    index.add_argument("--n-top", type=int, default=20, help="contexts kept per latent")
+    index.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
+    index.add_argument("--model", default=None)
+    index.add_argument("--device", default="cpu")
+    index.set_defaults(run=_index)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of vector files")
+    report.add_argument("vectors", nargs="+", help="vector files from `sas-lens extract`")
+    report.add_argument("--out", default="sas_lens_report.html")
+    report.add_argument("--sae", default=None, help="the SAE the SAS vectors were built on")
+    report.add_argument("--index-texts", nargs="*", default=None, help="corpus for top contexts (see `index`)")
+    report.add_argument("--index-tokens", type=int, default=300_000)
+    report.add_argument("--compare-saes", nargs="*", default=None,
+                        help="other SAEs of the same hook: rebuild each SAS vector on them and compare widths")
+    report.add_argument("--model", default=None)
+    report.add_argument("--device", default="cpu")
+    report.set_defaults(run=_report)
     return parser
 
 

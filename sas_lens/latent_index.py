@@ -183,9 +183,11 @@ def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_dir() / "indexes" / key
     if not rebuild and (folder / "index.json").exists():
-        return LatentIndex.load(folder)
-    index = build_latent_index(model, sae, texts, **settings)
-    index.save(folder)
+        index = LatentIndex.load(folder)
+    else:
+        index = build_latent_index(model, sae, texts, **settings)
+        index.save(folder)
+    index.metadata["cached_at"] = str(folder)
     return index
 
 

@@ -85,3 +85,29 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
         vectors[label] = vector
         rows.append({"sae": label, **monosemanticity(vector)})
     return pd.DataFrame(rows).set_index("sae"), vectors
+
+
+def compare_widths(model, saes, vectors: list[SASVector]):
+    """:func:`width_comparison` for each vector's own pair set and settings, stacked with a ``behaviour`` column.
+
+    Each vector is rebuilt on every SAE in ``saes`` from the pair source and the
+    τ / read / mean-over settings recorded in its metadata.
+    """
+    import pandas as pd
+
+    from sas_lens.pairs import load_pairs
+
+    tables = []
+    for vector in vectors:
+        extraction = vector.metadata.get("extraction", {})
+        source = extraction.get("pairs", {}).get("source")
+        if not source or source == "<in memory>":
+            raise ValueError(f"{vector.name!r} records no pair file to rebuild it from; use width_comparison().")
+        settings = {"tau": extraction.get("tau", 0.7), "mean_over": extraction.get("mean_over", "all")}
+        read = extraction.get("read", "")
+        if read.startswith(("mean", "last")):
+            settings["read"] = read.split()[0]
+        pairs = load_pairs(source, name=vector.name, limit=extraction["pairs"].get("n"))
+        table, _ = width_comparison(model, saes, pairs, **settings)
+        tables.append(table.assign(behaviour=vector.name))
+    return pd.concat(tables)

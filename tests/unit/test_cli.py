@@ -38,7 +38,7 @@ def test_train_sae_on_missing_hook(tmp_path, capsys, tiny_default):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("demo", "train-sae", "eval-sae", "extract", "steer"):
+    for command in ("demo", "train-sae", "eval-sae", "extract", "steer", "index", "report"):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([command, "--help"])
         assert exit_info.value.code == 0
@@ -69,3 +69,25 @@ def test_extract_refuses_bad_pairs_before_loading_a_model(tmp_path, capsys, monk
     (tmp_path / "bad.json").write_text("[]")
     code, err = run(capsys, "extract", str(tmp_path / "bad.json"), "--out", str(tmp_path / "v"))
     assert code == 2 and "is empty" in err
+
+
+def test_extract_index_and_report_with_a_width_comparison(tmp_path, capsys, monkeypatch, tiny_default):
+    from sas_lens import saes
+    from tests.helpers import WORDS, random_sae
+
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
+    by_name = {None: random_sae("jumprelu", d_sae=48), "wide": random_sae("jumprelu", d_sae=96, seed=1)}
+    monkeypatch.setattr(saes, "load_sae", lambda name=None, **kwargs: by_name[name])
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text('{"prompt": "the movie was", "positive": " good", "negative": " bad"}\n'
+                     '{"prompt": "i", "positive": " love it", "negative": " hate it"}\n')
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join(WORDS * 40))
+    assert cli.main(["extract", str(pairs), "--out", str(tmp_path / "v"), "--tau", "0.5"]) == 0
+    assert cli.main(["index", str(corpus), "--tokens", "500", "--context-size", "8"]) == 0
+    assert "indexed" in capsys.readouterr().out
+    code = cli.main(["report", str(tmp_path / "v.safetensors"), "--out", str(tmp_path / "r.html"),
+                     "--index-texts", str(corpus), "--index-tokens", "500", "--compare-saes", "wide"])
+    assert code == 0 and f"wrote {tmp_path / 'r.html'}" in capsys.readouterr().out
+    page = (tmp_path / "r.html").read_text()
+    assert "Monosemanticity across SAE widths" in page and "<td>96</td>" in page

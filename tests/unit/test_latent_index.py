@@ -76,6 +76,7 @@ def test_index_is_cached_and_reloaded(model, corpus, tmp_path, monkeypatch):
     monkeypatch.setattr("sas_lens.latent_index.build_latent_index", build)
     again = latent_index(model, sae, corpus, **settings)  # from disk: the stub is not called
     assert torch.equal(again.values, first.values) and again.metadata == first.metadata
+    assert again.metadata["cached_at"].startswith(str(tmp_path / "cache"))
     with pytest.raises(Built):  # another SAE is another key
         latent_index(model, random_sae("jumprelu", seed=5), corpus, **settings)
     with pytest.raises(Built):  # other settings are another key
