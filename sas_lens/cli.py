@@ -9,7 +9,7 @@ import sys
 def _demo(args: argparse.Namespace) -> int:
     from sas_lens.demo import run_demo
 
-    run_demo(out_dir=args.out)
+    run_demo(out_dir=args.out, corpus=args.corpus, index_tokens=args.index_tokens)
     return 0
 
 
@@ -136,8 +136,27 @@ def _report(args: argparse.Namespace) -> int:
 
         others = [load_sae(name, model=model) for name in args.compare_saes]
         width_table = compare_widths(model, [sae, *others], sparse)
-    path = write_report(args.out, vectors, model=model, sae=sae, index=index, width_table=width_table)
+    sections = []
+    if args.eval:
+        from sas_lens.evaluation import evaluation_section
+
+        sections.append(evaluation_section(args.eval))
+    path = write_report(args.out, vectors, model=model, sae=sae, index=index, width_table=width_table,
+                        sections=sections)
     print(f"wrote {path.resolve()}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from sas_lens.evaluation import load_config, run_evaluation, summary_table
+
+    cfg = load_config(args.config)  # a bad config fails before the model loads
+    records = run_evaluation(cfg, args.out)
+    summary = summary_table(records)
+    if len(summary):
+        print(summary.round(3).to_string(index=False))
+    print(f"results in {args.out} (results.json, ab.csv, capability.csv, open.csv, summary.csv); "
+          f"`sas-lens report ... --eval {args.out}` adds them to a report")
     return 0
 
 
@@ -147,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the main job on the embedded Gemma 3 270M")
     demo.add_argument("--out", default="sas_lens_output", help="folder for everything the demo writes")
+    demo.add_argument("--corpus", nargs="*", default=None,
+                      help="text files for the latents' top contexts (default: the demo pair texts)")
+    demo.add_argument("--index-tokens", type=int, default=100_000, help="corpus tokens to index")
     demo.set_defaults(run=_demo)
 
     train = commands.add_parser("train-sae", help="train a BatchTopK (JumpReLU inference) SAE on a residual hook")
@@ -220,9 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--index-tokens", type=int, default=300_000)
     report.add_argument("--compare-saes", nargs="*", default=None,
                         help="other SAEs of the same hook: rebuild each SAS vector on them and compare widths")
+    report.add_argument("--eval", default=None, help="an output folder of `sas-lens eval` to include")
     report.add_argument("--model", default=None)
     report.add_argument("--device", default="cpu")
     report.set_defaults(run=_report)
+
+    evaluate_run = commands.add_parser("eval", help="A/B behaviour, capability and open-ended evaluation (resumable)")
+    evaluate_run.add_argument("config", help="a .toml or .json evaluation config (see sas_lens.evaluation.EvalConfig)")
+    evaluate_run.add_argument("--out", default="sas_lens_eval", help="results folder; rerun to resume")
+    evaluate_run.set_defaults(run=_eval)
     return parser
 
 

@@ -1,9 +1,13 @@
 """The main job on the embedded default: what `sas-lens demo` runs.
 
 Loads Gemma 3 270M (converting it on the first run) and the shipped SAE, builds
-an SAS and a dense vector from each shipped demo pair set, prints their sizes,
-and shows unsteered against steered continuations. Everything it writes goes
-under one folder (``--out``).
+an SAS and a dense vector from each shipped demo pair set, prints their sizes and
+top latents, shows unsteered against steered continuations, and writes an HTML
+report (vector cards with top contexts, overlap, monosemanticity across the
+shipped SAE widths). Everything it writes goes under one folder (``--out``).
+
+Top contexts come from ``corpus`` (e.g. the Wikipedia text the SAE was trained
+on); without one, from the texts of the shipped demo pair sets.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ SAS_STRENGTH = 4.0
 DENSE_STRENGTH = 4.0
 
 
-def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24) -> dict:
+def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, corpus=None,
+             index_tokens: int = 100_000) -> dict:
     """Run the demo; print what it does and return its timings."""
     import sas_lens as sl
     from sas_lens.models import default_model_dir
@@ -63,6 +68,11 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24) 
     timings["vectors_s"] = time.perf_counter() - start
     print(f"vectors built in {timings['vectors_s']:.1f} s, saved under {out_dir / 'vectors'}")
 
+    if sae is not None:
+        start = time.perf_counter()
+        report_path = _write_report(model, sae, vectors, out_dir, corpus, index_tokens)
+        timings["report_s"] = time.perf_counter() - start
+
     start = time.perf_counter()
     unsteered = sl.generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend="hf")
     report = []
@@ -84,5 +94,59 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24) 
     timings["total_s"] = time.perf_counter() - started
     timings["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\ncontinuations written to {out_dir / 'continuations.txt'}")
+    if sae is not None:
+        print(f"report: {report_path.resolve()}")
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return timings
+
+
+def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens: int) -> Path:
+    """Print each SAS vector's top latents and write the HTML report; returns its path."""
+    import sas_lens as sl
+    from sas_lens.attribution import top_latents
+    from sas_lens.latent_index import latent_index
+    from sas_lens.monosemanticity import compare_widths
+    from sas_lens.report import write_report
+    from sas_lens.vectors import sae_fingerprint
+
+    if corpus is None:
+        corpus = out_dir / "demo_texts.txt"
+        corpus.write_text("\n\n".join(_demo_texts()), encoding="utf-8")
+    index = latent_index(model, sae, corpus, n_tokens=index_tokens)
+    print(f"\nlatent index: {index.n_tokens} tokens of {corpus} ({index.metadata['cached_at']})")
+    sparse = [sas for sas, _ in vectors.values() if sas is not None and len(sas)]
+    for vector in sparse:
+        table = top_latents(vector, sae, model, k=5, index=index, n_tokens=4, n_contexts=1)
+        print(f"top latents of {vector.name}:")
+        for row in table.to_dict("records"):
+            context = row["contexts"][0] if row["contexts"] else "(did not fire on the corpus sample)"
+            print(f"  {row['latent']:>6} {row['value']:+7.2f}  promotes {' '.join(row['promotes'])!r:<40} "
+                  f"e.g. {context[-70:]!r}")
+    shipped = [sl.load_sae(name, model=model) for name in sl.shipped_saes()]
+    others = [s for s in shipped if sae_fingerprint(s) != sae_fingerprint(sae) and s.cfg.metadata.hook_name ==
+              sae.cfg.metadata.hook_name]
+    width_table = None
+    if others:
+        width_table = compare_widths(model, [sae, *others], sparse)
+        print("\nmonosemanticity across widths (effective number of latents / support):")
+        for behaviour, rows in width_table.groupby("behaviour"):
+            cells = ", ".join(f"{int(r.d_sae)}: {r.effective_latents:.1f} / {int(r.support)}"
+                              for r in rows.sort_values("d_sae").itertuples())
+            print(f"  {behaviour:<11} {cells}")
+    all_vectors = [v for pair in vectors.values() for v in pair if v is not None]
+    return write_report(out_dir / "report.html", all_vectors, model=model, sae=sae, index=index,
+                        width_table=width_table, title="sas_lens demo report")
+
+
+def _demo_texts() -> list[str]:
+    import sas_lens as sl
+    from sas_lens.pairs import ABItem
+
+    texts = []
+    for name in sl.demo_sets():
+        for pair in sl.load_pairs(f"demo:{name}"):
+            if isinstance(pair, ABItem):
+                texts.append(pair.question)
+            else:
+                texts.extend([pair.prompt + pair.positive, pair.prompt + pair.negative])
+    return texts

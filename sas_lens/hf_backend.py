@@ -18,6 +18,14 @@ import torch
 from sas_lens.saes import hook_layer
 
 
+def has_hf_twin(model) -> bool:
+    """Whether the fast ``"hf"`` generation backend is available for ``model``."""
+    from sas_lens.models import DEFAULT_MODEL, default_model_dir
+
+    return getattr(model, "_sas_lens_hf_model", None) is not None or (
+        model.cfg.model_name == DEFAULT_MODEL and (default_model_dir() / "config.json").exists())
+
+
 def hf_model_for(model):
     """The Hugging Face model with ``model``'s weights (loaded once and kept on ``model``).
 

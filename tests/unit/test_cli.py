@@ -38,7 +38,7 @@ def test_train_sae_on_missing_hook(tmp_path, capsys, tiny_default):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("demo", "train-sae", "eval-sae", "extract", "steer", "index", "report"):
+    for command in ("demo", "train-sae", "eval-sae", "extract", "steer", "index", "report", "eval"):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([command, "--help"])
         assert exit_info.value.code == 0
@@ -91,3 +91,10 @@ def test_extract_index_and_report_with_a_width_comparison(tmp_path, capsys, monk
     assert code == 0 and f"wrote {tmp_path / 'r.html'}" in capsys.readouterr().out
     page = (tmp_path / "r.html").read_text()
     assert "Monosemanticity across SAE widths" in page and "<td>96</td>" in page
+
+
+def test_eval_refuses_a_bad_config_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded before the config was checked"))
+    (tmp_path / "eval.toml").write_text('behaviours = ["sycophancy"]\ndata_dir = "."\nlamda = [1]\n')
+    code, err = run(capsys, "eval", str(tmp_path / "eval.toml"))
+    assert code == 2 and "unknown settings ['lamda']" in err

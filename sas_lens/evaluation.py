@@ -1,0 +1,423 @@
+"""`sas-lens eval`: a resumable grid of behaviour, capability and open-ended measurements.
+
+A run is described by a small config (JSON or TOML, see :class:`EvalConfig`) and
+split into cells, one measurement each:
+
+- ``ab``: p(behaviour-matching letter) on the behaviour's A/B test items, per
+  (behaviour, layer, method, λ), with a 95% confidence interval;
+- ``capability``: MMLU and TruthfulQA accuracy and held-out perplexity, at the cost λs;
+- ``open``: steered answers to open-ended questions, scored for behaviour (embeddings)
+  and fluency (perplexity under the unsteered model, distinct-2), at the cost λs.
+
+Every finished cell is appended to ``<out>/cells.jsonl`` at once, so an
+interrupted run picks up where it stopped; vectors are saved under
+``<out>/vectors`` and reused. Data follows CAA's layout under ``data_dir``:
+``generate/<b>/generate_dataset.json``, ``test/<b>/test_dataset_ab.json``,
+``test/<b>/test_dataset_open_ended.json``, ``test/mmlu/mmlu.json``,
+``test/truthfulqa/truthful_qa.json``.
+
+Example:
+    >>> results = run_evaluation(load_config("eval.toml"), out_dir="eval_out")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from sas_lens.behaviour_eval import METHODS, ab_cell, mean_ci
+from sas_lens.errors import DataError
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate. ``lams`` and ``cost_lams`` map a method to its λ grid (a list applies to all)."""
+
+    behaviours: tuple[str, ...]
+    data_dir: str
+    layers: tuple[int, ...] = (9,)
+    methods: tuple[str, ...] = METHODS
+    lams: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    cost_lams: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    saes: dict[str, str | None] = field(default_factory=lambda: {"9": None})
+    heldout_text: str | None = None
+    train_pairs: int = 200
+    test_items: int = 50
+    open_ended: int = 10
+    mmlu: int = 100
+    truthfulqa: int = 100
+    perplexity_tokens: int = 10_000
+    max_new_tokens: int = 40
+    tau: float = 0.7
+    layer_sweep_behaviour: str | None = None  # other layers: only this behaviour's A/B sweep
+    judge: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.behaviours:
+            raise ValueError("The evaluation config names no behaviours.")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
+        for name in ("lams", "cost_lams"):
+            for method, grid in getattr(self, name).items():
+                if not all(isinstance(x, (int, float)) and abs(x) != float("inf") and x == x for x in grid):
+                    raise ValueError(f"{name}[{method!r}] must hold finite numbers, got {grid}.")
+
+    def grid(self, method: str, costs: bool = False) -> tuple[float, ...]:
+        grids = self.cost_lams if costs else self.lams
+        default = (-1.0, 0.0, 1.0) if method == "prompting" else ((-4.0, 4.0) if costs else (-4.0, 0.0, 4.0))
+        grid = tuple(float(x) for x in grids.get(method, default))
+        return tuple(sorted(set(grid) | {0.0})) if costs else grid
+
+    def sae_for(self, layer: int) -> str | None | bool:
+        """The SAE name for ``layer`` (None: the shipped default), or False when there is none."""
+        return self.saes[str(layer)] if str(layer) in self.saes else False
+
+
+def load_config(path: str | Path) -> EvalConfig:
+    """Read an :class:`EvalConfig` from a ``.json`` or ``.toml`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No such evaluation config: {path}.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            raw = tomllib.loads(text)
+        else:
+            raw = json.loads(text)
+    except ValueError as err:
+        raise DataError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from err
+    known = set(EvalConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise DataError(f"{path}: unknown settings {unknown}; known: {sorted(known)}.")
+    for key in ("data_dir", "heldout_text"):  # relative to the config file
+        if raw.get(key) and not Path(raw[key]).is_absolute():
+            raw[key] = str((path.parent / raw[key]).resolve())
+    for key in ("behaviours", "layers", "methods"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    for key in ("lams", "cost_lams"):
+        if key in raw:
+            raw[key] = {method: tuple(float(x) for x in grid) for method, grid in raw[key].items()}
+    try:
+        return EvalConfig(**raw)
+    except TypeError as err:
+        raise DataError(f"{path}: {err}") from err
+
+
+class CellStore:
+    """Finished cells, one JSON line each, appended (and flushed) as soon as a cell is done."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.cells: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut off by an interruption: that cell is redone
+                    self.cells[record["key"]] = record
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.cells
+
+    def add(self, record: dict) -> None:
+        self.cells[record["key"]] = record
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+
+def _cell_key(kind: str, behaviour: str, layer: int, method: str, lam: float) -> str:
+    return f"{kind}|{behaviour}|L{layer}|{method}|{lam:g}"
+
+
+def plan_cells(cfg: EvalConfig) -> list[tuple[str, str, int, str, float]]:
+    """Every (kind, behaviour, layer, method, λ) of the run, in the order they are run."""
+    cells = []
+    main_layer = cfg.layers[0]
+    for behaviour in cfg.behaviours:
+        for layer in cfg.layers:
+            if layer != main_layer and behaviour != (cfg.layer_sweep_behaviour or behaviour):
+                continue
+            for method in cfg.methods:
+                if method == "sas" and cfg.sae_for(layer) is False:
+                    continue
+                if method == "prompting" and layer != main_layer:
+                    continue  # prompting does not depend on the layer
+                cells += [("ab", behaviour, layer, method, lam) for lam in cfg.grid(method)]
+                if layer == main_layer:
+                    for kind in ("capability", "open"):
+                        cells += [(kind, behaviour, layer, method, lam) for lam in cfg.grid(method, costs=True)]
+    return cells
+
+
+class _Resources:
+    """Model, SAEs, data and vectors, each loaded or built on first use."""
+
+    def __init__(self, cfg: EvalConfig, out_dir: Path, model=None):
+        self.cfg, self.out_dir, self._model = cfg, out_dir, model
+        self._saes: dict[int, Any] = {}
+        self._vectors: dict[tuple[str, int, str], Any] = {}
+        self._data: dict[tuple, Any] = {}
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sas_lens.models import load_model
+
+            self._model = load_model()
+        return self._model
+
+    def sae(self, layer: int):
+        if layer not in self._saes:
+            from sas_lens.saes import load_sae
+
+            self._saes[layer] = load_sae(self.cfg.sae_for(layer), model=self.model)
+        return self._saes[layer]
+
+    def path(self, *parts: str) -> Path:
+        path = Path(self.cfg.data_dir, *parts)
+        if not path.exists():
+            raise DataError(f"{path} is missing; data_dir must follow CAA's layout (see sas_lens.evaluation).")
+        return path
+
+    def pairs(self, behaviour: str, split: str):
+        from sas_lens.pairs import load_pairs
+
+        key = ("pairs", behaviour, split)
+        if key not in self._data:
+            if split == "train":
+                self._data[key] = load_pairs(self.path("generate", behaviour, "generate_dataset.json"),
+                                             name=behaviour, limit=self.cfg.train_pairs)
+            else:
+                self._data[key] = load_pairs(self.path("test", behaviour, "test_dataset_ab.json"),
+                                             name=behaviour, limit=self.cfg.test_items)
+        return self._data[key]
+
+    def open_questions(self, behaviour: str) -> list[str]:
+        key = ("open", behaviour)
+        if key not in self._data:
+            records = json.loads(self.path("test", behaviour, "test_dataset_open_ended.json").read_text())
+            self._data[key] = [r["question"] for r in records[: self.cfg.open_ended]]
+        return self._data[key]
+
+    def capability_items(self, name: str):
+        from sas_lens.capability import load_capability_items
+
+        key = ("capability", name)
+        if key not in self._data:
+            file = {"mmlu": ("test", "mmlu", "mmlu.json"), "truthfulqa": ("test", "truthfulqa", "truthful_qa.json")}
+            self._data[key] = load_capability_items(self.path(*file[name]), limit=getattr(self.cfg, name))
+        return self._data[key]
+
+    def vector(self, behaviour: str, layer: int, method: str):
+        """The behaviour's vector of ``method`` at ``layer`` (``None`` for prompting), built once and saved."""
+        if method == "prompting":
+            return None
+        key = (behaviour, layer, method)
+        if key not in self._vectors:
+            from sas_lens.vectors import load_vector
+
+            file = self.out_dir / "vectors" / f"{behaviour}-L{layer}-{method}.safetensors"
+            if file.exists():
+                self._vectors[key] = load_vector(file, model=self.model)
+            else:
+                from sas_lens.build_vectors import dense_vector, sas_vector
+
+                pairs = self.pairs(behaviour, "train")
+                if method == "sas":
+                    vector = sas_vector(self.model, self.sae(layer), pairs, tau=self.cfg.tau)
+                else:
+                    vector = dense_vector(self.model, pairs, layer=layer)
+                vector.save(file)
+                self._vectors[key] = vector
+        return self._vectors[key]
+
+
+def _steering(res: _Resources, behaviour: str, layer: int, method: str, lam: float):
+    vector = res.vector(behaviour, layer, method)
+    if vector is None or lam == 0:
+        return {}, None
+    return {vector: lam}, (res.sae(layer) if method == "sas" else None)
+
+
+def _run_ab(res: _Resources, behaviour, layer, method, lam) -> dict:
+    vector = res.vector(behaviour, layer, method)
+    p = ab_cell(res.model, res.pairs(behaviour, "test"), method, vector, lam, behaviour=behaviour,
+                sae=res.sae(layer) if method == "sas" else None)
+    mean, low, high = mean_ci(p)
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(p)}
+
+
+def _run_capability(res: _Resources, behaviour, layer, method, lam) -> dict:
+    from sas_lens.behaviour_eval import instruction_for, with_instruction
+    from sas_lens.capability import accuracy, perplexity
+
+    out: dict[str, Any] = {}
+    steering, sae = _steering(res, behaviour, layer, method, lam)
+    for name in ("mmlu", "truthfulqa"):
+        items = res.capability_items(name)
+        if method == "prompting" and lam != 0:
+            items = with_instruction(items, instruction_for(behaviour, lam))
+        figures = accuracy(res.model, items, steering=steering, sae=sae)
+        out[f"{name}_accuracy"], out[f"{name}_p_correct"] = figures["accuracy"], figures["p_correct"]
+    if res.cfg.heldout_text and method != "prompting":
+        out["perplexity"] = perplexity(res.model, res.cfg.heldout_text, steering=steering, sae=sae,
+                                       n_tokens=res.cfg.perplexity_tokens)
+    return out
+
+
+def _run_open(res: _Resources, behaviour, layer, method, lam) -> dict:
+    from sas_lens.behaviour_eval import instruction_for
+    from sas_lens.capability import text_perplexity
+    from sas_lens.hf_backend import has_hf_twin
+    from sas_lens.open_ended import behaviour_scores, choice_exemplars, distinct_n
+    from sas_lens.steering import generate
+
+    questions = res.open_questions(behaviour)
+    prompts = [f"Question: {q}\nAnswer:" for q in questions]
+    if method == "prompting" and lam != 0:
+        prompts = [f"{instruction_for(behaviour, lam)}\n\n{p}" for p in prompts]
+    steering, sae = _steering(res, behaviour, layer, method, lam)
+    answers = generate(res.model, prompts, steering=steering, sae=sae, max_new_tokens=res.cfg.max_new_tokens,
+                       backend="hf" if has_hf_twin(res.model) else "tl")
+    scores = behaviour_scores(answers, *choice_exemplars(res.pairs(behaviour, "test")))
+    plain_prompts = [f"Question: {q}\nAnswer:" for q in questions]
+    perplexities = torch.tensor([text_perplexity(res.model, p, a) for p, a in zip(plain_prompts, answers)])
+    mean, low, high = mean_ci(scores)
+    out = {"behaviour_score": mean, "behaviour_ci_low": low, "behaviour_ci_high": high,
+           "answer_perplexity": float(perplexities.nanmedian()),
+           "distinct_2": float(torch.tensor([distinct_n(a, 2) for a in answers]).mean()),
+           "answers": answers}
+    if res.cfg.judge:
+        from sas_lens.open_ended import JudgeConfig, judge
+
+        config = JudgeConfig(**res.cfg.judge)
+        judged = [judge(config, behaviour, q, a) for q, a in zip(questions, answers)]
+        for criterion in ("concept", "instruction", "fluency"):
+            out[f"judge_{criterion}"] = sum(j[criterion] for j in judged) / len(judged)
+    return out
+
+
+_RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open}
+
+
+def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True) -> list[dict]:
+    """Run (or resume) every cell of ``cfg``; write cells.jsonl, results.json, CSVs and figures to ``out_dir``."""
+    out_dir = Path(out_dir)
+    (out_dir / "vectors").mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    store = CellStore(out_dir / "cells.jsonl")
+    cells = plan_cells(cfg)
+    pending = [c for c in cells if _cell_key(*c) not in store]
+    res = _Resources(cfg, out_dir, model)
+    started = time.perf_counter()
+    for kind, behaviour, layer, method, lam in tqdm(pending, desc="evaluation cells", disable=not progress,
+                                                     unit="cell"):
+        cell_started = time.perf_counter()
+        figures = _RUNNERS[kind](res, behaviour, layer, method, lam)
+        store.add({"key": _cell_key(kind, behaviour, layer, method, lam), "kind": kind, "behaviour": behaviour,
+                   "layer": layer, "method": method, "lam": lam, **figures,
+                   "seconds": round(time.perf_counter() - cell_started, 2)})
+    records = [store.cells[_cell_key(*c)] for c in cells]
+    write_results(records, out_dir, wall_s=time.perf_counter() - started, n_run=len(pending))
+    return records
+
+
+def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_run: int = 0) -> None:
+    """results.json, one CSV per kind, a summary table, and the figures as HTML fragments."""
+    import pandas as pd
+
+    (out_dir / "results.json").write_text(json.dumps(
+        {"cells": records, "wall_s_this_run": round(wall_s, 1), "cells_run": n_run}, indent=1))
+    for kind in ("ab", "capability", "open"):
+        rows = [{k: v for k, v in r.items() if k != "answers"} for r in records if r["kind"] == kind]
+        if rows:
+            pd.DataFrame(rows).to_csv(out_dir / f"{kind}.csv", index=False)
+    summary = summary_table(records)
+    if len(summary):
+        summary.to_csv(out_dir / "summary.csv", index=False)
+
+
+def summary_table(records: list[dict]):
+    """Per behaviour and method at the main layer: p at −k, 0, +k, the shift, and the costs at ±k."""
+    import pandas as pd
+
+    ab = pd.DataFrame([r for r in records if r["kind"] == "ab"])
+    if ab.empty:
+        return ab
+    main_layer = ab["layer"].iloc[0]
+    costs = {(r["kind"], r["behaviour"], r["method"], r["lam"]): r for r in records if r["kind"] != "ab"}
+    rows = []
+    for (behaviour, method), group in ab[ab["layer"] == main_layer].groupby(["behaviour", "method"], sort=False):
+        by_lam = dict(zip(group["lam"], group["mean"]))
+        k = max(abs(x) for x in by_lam)
+        row = {"behaviour": behaviour, "method": method, "k": k, "p(-k)": by_lam.get(-k), "p(0)": by_lam.get(0.0),
+               "p(+k)": by_lam.get(k)}
+        row["shift"] = (row["p(+k)"] - row["p(-k)"]) if row["p(+k)"] is not None and row["p(-k)"] is not None else None
+        for sign, lam in (("-k", -k), ("0", 0.0), ("+k", k)):
+            cap = costs.get(("capability", behaviour, method, lam), {})
+            opened = costs.get(("open", behaviour, method, lam), {})
+            row[f"mmlu({sign})"] = cap.get("mmlu_accuracy")
+            row[f"ppl({sign})"] = cap.get("perplexity")
+            row[f"open_score({sign})"] = opened.get("behaviour_score")
+            row[f"answer_ppl({sign})"] = opened.get("answer_perplexity")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluation_figures(records: list[dict]) -> list:
+    """λ curves per behaviour (main layer), layer × λ heatmaps (layer sweeps), and the fluency-vs-effect trade-off."""
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from sas_lens.figures import _LAYOUT, lambda_sweep_figure, layer_lambda_heatmap
+
+    figures = []
+    ab = pd.DataFrame([r for r in records if r["kind"] == "ab"])
+    if ab.empty:
+        return figures
+    main_layer = ab["layer"].iloc[0]
+    for behaviour, rows in ab[ab["layer"] == main_layer].groupby("behaviour", sort=False):
+        figures.append(lambda_sweep_figure(rows, title=f"{behaviour}: p(matching answer) across λ (layer {main_layer})"))
+    for (behaviour, method), rows in ab.groupby(["behaviour", "method"], sort=False):
+        if rows["layer"].nunique() > 1:
+            figures.append(layer_lambda_heatmap(rows, title=f"{behaviour}, {method}: layer × λ"))
+    opened = pd.DataFrame([r for r in records if r["kind"] == "open"])
+    if not opened.empty:
+        fig = go.Figure()
+        for method, rows in opened.groupby("method"):
+            fig.add_trace(go.Scatter(
+                x=rows["behaviour_score"], y=rows["answer_perplexity"], mode="markers", name=method,
+                text=[f"{b} λ={lam:g}" for b, lam in zip(rows["behaviour"], rows["lam"])]))
+        fig.update_layout(title="Open-ended answers: behaviour score vs perplexity (fluency cost)",
+                          xaxis_title="behaviour score (embedding)", yaxis_title="answer perplexity (unsteered model)",
+                          **_LAYOUT)
+        figures.append(fig)
+    return figures
+
+
+def evaluation_section(out_dir: str | Path):
+    """A :class:`~sas_lens.report.Section` of an evaluation's results for ``sas-lens report``."""
+    from sas_lens.report import Section
+
+    out_dir = Path(out_dir)
+    results = out_dir / "results.json"
+    if not results.exists():
+        raise DataError(f"{out_dir} holds no results.json; run `sas-lens eval` first.")
+    records = json.loads(results.read_text())["cells"]
+    summary = summary_table(records)
+    table = summary.round(3).to_html(index=False, na_rep="–") if len(summary) else ""
+    return Section("Evaluation", table, evaluation_figures(records))

@@ -1,0 +1,166 @@
+"""The evaluation harness on the tiny model: hand-checked measurements, the grid, and resuming."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import sas_lens as sl
+from sas_lens import evaluation
+from sas_lens.behaviour_eval import ab_cell, instruction_for, mean_ci, with_instruction
+from sas_lens.capability import accuracy, load_capability_items, text_perplexity
+from sas_lens.errors import DataError
+from sas_lens.evaluation import EvalConfig, load_config, plan_cells, run_evaluation
+from sas_lens.open_ended import choice_exemplars, choice_texts, distinct_n
+from tests.helpers import random_sae
+from tests.unit.test_scoring import ITEMS, by_hand
+
+
+def ab(question, match, other):
+    return {"question": question, "answer_matching_behavior": f"({match})", "answer_not_matching_behavior": f"({other})"}
+
+
+@pytest.fixture
+def caa_dir(tmp_path):
+    """A CAA-layout folder for one behaviour, 'tiny', in the tiny model's vocabulary."""
+    root = tmp_path / "caa"
+    train = [ab("is the movie good ?\n(A) yes good\n(B) no bad", "A", "B"),
+             ab("was the film fun ?\n(A) no boring\n(B) yes fun", "B", "A"),
+             ab("i love the story ?\n(A) yes love\n(B) no hate", "A", "B"),
+             ab("the music was bad ?\n(A) yes awful\n(B) no great", "B", "A")]
+    test = [ab("was the ending happy ?\n(A) yes happy\n(B) no sad", "A", "B"),
+            ab("the actor was great ?\n(A) no bad\n(B) yes good", "B", "A"),
+            ab("it is fun ?\n(A) yes fun\n(B) no boring", "A", "B")]
+    capability = [{"prompt": "the price rose ?\n(A) yes\n(B) no", "correct": "(A)", "incorrect": "(B)"},
+                  {"prompt": "the team lost ?\n(A) no\n(B) yes", "correct": "(B)", "incorrect": "(A)"}]
+    files = {
+        "generate/tiny/generate_dataset.json": train, "test/tiny/test_dataset_ab.json": test,
+        "test/tiny/test_dataset_open_ended.json": [{"question": "was the movie good ?"}, {"question": "i love it ?"}],
+        "test/mmlu/mmlu.json": capability, "test/truthfulqa/truthful_qa.json": capability,
+    }
+    for name, records in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(json.dumps(records))
+    (root / "heldout.txt").write_text(" ".join(["the movie was good and the story was fun ."] * 120))
+    return root
+
+
+def test_mean_ci_by_hand():
+    mean, low, high = mean_ci(torch.tensor([0.2, 0.4, 0.6]))
+    half = 1.96 * 0.2 / math.sqrt(3)  # sample sd of (0.2, 0.4, 0.6) is 0.2
+    assert (mean, low, high) == pytest.approx((0.4, 0.4 - half, 0.4 + half))
+
+
+def test_prompting_cell_is_the_instructed_question_by_hand(model):
+    p = ab_cell(model, ITEMS, "prompting", None, 1.0, behaviour="caution")
+    instruction = instruction_for("caution", 1.0)
+    expected = [by_hand(model, item) for item in with_instruction(ITEMS, instruction)]
+    torch.testing.assert_close(p, torch.tensor(expected), atol=1e-5, rtol=1e-4)
+    plain = ab_cell(model, ITEMS, "prompting", None, 0.0)
+    torch.testing.assert_close(plain, torch.tensor([by_hand(model, item) for item in ITEMS]), atol=1e-5, rtol=1e-4)
+    assert instruction_for("caution", -2.0) != instruction
+
+
+def test_dense_cell_equals_steering_by_hand(model):
+    vector = sl.dense_vector(model, ITEMS, layer=1)
+    with sl.steer(model, {vector: 3.0}):
+        expected = torch.tensor([by_hand(model, item) for item in ITEMS])
+    torch.testing.assert_close(ab_cell(model, ITEMS, "dense", vector, 3.0), expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="finite"):
+        ab_cell(model, ITEMS, "dense", vector, float("nan"))
+
+
+def test_capability_accuracy_by_hand(model, caa_dir):
+    items = load_capability_items(caa_dir / "test/mmlu/mmlu.json")
+    assert [(i.matching, i.not_matching) for i in items] == [("A", "B"), ("B", "A")]
+    p = torch.tensor([by_hand(model, item) for item in items])
+    figures = accuracy(model, items)
+    assert figures["accuracy"] == pytest.approx(float((p > 0.5).double().mean()))
+    assert figures["p_correct"] == pytest.approx(float(p.mean()), abs=1e-5)
+    (caa_dir / "bad.json").write_text('[{"prompt": "x"}]')
+    with pytest.raises(DataError, match="item 1: missing"):
+        load_capability_items(caa_dir / "bad.json")
+
+
+def test_text_perplexity_by_hand(model):
+    logits = model(model.to_tokens("the movie was good"))[0].log_softmax(-1)
+    ids = model.to_tokens("the movie was good")[0]
+    expected = math.exp(-float(logits[-2, ids[-1]].detach() + logits[-3, ids[-2]].detach()) / 2)
+    assert text_perplexity(model, "the movie", " was good") == pytest.approx(expected, rel=1e-4)
+
+
+def test_open_ended_helpers_by_hand():
+    item = sl.load_pairs([ab("is it good ?\n(A) yes it is\n(B) no", "B", "A")])[0]
+    assert choice_texts(item) == {"A": "yes it is", "B": "no"}
+    assert choice_exemplars(sl.load_pairs([ab("q ?\n(A) yes it is\n(B) no", "B", "A")])) == (["no"], ["yes it is"])
+    assert distinct_n("a b a b", 2) == pytest.approx(2 / 3)
+    assert distinct_n("a", 2) == 1.0
+
+
+def config(caa_dir, **overrides):
+    settings = dict(behaviours=("tiny",), data_dir=str(caa_dir), layers=(1, 2), saes={"1": "tiny-sae"},
+                    lams={"sas": (-2.0, 0.0, 2.0), "dense": (-2.0, 0.0, 2.0)}, cost_lams={"sas": (2.0,), "dense": (2.0,)},
+                    heldout_text=str(caa_dir / "heldout.txt"), perplexity_tokens=300, max_new_tokens=3, tau=0.5)
+    return EvalConfig(**{**settings, **overrides})
+
+
+def test_the_grid_skips_sas_without_an_sae_and_prompting_off_the_main_layer(caa_dir):
+    cells = plan_cells(config(caa_dir))
+    assert ("ab", "tiny", 2, "dense", 2.0) in cells
+    assert not any(c[2] == 2 and c[3] in ("sas", "prompting") for c in cells)
+    assert not any(c[0] != "ab" and c[2] == 2 for c in cells)  # costs at the main layer only
+    assert ("capability", "tiny", 1, "sas", 0.0) in cells  # λ = 0 is always measured for costs
+
+
+@pytest.fixture
+def tiny_resources(monkeypatch):
+    sae = random_sae("jumprelu")
+    monkeypatch.setattr("sas_lens.saes.load_sae", lambda name=None, **kwargs: sae)
+    return sae
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_cells(model, caa_dir, tmp_path, monkeypatch,
+                                                                    tiny_resources):
+    cfg = config(caa_dir)
+    straight = run_evaluation(cfg, tmp_path / "straight", model=model, progress=False)
+    assert {r["kind"] for r in straight} == {"ab", "capability", "open"}
+
+    calls = []
+    real_ab = evaluation._RUNNERS["ab"]
+
+    def interrupting(res, *cell):
+        calls.append(cell)
+        if len(calls) == 4 and not resuming:
+            raise KeyboardInterrupt
+        return real_ab(res, *cell)
+
+    resuming = False
+
+    monkeypatch.setitem(evaluation._RUNNERS, "ab", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluation(cfg, tmp_path / "resumed", model=model, progress=False)
+    finished = [json.loads(line) for line in (tmp_path / "resumed" / "cells.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "ab" for r in finished) == 3
+    calls.clear()
+    resuming = True
+    resumed = run_evaluation(cfg, tmp_path / "resumed", model=model, progress=False)
+    assert len(calls) == sum(r["kind"] == "ab" for r in straight) - 3  # the 3 finished cells were not redone
+    strip = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert strip(resumed) == strip(straight)
+    for name in ("results.json", "ab.csv", "capability.csv", "open.csv", "summary.csv"):
+        assert (tmp_path / "resumed" / name).exists()
+
+
+def test_config_files_are_read_and_checked(tmp_path, caa_dir):
+    path = tmp_path / "eval.toml"
+    path.write_text(f'behaviours = ["tiny"]\ndata_dir = "{caa_dir}"\nlayers = [1]\n[lams]\ndense = [-1, 0, 1]\n')
+    cfg = load_config(path)
+    assert cfg.layers == (1,) and cfg.grid("dense") == (-1.0, 0.0, 1.0)
+    path.write_text('behaviours = ["tiny"]\ndata_dir = "x"\nlamdas = 3\n')
+    with pytest.raises(DataError, match="unknown settings \\['lamdas'\\]"):
+        load_config(path)
+    with pytest.raises(ValueError, match="finite"):
+        EvalConfig(behaviours=("tiny",), data_dir="x", lams={"sas": (float("inf"),)})
+    with pytest.raises(ValueError, match="Unknown methods"):
+        EvalConfig(behaviours=("tiny",), data_dir="x", methods=("caa",))
