@@ -25,6 +25,7 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
              index_tokens: int = 100_000) -> dict:
     """Run the demo; print what it does and return its timings."""
     import sas_lens as sl
+    from sas_lens.hf_backend import has_hf_twin
     from sas_lens.models import default_model_dir
 
     out_dir = Path(out_dir)
@@ -74,7 +75,8 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
         timings["report_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    unsteered = sl.generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend="hf")
+    backend = "hf" if has_hf_twin(model) else "tl"
+    unsteered = sl.generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend=backend)
     report = []
     for name, (sas, dense) in vectors.items():
         runs = [("dense", {dense: DENSE_STRENGTH})]
@@ -82,7 +84,7 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
             runs.insert(0, ("SAS", {sas: SAS_STRENGTH}))
         for label, steering in runs:
             steered = sl.generate(model, DEMO_PROMPTS, steering=steering, sae=sae,
-                                  max_new_tokens=max_new_tokens, backend="hf")
+                                  max_new_tokens=max_new_tokens, backend=backend)
             strength = next(iter(steering.values()))
             print(f"\n[{name}, {label}, λ={strength:g}]")
             for prompt, before, after in zip(DEMO_PROMPTS, unsteered, steered):
@@ -115,6 +117,8 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
     index = latent_index(model, sae, corpus, n_tokens=index_tokens)
     print(f"\nlatent index: {index.n_tokens} tokens of {corpus} ({index.metadata['cached_at']})")
     sparse = [sas for sas, _ in vectors.values() if sas is not None and len(sas)]
+    if not sparse:
+        print("no SAS vector has a latent at this τ; the report shows the dense vectors only")
     for vector in sparse:
         table = top_latents(vector, sae, model, k=5, index=index, n_tokens=4, n_contexts=1)
         print(f"top latents of {vector.name}:")
@@ -126,7 +130,7 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
     others = [s for s in shipped if sae_fingerprint(s) != sae_fingerprint(sae) and s.cfg.metadata.hook_name ==
               sae.cfg.metadata.hook_name]
     width_table = None
-    if others:
+    if others and sparse:
         width_table = compare_widths(model, [sae, *others], sparse)
         print("\nmonosemanticity across widths (effective number of latents / support):")
         for behaviour, rows in width_table.groupby("behaviour"):

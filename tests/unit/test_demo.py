@@ -1,0 +1,24 @@
+"""The main job end to end on the tiny model: vectors, top latents, report, all under --out."""
+
+import sas_lens as sl
+from sas_lens import demo
+from tests.helpers import random_sae, tiny_model
+
+
+def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkeypatch, capsys):
+    model = tiny_model()
+    saes = {"16k": random_sae("jumprelu", d_sae=48), "4k": random_sae("jumprelu", d_sae=24, seed=1)}
+    monkeypatch.setattr(sl, "load_model", lambda *a, **k: model)
+    monkeypatch.setattr(sl, "load_sae", lambda name=None, **k: saes[name or "16k"])
+    monkeypatch.setattr(sl, "shipped_saes", lambda: {"16k": None, "4k": None})
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    timings = demo.run_demo(out_dir=tmp_path / "out", max_new_tokens=2, index_tokens=2000)
+    out = capsys.readouterr().out
+    written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {"out", "cache"}  # nothing outside the named folder (and the cache)
+    assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "continuations.txt").exists()
+    assert len(list((tmp_path / "out" / "vectors").glob("*.safetensors"))) == 2 * len(sl.demo_sets())
+    assert f"report: {(tmp_path / 'out' / 'report.html').resolve()}" in out
+    assert "top latents of caution:" in out and "monosemanticity across widths" in out
+    assert timings["total_s"] > 0
