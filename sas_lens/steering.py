@@ -33,6 +33,7 @@ import torch
 
 from sas_lens.errors import IncompatibleSAEError
 from sas_lens.saes import check_hook_exists, check_sae_fits, sae_hook_name
+from sas_lens.topic_alignment import TopicSwap, swap_reconstruction
 from sas_lens.vectors import DenseVector, SASVector, check_vector_fits, sae_fingerprint
 
 SUPPORTED_ARCHITECTURES = ("jumprelu", "standard", "topk", "batchtopk")
@@ -180,6 +181,38 @@ def _check_steerable(sae) -> None:
         )
 
 
+def _matching_sae(name: str, hook: str, d_sae: int, fingerprint: str | None, saes: dict[str, list], model):
+    """The given SAE a sparse edit was built on, checked to fit ``model`` and to be steerable."""
+    match = [s for s in saes.get(hook, []) if s.cfg.d_sae == d_sae and fingerprint in (None, sae_fingerprint(s))]
+    if not match and saes.get(hook):
+        raise IncompatibleSAEError(
+            f"The SAS vector {name!r} was built on another SAE than the one given for {hook} "
+            f"(vector: d_sae={d_sae}; given: d_sae={[s.cfg.d_sae for s in saes[hook]]}, or different "
+            "weights). Pass the SAE it was built on, or rebuild the vector with this SAE."
+        )
+    if not match:
+        raise IncompatibleSAEError(
+            f"No SAE given for the SAS vector {name!r} (hook {hook}, d_sae={d_sae}). "
+            "Pass the SAE it was built on: steer(model, {vec: λ}, sae=sae)."
+        )
+    check_sae_fits(match[0], model)
+    _check_steerable(match[0])
+    return match[0]
+
+
+class _SwapEdit:
+    """The original topic-alignment swap, blended: ``λ·(swap(a) − a)`` (see :mod:`sas_lens.topic_alignment`)."""
+
+    def __init__(self, sae, scores: torch.Tensor, k: int, lam: float):
+        self.sae, self.scores, self.k, self.lam = sae, scores, k, lam
+
+    def delta(self, a: torch.Tensor) -> torch.Tensor:
+        if self.lam == 0:
+            return torch.zeros_like(a)
+        swapped = swap_reconstruction(self.sae, a.to(self.sae.dtype), self.scores.to(self.sae.dtype), self.k)
+        return self.lam * (swapped.float() - a)
+
+
 def steering_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor | PositionPolicy = "all"):
     """Validate ``steering`` ({vector: λ}) and return ``(fwd_hooks, policy)`` for ``model.hooks``.
 
@@ -191,46 +224,42 @@ def steering_hooks(model, steering: Mapping, *, sae=None, positions: str | torch
     saes = _index_saes(sae)
     sparse: dict[str, dict[int, tuple[object, list]]] = defaultdict(dict)
     dense: dict[str, list[tuple[DenseVector, float]]] = defaultdict(list)
+    swaps: dict[str, list[_SwapEdit]] = defaultdict(list)
     for vector, lam in steering.items():
-        if not isinstance(vector, (SASVector, DenseVector)):
-            raise TypeError(f"Steering keys must be SASVector or DenseVector, got {type(vector).__name__}.")
+        if not isinstance(vector, (SASVector, DenseVector, TopicSwap)):
+            raise TypeError(f"Steering keys must be SASVector, DenseVector or a topic swap (alignment.swap(k)), "
+                            f"got {type(vector).__name__}.")
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
             raise ValueError(f"The strength λ for {vector.name!r} must be a finite number, got {lam!r}.")
-        check_vector_fits(vector, model=model)
         hook = vector.hook_name
         if hook is None:
             raise ValueError(f"The vector {vector.name!r} records no hook; set metadata['hook_name'].")
+        if isinstance(vector, TopicSwap):
+            if not 0 <= lam <= 1:
+                raise ValueError(f"A topic swap blends (1 − λ)·a + λ·swap(a); give λ in [0, 1], got {lam}.")
+            check_hook_exists(model, hook)
+            match = _matching_sae(vector.name, hook, vector.alignment.d_sae,
+                                  vector.metadata.get("sae_fingerprint"), saes, model)
+            swaps[hook].append(_SwapEdit(match, vector.alignment.scores.to(model.cfg.device), vector.k, float(lam)))
+            continue
+        check_vector_fits(vector, model=model)
         check_hook_exists(model, hook)
         if isinstance(vector, DenseVector):
             dense[hook].append((vector, float(lam)))
             continue
-        match = [s for s in saes.get(hook, []) if s.cfg.d_sae == vector.d_sae and (
-            vector.metadata.get("sae_fingerprint") in (None, sae_fingerprint(s)))]
-        if not match and saes.get(hook):
-            raise IncompatibleSAEError(
-                f"The SAS vector {vector.name!r} was built on another SAE than the one given for {hook} "
-                f"(vector: d_sae={vector.d_sae}; given: d_sae={[s.cfg.d_sae for s in saes[hook]]}, or different "
-                "weights). Pass the SAE it was built on, or rebuild the vector with this SAE."
-            )
-        if not match:
-            raise IncompatibleSAEError(
-                f"No SAE given for the SAS vector {vector.name!r} (hook {hook}, d_sae={vector.d_sae}). "
-                "Pass the SAE it was built on: steer(model, {vec: λ}, sae=sae)."
-            )
-        check_sae_fits(match[0], model)
-        _check_steerable(match[0])
-        sparse[hook].setdefault(id(match[0]), (match[0], []))[1].append((vector, float(lam)))
+        match = _matching_sae(vector.name, hook, vector.d_sae, vector.metadata.get("sae_fingerprint"), saes, model)
+        sparse[hook].setdefault(id(match), (match, []))[1].append((vector, float(lam)))
 
     device = model.cfg.device
     hooks = []
-    for hook in sorted(set(sparse) | set(dense)):
-        edits = [_SparseEdit.build(s, vecs, device) for s, vecs in sparse[hook].values()]
+    for hook in sorted(set(sparse) | set(dense) | set(swaps)):
+        edits = [_SparseEdit.build(s, vecs, device) for s, vecs in sparse[hook].values()] + swaps[hook]
         added = sum((lam * vec.vector for vec, lam in dense[hook]), torch.zeros(model.cfg.d_model))
         hooks.append((hook, _make_hook(edits, added.to(device), policy, model.cfg.d_model)))
     return hooks, policy
 
 
-def _make_hook(edits: list[_SparseEdit], added: torch.Tensor, policy: PositionPolicy, d_model: int):
+def _make_hook(edits: "list[_SparseEdit | _SwapEdit]", added: torch.Tensor, policy: PositionPolicy, d_model: int):
     def hook_fn(acts: torch.Tensor, hook) -> torch.Tensor:
         if acts.ndim != 3 or acts.shape[-1] != d_model:
             raise ValueError(f"Steering expected a [batch, pos, {d_model}] residual at {hook.name}, got {tuple(acts.shape)}.")

@@ -134,7 +134,7 @@ def test_generate_returns_continuations(model):
         (lambda sae, vec: ({vec: float("inf")}, sae), ValueError, "finite"),
         (lambda sae, vec: ({vec: 1.0}, None), sl.IncompatibleSAEError, "No SAE given"),
         (lambda sae, vec: ({vec: 1.0}, random_sae("jumprelu", seed=3)), sl.IncompatibleSAEError, "built on another SAE"),
-        (lambda sae, vec: ({"not a vector": 1.0}, sae), TypeError, "SASVector or DenseVector"),
+        (lambda sae, vec: ({"not a vector": 1.0}, sae), TypeError, "SASVector, DenseVector or a topic swap"),
     ],
 )
 def test_bad_steering_is_refused_before_any_hook(model, make, error, message):

@@ -1,0 +1,140 @@
+"""Topic alignment: scores against hand computation, no NaN, amplify at 0 is the identity, swap equals a
+literal reference of the original procedure."""
+
+import math
+
+import pytest
+import torch
+
+import sas_lens as sl
+from sas_lens.steering import steer
+from sas_lens.topic_alignment import (TopicAlignment, latent_scores, reference_activations, reference_prompts,
+                                      squared_distances, topic_scores)
+from tests.helpers import HOOK, random_sae
+
+REFERENCE = ["the movie was good", "the market price fell", "i love this story", "the team won"]
+TOKENS = torch.tensor([[1, 5, 9, 12, 7, 30, 22], [1, 8, 8, 40, 41, 6, 10]])
+
+
+def test_scores_by_hand():
+    # 3 reference prompts with d² = 0, 1, 2; latent 0 fires on prompt 0 only (most aligned), latent 1 on
+    # prompts 1 and 2 with weights 1 and 3 (mean d² = (1 + 6) / 4 = 1.75), latent 2 on prompt 2 (d² = 2,
+    # least aligned), latent 3 never.
+    weights = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 3.0, 5.0, 0.0]])
+    scores = latent_scores(weights, torch.tensor([0.0, 1.0, 2.0]))
+    torch.testing.assert_close(scores, torch.tensor([1.0, 1 - 1.75 / 2, 0.0, 0.0]))
+
+
+def test_latents_that_never_fire_score_zero_and_nothing_is_nan():
+    assert torch.equal(latent_scores(torch.zeros(3, 5), torch.tensor([0.1, 0.2, 0.3])), torch.zeros(5))
+    one = latent_scores(torch.tensor([[0.0, 2.0], [0.0, 1.0]]), torch.tensor([0.5, 0.5]))
+    assert not one.isnan().any() and one.tolist() == [0.0, 1.0]
+
+
+def test_squared_distance_to_the_nearest_alignment_text():
+    reference = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    alignment = torch.nn.functional.normalize(torch.tensor([[1.0, 1.0], [1.0, 0.0]]), dim=1)
+    # prompt 0 is the second alignment text (cos 1, d² 0); prompt 1 is nearest the first (cos 1/√2)
+    torch.testing.assert_close(squared_distances(reference, alignment), torch.tensor([0.0, 2 - math.sqrt(2)]))
+
+
+def hand_embeddings(texts):
+    """A 3-d 'embedding' by hand: counts of film, market and sport words, normalised."""
+    groups = [("movie", "story", "love", "film"), ("market", "price", "fell", "rose"), ("team", "won", "lost")]
+    rows = [[sum(word in g for word in t.split()) + 1e-3 for g in groups] for t in texts]
+    return torch.nn.functional.normalize(torch.tensor(rows), dim=1)
+
+
+def test_topic_scores_equal_the_literal_computation(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
+    sae = random_sae("jumprelu")
+    topic = topic_scores(model, sae, ["a good film story"], REFERENCE, name="film", embed_fn=hand_embeddings)
+    # literal: each prompt alone, mean code over its tokens after BOS
+    weights = []
+    for prompt in REFERENCE:
+        _, cache = model.run_with_cache(model.to_tokens(prompt), names_filter=HOOK)
+        weights.append(sae.encode(cache[HOOK][0, 1:]).detach().mean(0))
+    weights = torch.stack(weights)
+    d2 = 2 - 2 * (hand_embeddings(REFERENCE) @ hand_embeddings(["a good film story"]).T).max(1).values
+    fired = weights.sum(0) > 0
+    mean_d2 = (weights * d2[:, None]).sum(0)[fired] / weights.sum(0)[fired]
+    expected = torch.zeros(sae.cfg.d_sae)
+    expected[fired] = (mean_d2.max() - mean_d2) / (mean_d2.max() - mean_d2.min())
+    torch.testing.assert_close(topic.scores, expected, atol=1e-5, rtol=1e-4)
+    assert (~fired).any() and (topic.scores[~fired] == 0).all()
+    torch.testing.assert_close(reference_activations(model, sae, REFERENCE), weights, atol=1e-5, rtol=1e-4)
+    again = topic_scores(model, sae, ["a good film story"], REFERENCE, embed_fn=hand_embeddings)  # cached refs
+    torch.testing.assert_close(again.scores, topic.scores)
+
+
+@pytest.fixture
+def topic(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
+    sae = random_sae("jumprelu")
+    return sae, topic_scores(model, sae, ["the team won"], REFERENCE, name="sport", embed_fn=hand_embeddings)
+
+
+def test_amplify_at_strength_zero_is_the_identity_and_steers_otherwise(model, topic):
+    sae, alignment = topic
+    vector = alignment.vector(n_latents=8)
+    assert len(vector) > 0 and vector.metadata["topic"]["mode"] == "amplify"
+    clean = model(TOKENS)
+    with steer(model, {vector: 0.0}, sae=sae):
+        assert torch.equal(model(TOKENS), clean)
+    with steer(model, {vector: 5.0}, sae=sae):
+        assert not torch.allclose(model(TOKENS), clean, atol=1e-3)
+
+
+def literal_swap(sae, a, scores, k):
+    """The original procedure, token by token, written out."""
+    out = torch.empty_like(a)
+    for b in range(a.shape[0]):
+        for p in range(a.shape[1]):
+            pre = (a[b, p] - sae.b_dec) @ sae.W_enc + sae.b_enc
+            acts = pre * (pre > sae.threshold)
+            keep = torch.argsort(pre * scores, descending=True)[:k]
+            out[b, p] = acts[keep] @ sae.W_dec[keep] + sae.b_dec
+    return out.detach()
+
+
+def test_swap_equals_the_literal_original_procedure(model, topic):
+    sae, alignment = topic
+    with torch.no_grad():  # high thresholds: many sub-threshold pre-activations compete for the top k
+        sae.threshold.fill_(0.6)
+    _, cache = model.run_with_cache(TOKENS, names_filter=HOOK)
+    a = cache[HOOK]
+    expected_full = model(literal_swap(sae, a, alignment.scores, 5), start_at_layer=2)
+    with steer(model, {alignment.swap(k=5): 1.0}, sae=sae):
+        torch.testing.assert_close(model(TOKENS), expected_full, atol=1e-4, rtol=1e-4)
+    blend = 0.5 * a + 0.5 * literal_swap(sae, a, alignment.scores, 5)
+    with steer(model, {alignment.swap(k=5): 0.5}, sae=sae):
+        torch.testing.assert_close(model(TOKENS), model(blend, start_at_layer=2), atol=1e-4, rtol=1e-4)
+    with steer(model, {alignment.swap(k=5): 0.0}, sae=sae):
+        assert torch.equal(model(TOKENS), model(TOKENS))
+    with pytest.raises(ValueError, match=r"λ in \[0, 1\]"):
+        with steer(model, {alignment.swap(k=5): 2.0}, sae=sae):
+            pass
+
+
+def test_topic_composes_with_a_behaviour_vector_and_generates(model, topic):
+    sae, alignment = topic
+    behaviour = sl.dense_vector(model, sl.load_pairs([{"prompt": "i", "positive": " love", "negative": " hate"}]),
+                                layer=1)
+    texts = sl.generate(model, ["the movie"], steering={alignment.vector(8): 3.0, behaviour: 2.0}, sae=sae,
+                        max_new_tokens=3)
+    assert len(texts) == 1
+
+
+def test_alignment_saves_and_refuses_another_sae(topic, tmp_path):
+    sae, alignment = topic
+    loaded = TopicAlignment.load(alignment.save(tmp_path / "sport"), sae=sae)
+    assert torch.equal(loaded.scores, alignment.scores) and loaded.name == "sport"
+    with pytest.raises(sl.IncompatibleSAEError, match="another SAE"):
+        TopicAlignment.load(tmp_path / "sport.safetensors", sae=random_sae("jumprelu", seed=7))
+
+
+def test_shipped_reference_set_and_bad_input(model):
+    prompts = reference_prompts()
+    assert len(prompts) == 150 and len(set(prompts)) == 150
+    with pytest.raises(sl.DataError, match="non-empty alignment text"):
+        topic_scores(model, random_sae("jumprelu"), ["", "  "], REFERENCE, embed_fn=hand_embeddings)
