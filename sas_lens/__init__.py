@@ -42,6 +42,19 @@ _EXPORTS = {
     "steer": "sas_lens.steering",
     "ab_probabilities": "sas_lens.scoring",
     "generate": "sas_lens.steering",
+    "top_latents": "sas_lens.attribution",
+    "trace_latents": "sas_lens.attribution",
+    "latent_index": "sas_lens.latent_index",
+    "monosemanticity": "sas_lens.monosemanticity",
+    "width_comparison": "sas_lens.monosemanticity",
+    "overlap_matrix": "sas_lens.overlap",
+    "shared_latents": "sas_lens.overlap",
+    "write_report": "sas_lens.report",
+    "topic_scores": "sas_lens.topic_alignment",
+    "TopicAlignment": "sas_lens.topic_alignment",
+    "demo_topic_texts": "sas_lens.topic_alignment",
+    "run_evaluation": "sas_lens.evaluation",
+    "load_config": "sas_lens.evaluation",
     "SASLensError": "sas_lens.errors",
     "HookNotFoundError": "sas_lens.errors",
     "IncompatibleSAEError": "sas_lens.errors",
@@ -69,6 +82,13 @@ if TYPE_CHECKING:
     from sas_lens.steering import generate, steer
     from sas_lens.vectors import DenseVector, SASVector, load_vector
     from sas_lens.saes import check_sae_fits, load_sae, shipped_saes
+    from sas_lens.attribution import top_latents, trace_latents
+    from sas_lens.evaluation import load_config, run_evaluation
+    from sas_lens.latent_index import latent_index
+    from sas_lens.monosemanticity import monosemanticity, width_comparison
+    from sas_lens.overlap import overlap_matrix, shared_latents
+    from sas_lens.report import write_report
+    from sas_lens.topic_alignment import TopicAlignment, demo_topic_texts, topic_scores
 
 
 def __getattr__(name: str):

@@ -147,6 +147,33 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _align(args: argparse.Namespace) -> int:
+    from sas_lens.attribution import logit_lens
+    from sas_lens.models import load_model
+    from sas_lens.saes import load_sae
+    from sas_lens.topic_alignment import demo_topic_texts, topic_scores
+
+    if args.demo_topic:
+        texts = demo_topic_texts(args.demo_topic)
+    else:
+        from sas_lens.text_data import iter_documents, resolve_text_files
+
+        texts = [line for doc in iter_documents(resolve_text_files(args.texts)) for line in doc.splitlines()
+                 if line.strip()][: args.limit]
+    if not texts:
+        raise SystemExit("sas-lens align: give alignment text files, or --demo-topic NAME.")
+    name = args.name or args.demo_topic or "topic"
+    model = load_model(args.model, device=args.device)
+    sae = load_sae(args.sae, model=model)
+    alignment = topic_scores(model, sae, texts, name=name)
+    top = alignment.top(args.k)
+    for (latent, score), (promotes, _) in zip(top, logit_lens(sae, model, [latent for latent, _ in top], 5)):
+        print(f"  latent {latent:>6}  score {score:.3f}  promotes {' '.join(promotes)!r}")
+    path = alignment.save(args.out)
+    print(f"aligned {name!r} from {len(texts)} texts in {alignment.metadata['scoring_s']:.1f} s; saved to {path}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from sas_lens.evaluation import load_config, run_evaluation, summary_table
 
@@ -246,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--model", default=None)
     report.add_argument("--device", default="cpu")
     report.set_defaults(run=_report)
+
+    align = commands.add_parser("align", help="score SAE latents against a topic's example texts")
+    align.add_argument("texts", nargs="*", help="text files (one example per line) or folders")
+    align.add_argument("--demo-topic", default=None, help="a shipped topic text set instead (medicine, sports, business)")
+    align.add_argument("--name", default=None)
+    align.add_argument("--limit", type=int, default=200, help="at most this many example lines")
+    align.add_argument("--k", type=int, default=10, help="aligned latents to print")
+    align.add_argument("--out", required=True, help="alignment file to write (.safetensors)")
+    align.add_argument("--sae", default=None)
+    align.add_argument("--model", default=None)
+    align.add_argument("--device", default="cpu")
+    align.set_defaults(run=_align)
 
     evaluate_run = commands.add_parser("eval", help="A/B behaviour, capability and open-ended evaluation (resumable)")
     evaluate_run.add_argument("config", help="a .toml or .json evaluation config (see sas_lens.evaluation.EvalConfig)")

@@ -13,8 +13,10 @@ the SAE's own: JumpReLU keeps ``s·[s > θ]``; ReLU and TopK SAEs use ReLU (the
 top k are not re-selected). An SAE that normalises each token at run time
 (``constant_norm_rescale``, ``layer_norm``) encodes the normalised ``a`` and its
 decoder output is scaled back per token, so the edit is that token's scale times
-the code difference times ``W_dec``. Dense (CAA) vectors add ``λ·v``; both kinds
-can be mixed, and the SAS edit is computed from the unsteered ``a``.
+the code difference times ``W_dec``. Dense (CAA) vectors add ``λ·v``; a topic
+swap (:meth:`~sas_lens.topic_alignment.TopicAlignment.swap`) adds ``λ·(swap(a) − a)``.
+All kinds can be mixed at one hook; every edit is computed from the unsteered ``a``
+and the edits are summed.
 
 Example:
     >>> with sl.steer(model, {vec: 4.0, dense: -2.0}, sae=sae):    # doctest: +SKIP

@@ -51,6 +51,22 @@ def reference_prompts() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
+def demo_topics() -> list[str]:
+    """Names of the topic text sets shipped for the demo (``demo_topic_texts(name)``)."""
+    folder = resources.files("sas_lens") / "data" / "topics"
+    return sorted(p.name[: -len(".txt")] for p in folder.iterdir() if p.name.endswith(".txt"))
+
+
+def demo_topic_texts(name: str) -> list[str]:
+    """A shipped topic text set (15 sentences written for sas_lens): one of :func:`demo_topics`."""
+    from sas_lens.errors import suggest
+
+    if name not in demo_topics():
+        raise DataError(f"No demo topic {name!r}.{suggest(name, demo_topics())} Available: {demo_topics()}.")
+    text = (resources.files("sas_lens") / "data" / "topics" / f"{name}.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def latent_scores(weights: Float[Tensor, "n_ref d_sae"], sq_distances: Float[Tensor, " n_ref"]) -> Float[Tensor, " d_sae"]:
     """Step 3: activation-weighted mean of ``d²`` per latent, min–max normalised and flipped; 0 if never active."""
     weights = weights.double().clamp_min(0)

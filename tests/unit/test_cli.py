@@ -38,7 +38,7 @@ def test_train_sae_on_missing_hook(tmp_path, capsys, tiny_default):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("demo", "train-sae", "eval-sae", "extract", "steer", "index", "report", "eval"):
+    for command in ("demo", "train-sae", "eval-sae", "extract", "steer", "index", "report", "eval", "align"):
         with pytest.raises(SystemExit) as exit_info:
             cli.main([command, "--help"])
         assert exit_info.value.code == 0
@@ -98,3 +98,19 @@ def test_eval_refuses_a_bad_config_before_loading_a_model(tmp_path, capsys, monk
     (tmp_path / "eval.toml").write_text('behaviours = ["sycophancy"]\ndata_dir = "."\nlamda = [1]\n')
     code, err = run(capsys, "eval", str(tmp_path / "eval.toml"))
     assert code == 2 and "unknown settings ['lamda']" in err
+
+
+def test_align_a_demo_topic(tmp_path, capsys, monkeypatch, tiny_default):
+    from sas_lens import saes
+    from tests.helpers import random_sae
+
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(saes, "load_sae", lambda *a, **k: random_sae("jumprelu"))
+    monkeypatch.setattr("sas_lens.embeddings.embed", lambda texts: __import__("torch").nn.functional.normalize(
+        __import__("torch").rand(len(texts), 8), dim=1))
+    assert cli.main(["align", "--demo-topic", "sports", "--out", str(tmp_path / "sports"), "--k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("latent ") == 3 and "aligned 'sports' from 15 texts" in out
+    assert (tmp_path / "sports.safetensors").exists()
+    code, err = run(capsys, "align", "--demo-topic", "sport", "--out", str(tmp_path / "x"))
+    assert code == 2 and "Did you mean" in err
