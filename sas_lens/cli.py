@@ -138,7 +138,7 @@ def _report(args: argparse.Namespace) -> int:
         width_table = compare_widths(model, [sae, *others], sparse)
     sections = []
     if args.eval:
-        from sas_lens.evaluation import evaluation_section
+        from sas_lens.eval_results import evaluation_section
 
         sections.append(evaluation_section(args.eval))
     path = write_report(args.out, vectors, model=model, sae=sae, index=index, width_table=width_table,
@@ -175,7 +175,8 @@ def _align(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sas_lens.evaluation import load_config, run_evaluation, summary_table
+    from sas_lens.eval_results import summary_table
+    from sas_lens.evaluation import load_config, run_evaluation
 
     cfg = load_config(args.config)  # a bad config fails before the model loads
     records = run_evaluation(cfg, args.out)

@@ -1,7 +1,6 @@
 """Formatting pairs as text and marking the tokens a vector reads."""
 
 import pytest
-import torch
 
 from sas_lens.pairs import ABItem
 from sas_lens.prompts import PromptStyle, format_ab, format_completion, tokenize_with_spans

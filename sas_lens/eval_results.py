@@ -1,0 +1,99 @@
+"""What `sas-lens eval` writes and shows: result files, the summary table, figures, a report section.
+
+Example:
+    >>> summary_table(json.loads(Path("eval_out/results.json").read_text())["cells"])   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sas_lens.errors import DataError
+
+
+def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_run: int = 0) -> None:
+    """results.json, one CSV per kind, a summary table, and the figures as HTML fragments."""
+    import pandas as pd
+
+    (out_dir / "results.json").write_text(json.dumps(
+        {"cells": records, "wall_s_this_run": round(wall_s, 1), "cells_run": n_run}, indent=1))
+    for kind in ("ab", "capability", "open"):
+        rows = [{k: v for k, v in r.items() if k != "answers"} for r in records if r["kind"] == kind]
+        if rows:
+            pd.DataFrame(rows).to_csv(out_dir / f"{kind}.csv", index=False)
+    summary = summary_table(records)
+    if len(summary):
+        summary.to_csv(out_dir / "summary.csv", index=False)
+
+
+def summary_table(records: list[dict]):
+    """Per behaviour and method at the main layer: p at −k, 0, +k, the shift, and the costs at ±k."""
+    import pandas as pd
+
+    ab = pd.DataFrame([r for r in records if r["kind"] == "ab"])
+    if ab.empty:
+        return ab
+    main_layer = ab["layer"].iloc[0]
+    costs = {(r["kind"], r["behaviour"], r["method"], r["lam"]): r for r in records if r["kind"] != "ab"}
+    rows = []
+    for (behaviour, method), group in ab[ab["layer"] == main_layer].groupby(["behaviour", "method"], sort=False):
+        by_lam = dict(zip(group["lam"], group["mean"]))
+        k = max(abs(x) for x in by_lam)
+        row = {"behaviour": behaviour, "method": method, "k": k, "p(-k)": by_lam.get(-k), "p(0)": by_lam.get(0.0),
+               "p(+k)": by_lam.get(k)}
+        row["shift"] = (row["p(+k)"] - row["p(-k)"]) if row["p(+k)"] is not None and row["p(-k)"] is not None else None
+        for sign, lam in (("-k", -k), ("0", 0.0), ("+k", k)):
+            cap = costs.get(("capability", behaviour, method, lam), {})
+            opened = costs.get(("open", behaviour, method, lam), {})
+            row[f"mmlu({sign})"] = cap.get("mmlu_accuracy")
+            row[f"ppl({sign})"] = cap.get("perplexity")
+            row[f"open_score({sign})"] = opened.get("behaviour_score")
+            row[f"answer_ppl({sign})"] = opened.get("answer_perplexity")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluation_figures(records: list[dict]) -> list:
+    """λ curves per behaviour (main layer), layer × λ heatmaps (layer sweeps), and the fluency-vs-effect trade-off."""
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from sas_lens.figures import _LAYOUT, lambda_sweep_figure, layer_lambda_heatmap
+
+    figures = []
+    ab = pd.DataFrame([r for r in records if r["kind"] == "ab"])
+    if ab.empty:
+        return figures
+    main_layer = ab["layer"].iloc[0]
+    for behaviour, rows in ab[ab["layer"] == main_layer].groupby("behaviour", sort=False):
+        figures.append(lambda_sweep_figure(rows, title=f"{behaviour}: p(matching answer) across λ (layer {main_layer})"))
+    for (behaviour, method), rows in ab.groupby(["behaviour", "method"], sort=False):
+        if rows["layer"].nunique() > 1:
+            figures.append(layer_lambda_heatmap(rows, title=f"{behaviour}, {method}: layer × λ"))
+    opened = pd.DataFrame([r for r in records if r["kind"] == "open"])
+    if not opened.empty:
+        fig = go.Figure()
+        for method, rows in opened.groupby("method"):
+            fig.add_trace(go.Scatter(
+                x=rows["behaviour_score"], y=rows["answer_perplexity"], mode="markers", name=method,
+                text=[f"{b} λ={lam:g}" for b, lam in zip(rows["behaviour"], rows["lam"])]))
+        fig.update_layout(title="Open-ended answers: behaviour score vs perplexity (fluency cost)",
+                          xaxis_title="behaviour score (embedding)", yaxis_title="answer perplexity (unsteered model)",
+                          **_LAYOUT)
+        figures.append(fig)
+    return figures
+
+
+def evaluation_section(out_dir: str | Path):
+    """A :class:`~sas_lens.report.Section` of an evaluation's results for ``sas-lens report``."""
+    from sas_lens.report import Section
+
+    out_dir = Path(out_dir)
+    results = out_dir / "results.json"
+    if not results.exists():
+        raise DataError(f"{out_dir} holds no results.json; run `sas-lens eval` first.")
+    records = json.loads(results.read_text())["cells"]
+    summary = summary_table(records)
+    table = summary.round(3).to_html(index=False, na_rep="–") if len(summary) else ""
+    return Section("Evaluation", table, evaluation_figures(records))
