@@ -25,6 +25,7 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
              index_tokens: int = 100_000) -> dict:
     """Run the demo; print what it does and return its timings."""
     import sas_lens as sl
+    from sas_lens.extraction import collect_residuals
     from sas_lens.hf_backend import has_hf_twin
     from sas_lens.models import default_model_dir
 
@@ -55,12 +56,13 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
     vectors = {}
     for name in sl.demo_sets():
         pairs = sl.load_pairs(f"demo:{name}")
-        dense = sl.dense_vector(model, pairs, layer=layer)
+        residuals = collect_residuals(model, pairs, layer, progress=False)  # one pass for both vectors
+        dense = sl.dense_vector(model, pairs, layer=layer, residuals=residuals)
         dense.save(out_dir / "vectors" / f"{name}.dense.safetensors")
         line = f"  {name:<11} {len(pairs)} {pairs.kind} pairs: dense norm {float(dense.vector.norm()):.0f}"
         sas = None
         if sae is not None:
-            sas = sl.sas_vector(model, sae, pairs, tau=0.7)
+            sas = sl.sas_vector(model, sae, pairs, tau=0.7, residuals=residuals)
             sas.save(out_dir / "vectors" / f"{name}.sas.safetensors")
             n_pos, n_neg = int((sas.values > 0).sum()), int((sas.values < 0).sum())
             line += f"; SAS {len(sas)} of {sae.cfg.d_sae} latents ({n_pos} +, {n_neg} -)"

@@ -18,7 +18,7 @@ SENTENCES = [
     "Photosynthesis converts light energy into chemical energy stored in glucose.",
 ]
 
-# The 16k SAE explains 0.906 of the variance of 100k held-out Wikipedia tokens (its eval.json).
+# The 16k SAE explains 0.919 of the variance of 100k held-out Wikipedia tokens (its eval.json).
 # These sentences are short and partly off the training distribution (code, dialogue, a
 # recipe), so the bar sits at 0.65, 0.1 below the 0.75 that the held-out evaluation must clear.
 MIN_EXPLAINED_VARIANCE = 0.65
@@ -29,7 +29,7 @@ def explained_variance(sae, acts):
     return 1 - (acts - recon).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
 
 
-@pytest.mark.parametrize(("short_name", "d_sae"), [(None, 16384), ("16k", 16384)])
+@pytest.mark.parametrize(("short_name", "d_sae"), [(None, 16384), ("16k", 16384), ("4k", 4096)])
 def test_shipped_sae_reconstructs_new_sentences(gemma, short_name, d_sae):
     sae = sl.load_sae(short_name, model=gemma)
     assert sae.cfg.d_sae == d_sae and sae.cfg.architecture() == "jumprelu"
