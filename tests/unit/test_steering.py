@@ -50,7 +50,8 @@ def test_lambda_zero_is_exactly_the_unsteered_model(model, architecture):
     sae = random_sae(architecture)
     clean = model(TOKENS)
     with steer(model, {vector_for(sae): 0.0}, sae=sae):
-        assert torch.equal(model(TOKENS), clean)
+        steered = model(TOKENS)
+        assert torch.equal(steered, clean), f"max abs diff {(steered - clean).abs().max().item():.3g}"
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -73,7 +74,8 @@ def test_steering_through_an_sae_that_normalises_its_input(model, architecture, 
     vec = vector_for(sae)
     clean = model(TOKENS)
     with steer(model, {vec: 0.0}, sae=sae):
-        assert torch.equal(model(TOKENS), clean)
+        steered = model(TOKENS)
+        assert torch.equal(steered, clean), f"max abs diff {(steered - clean).abs().max().item():.3g}"
     expected = model(literal_edit(sae, residual(model), 4.0 * vec.dense()), start_at_layer=2)
     with steer(model, {vec: 4.0}, sae=sae):
         steered = model(TOKENS)
