@@ -128,6 +128,15 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
             context = row["contexts"][0] if row["contexts"] else "(did not fire on the corpus sample)"
             print(f"  {row['latent']:>6} {row['value']:+7.2f}  promotes {' '.join(row['promotes'])!r:<40} "
                   f"e.g. {context[-70:]!r}")
+    if len(sparse) >= 2:
+        from sas_lens.overlap import overlap_matrix
+
+        matrix = overlap_matrix(sparse, sae=sae)
+        print("\noverlap between SAS vectors (Jaccard of supports / weighted Jaccard):")
+        for name in matrix.names:
+            cells = "  ".join(f"{matrix.jaccard.loc[name, other]:.2f}/{matrix.weighted_jaccard.loc[name, other]:.2f}"
+                              for other in matrix.names)
+            print(f"  {name:<11} {cells}")
     shipped = [sl.load_sae(name, model=model) for name in sl.shipped_saes()]
     others = [s for s in shipped if sae_fingerprint(s) != sae_fingerprint(sae) and s.cfg.metadata.hook_name ==
               sae.cfg.metadata.hook_name]

@@ -21,4 +21,5 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     assert len(list((tmp_path / "out" / "vectors").glob("*.safetensors"))) == 2 * len(sl.demo_sets())
     assert f"report: {(tmp_path / 'out' / 'report.html').resolve()}" in out
     assert "top latents of caution:" in out and "monosemanticity across widths" in out
+    assert "overlap between SAS vectors" in out
     assert timings["total_s"] > 0
