@@ -1,6 +1,6 @@
 """Steering benchmark on the embedded model (issue 4), ratios measured in one run on this machine.
 
-    python bench/bench_steering.py [--new-tokens 64] [--prompts 8]
+    python bench/bench_steering.py [--new-tokens 64] [--prompts 8] [--rounds 3]
 
 Greedy generation of 8 prompts x 64 new tokens, tokens/s for: unsteered, SAS (one vector), SAS (four
 vectors composed), dense — per backend (TransformerLens, transformers). Then the time to build an SAS
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     args = parser.parse_args()
     prompts = PROMPTS[: args.prompts]
     model = sl.load_model()
@@ -52,12 +54,20 @@ def main() -> None:
         "SAS x4": {v: 2.0 for v in vectors},
         "dense": {dense: 4.0},
     }
-    results = {}
+    # Settings are interleaved within each round and the median over rounds is kept, so that a
+    # burst of CPU steal on this shared VM hits one measurement, not one setting.
+    runs: dict = {}
     for backend in ("hf", "tl"):
         sl.generate(model, prompts[:1], max_new_tokens=2, backend=backend)  # warm-up
-        for label, steering in settings.items():
-            results[(backend, label)] = tokens_per_second(model, prompts, args.new_tokens, backend, steering, sae)
-            print(f"{backend:>2} {label:<10} {results[(backend, label)]:7.1f} tokens/s", flush=True)
+    for round_ in range(args.rounds):
+        for backend in ("hf", "tl"):
+            for label, steering in settings.items():
+                speed = tokens_per_second(model, prompts, args.new_tokens, backend, steering, sae)
+                runs.setdefault((backend, label), []).append(speed)
+                print(f"round {round_ + 1}: {backend:>2} {label:<10} {speed:7.1f} tokens/s", flush=True)
+    results = {key: statistics.median(speeds) for key, speeds in runs.items()}
+    for (backend, label), speed in results.items():
+        print(f"median: {backend:>2} {label:<10} {speed:7.1f} tokens/s")
     for backend in ("hf", "tl"):
         base = results[(backend, "unsteered")]
         print(f"{backend}: SAS x1 / unsteered = {results[(backend, 'SAS x1')] / base:.3f}, "

@@ -247,7 +247,7 @@ def train_sae(
 
 # Dimensions whose variance exceeds this multiple of the median are scaled down
 # to it. On Gemma 3 270M layer 9 the 99th percentile is 11x the median, so the
-# bulk of the distribution is left alone and only ~11 outliers are touched.
+# bulk of the distribution is left alone and only 10 outliers are touched.
 VARIANCE_CAP_OVER_MEDIAN = 10.0
 
 
