@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    parser.add_argument("--skip-extraction", action="store_true", help="generation speeds only")
     args = parser.parse_args()
     prompts = PROMPTS[: args.prompts]
     model = sl.load_model()
@@ -76,6 +77,8 @@ def main() -> None:
     print(f"hf / tl, SAS x1 steered: {results[('hf', 'SAS x1')] / results[('tl', 'SAS x1')]:.2f}x")
     print(json.dumps({f"{b}/{l}": round(v, 2) for (b, l), v in results.items()}))
 
+    if args.skip_extraction:
+        return
     caa = Path(__file__).resolve().parents[2] / "shared/datasets/caa/generate/sycophancy/generate_dataset.json"
     if not caa.exists():
         print(f"skipping the extraction benchmark: {caa} is not on this machine")
