@@ -117,14 +117,12 @@ def _report(args: argparse.Namespace) -> int:
     from sas_lens.models import load_model
     from sas_lens.report import write_report
     from sas_lens.saes import load_sae
-    from sas_lens.vectors import SASVector, check_vector_fits, load_vector
+    from sas_lens.vectors import SASVector, load_vector
 
     model = load_model(args.model, device=args.device)
     sae = load_sae(args.sae, model=model)
-    vectors = [load_vector(path, model=model) for path in args.vectors]
+    vectors = [load_vector(path, model=model, sae=sae) for path in args.vectors]  # SAS ones checked against sae
     sparse = [v for v in vectors if isinstance(v, SASVector)]
-    for vector in sparse:
-        check_vector_fits(vector, sae=sae)
     index = None
     if args.index_texts:
         from sas_lens.latent_index import latent_index

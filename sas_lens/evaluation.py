@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,7 +67,7 @@ class EvalConfig:
             raise ValueError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
         for name in ("lams", "cost_lams"):
             for method, grid in getattr(self, name).items():
-                if not all(isinstance(x, (int, float)) and abs(x) != float("inf") and x == x for x in grid):
+                if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in grid):
                     raise ValueError(f"{name}[{method!r}] must hold finite numbers, got {grid}.")
 
     def grid(self, method: str, costs: bool = False) -> tuple[float, ...]:

@@ -67,6 +67,7 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
 
     from sas_lens.build_vectors import _pairs, sas_vector
     from sas_lens.extraction import collect_residuals
+    from sas_lens.prompts import PromptStyle
     from sas_lens.saes import hook_layer, sae_hook_name
 
     labelled = list(saes.items()) if isinstance(saes, dict) else [(f"{s.cfg.d_sae}", s) for s in saes]
@@ -78,7 +79,7 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
     pairs = _pairs(pairs)
     layer = hook_layer(hooks.pop())
     residuals = collect_residuals(model, pairs, layer, read=vector_kwargs.get("read", "mean"),
-                                  **({"style": vector_kwargs["style"]} if "style" in vector_kwargs else {}))
+                                  style=vector_kwargs.get("style", PromptStyle()))
     rows, vectors = [], {}
     for label, sae in sorted(labelled, key=lambda item: item[1].cfg.d_sae):
         vector = sas_vector(model, sae, pairs, residuals=residuals, **vector_kwargs)
