@@ -237,14 +237,24 @@ class _Resources:
             else:
                 from sas_lens.build_vectors import dense_vector, sas_vector
 
-                pairs = self.pairs(behaviour, "train")
+                pairs, residuals = self.pairs(behaviour, "train"), self.residuals(behaviour)
                 if method == "sas":
-                    vector = sas_vector(self.model, self.sae(layer), pairs, tau=self.cfg.tau)
+                    vector = sas_vector(self.model, self.sae(layer), pairs, tau=self.cfg.tau, residuals=residuals)
                 else:
-                    vector = dense_vector(self.model, pairs, layer=layer)
+                    vector = dense_vector(self.model, pairs, layer=layer, residuals=residuals)
                 vector.save(file)
                 self._vectors[key] = vector
         return self._vectors[key]
+
+    def residuals(self, behaviour: str):
+        """The training pairs' residuals at every layer the run steers ``behaviour`` at, in one pass."""
+        key = ("residuals", behaviour)
+        if key not in self._data:
+            from sas_lens.extraction import collect_residuals
+
+            layers = sorted({layer for _, b, layer, _, _ in plan_cells(self.cfg) if b == behaviour})
+            self._data[key] = collect_residuals(self.model, self.pairs(behaviour, "train"), layers)
+        return self._data[key]
 
 
 def _steering(res: _Resources, behaviour: str, layer: int, method: str, lam: float):
@@ -274,7 +284,7 @@ def _run_capability(res: _Resources, behaviour, layer, method, lam) -> dict:
             items = with_instruction(items, instruction_for(behaviour, lam))
         figures = accuracy(res.model, items, steering=steering, sae=sae)
         out[f"{name}_accuracy"], out[f"{name}_p_correct"] = figures["accuracy"], figures["p_correct"]
-    if res.cfg.heldout_text and method != "prompting":
+    if res.cfg.heldout_text and (method != "prompting" or lam == 0):  # no instruction fits held-out text
         out["perplexity"] = perplexity(res.model, res.cfg.heldout_text, steering=steering, sae=sae,
                                        n_tokens=res.cfg.perplexity_tokens)
     return out
@@ -312,6 +322,22 @@ def _run_open(res: _Resources, behaviour, layer, method, lam) -> dict:
     return out
 
 
+def _unsteered_cell(store: CellStore, kind: str, behaviour: str) -> dict | None:
+    """The figures of a finished λ = 0 cell of this kind and behaviour, if any.
+
+    At λ = 0 every method is the same unsteered model on the same items (no vector, no
+    instruction) at every layer, so the cell is measured once and shared.
+    """
+    for record in store.cells.values():
+        if record["kind"] == kind and record["behaviour"] == behaviour and record["lam"] == 0:
+            if "measured_in" in record:
+                continue
+            shared = {k: v for k, v in record.items()
+                      if k not in ("key", "kind", "behaviour", "layer", "method", "lam", "seconds")}
+            return {**shared, "measured_in": record["key"]}
+    return None
+
+
 _RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open}
 
 
@@ -328,7 +354,8 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     for kind, behaviour, layer, method, lam in tqdm(pending, desc="evaluation cells", disable=not progress,
                                                      unit="cell"):
         cell_started = time.perf_counter()
-        figures = _RUNNERS[kind](res, behaviour, layer, method, lam)
+        unsteered = _unsteered_cell(store, kind, behaviour) if lam == 0 else None
+        figures = unsteered or _RUNNERS[kind](res, behaviour, layer, method, lam)
         store.add({"key": _cell_key(kind, behaviour, layer, method, lam), "kind": kind, "behaviour": behaviour,
                    "layer": layer, "method": method, "lam": lam, **figures,
                    "seconds": round(time.perf_counter() - cell_started, 2)})

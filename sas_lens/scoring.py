@@ -20,6 +20,22 @@ from sas_lens.steering import steering_hooks
 from sas_lens.typing import Float, Tensor
 
 
+def last_position_logits(model, tokens: Tensor, attention_mask: Tensor | None = None) -> Float[Tensor, "batch d_vocab"]:
+    """The model's logits at the last position only, equal to ``model(tokens)[:, -1]``.
+
+    Gemma's unembedding (262k tokens) at every position costs more than all the blocks below
+    it, and an A/B item reads one position: unembedding that one is ~10x faster.
+    """
+    residual = model(tokens, attention_mask=attention_mask, stop_at_layer=model.cfg.n_layers)[:, -1]
+    if model.cfg.normalization_type is not None:
+        residual = model.ln_final(residual[:, None])[:, 0]
+    logits = model.unembed(residual[:, None])[:, 0]
+    cap = getattr(model.cfg, "output_logits_soft_cap", None)
+    if cap is not None and cap > 0:  # Gemma 2's final soft-cap, as in HookedTransformer.forward
+        logits = cap * torch.tanh(logits / cap)
+    return logits
+
+
 def _letter_prompt(model, item: ABItem, style: PromptStyle) -> tuple[list[int], int, int]:
     """The context tokens before the answer letter, and the token ids of both letters."""
     rows = []
@@ -69,7 +85,7 @@ def ab_probabilities(
                 tokens[i, width - len(context):] = torch.tensor(context)
                 attention[i, width - len(context):] = True
             device = model.cfg.device
-            logits = model(tokens.to(device), attention_mask=attention.to(device))[:, -1].float()
+            logits = last_position_logits(model, tokens.to(device), attention.to(device)).float()
             pair_logits = torch.stack(
                 [logits[i, [match_id, other_id]] for i, (_, match_id, other_id) in enumerate(batch)]
             )

@@ -141,15 +141,31 @@ def test_an_interrupted_run_resumes_without_redoing_finished_cells(model, caa_di
     with pytest.raises(KeyboardInterrupt):
         run_evaluation(cfg, tmp_path / "resumed", model=model, progress=False)
     finished = [json.loads(line) for line in (tmp_path / "resumed" / "cells.jsonl").read_text().splitlines()]
-    assert sum(r["kind"] == "ab" for r in finished) == 3
+    measured = lambda records: sum(r["kind"] == "ab" and "measured_in" not in r for r in records)  # noqa: E731
+    assert measured(finished) == 3
     calls.clear()
     resuming = True
     resumed = run_evaluation(cfg, tmp_path / "resumed", model=model, progress=False)
-    assert len(calls) == sum(r["kind"] == "ab" for r in straight) - 3  # the 3 finished cells were not redone
+    assert len(calls) == measured(straight) - 3  # the 3 finished cells were not redone
     strip = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
     assert strip(resumed) == strip(straight)
     for name in ("results.json", "ab.csv", "capability.csv", "open.csv", "summary.csv"):
         assert (tmp_path / "resumed" / name).exists()
+
+
+def test_unsteered_cells_are_measured_once_per_kind_and_behaviour(model, caa_dir, tmp_path, tiny_resources):
+    records = run_evaluation(config(caa_dir), tmp_path / "run", model=model, progress=False)
+    for kind in ("ab", "capability", "open"):
+        unsteered = [r for r in records if r["kind"] == kind and r["lam"] == 0]
+        assert len({(r["method"], r["layer"]) for r in unsteered}) > 1
+        assert sum("measured_in" not in r for r in unsteered) == 1
+        source = next(r for r in unsteered if "measured_in" not in r)
+        figure = "mean" if kind == "ab" else "mmlu_accuracy" if kind == "capability" else "behaviour_score"
+        assert all(r[figure] == source[figure] for r in unsteered)
+    # the shared figure is what the unsteered model gives
+    plain = ab_cell(model, sl.load_pairs(caa_dir / "test/tiny/test_dataset_ab.json"), "prompting", None, 0.0)
+    ab_unsteered = next(r for r in records if r["kind"] == "ab" and r["lam"] == 0 and r["method"] == "dense")
+    assert ab_unsteered["mean"] == pytest.approx(float(plain.mean()))
 
 
 def test_config_files_are_read_and_checked(tmp_path, caa_dir):

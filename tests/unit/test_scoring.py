@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.scoring import ab_probabilities
+from sas_lens.scoring import ab_probabilities, last_position_logits
 from tests.unit.test_steering import vector_for
 from tests.helpers import random_sae
 
@@ -46,3 +46,14 @@ def test_steered_probabilities_match_steering_by_hand(model):
 def test_completion_pairs_are_refused(model):
     with pytest.raises(ValueError, match="needs A/B items"):
         ab_probabilities(model, sl.load_pairs([{"prompt": "a", "positive": " b", "negative": " c"}]))
+
+
+@pytest.mark.parametrize("soft_cap", [-1.0, 0.5])  # the tiny model's logits reach ~2
+def test_last_position_logits_equal_the_full_forward(model, soft_cap, monkeypatch):
+    monkeypatch.setattr(model.cfg, "output_logits_soft_cap", soft_cap)
+    tokens = torch.tensor([[0, 0, 5, 9, 3], [4, 8, 1, 7, 2]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    expected = model(tokens, attention_mask=mask)[:, -1]
+    torch.testing.assert_close(last_position_logits(model, tokens, mask), expected)
+    if soft_cap > 0:
+        assert expected.abs().max() <= soft_cap
