@@ -18,13 +18,16 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
 
     (out_dir / "results.json").write_text(json.dumps(
         {"cells": records, "wall_s_this_run": round(wall_s, 1), "cells_run": n_run}, indent=1))
-    for kind in ("ab", "capability", "open"):
+    for kind in ("ab", "capability", "open", "topic"):
         rows = [{k: v for k, v in r.items() if k != "answers"} for r in records if r["kind"] == kind]
         if rows:
             pd.DataFrame(rows).to_csv(out_dir / f"{kind}.csv", index=False)
     summary = summary_table(records)
     if len(summary):
         summary.to_csv(out_dir / "summary.csv", index=False)
+    topics = topic_table(records)
+    if len(topics):
+        topics.to_csv(out_dir / "topic_summary.csv", index=False)
 
 
 def summary_table(records: list[dict]):
@@ -39,7 +42,9 @@ def summary_table(records: list[dict]):
     rows = []
     for (behaviour, method), group in ab[ab["layer"] == main_layer].groupby(["behaviour", "method"], sort=False):
         by_lam = dict(zip(group["lam"], group["mean"]))
-        k = max(abs(x) for x in by_lam)
+        # k: the largest λ the costs were measured at (the grid's largest when there are none)
+        cost_lams = [abs(lam) for (kind, b, m, lam) in costs if b == behaviour and m == method and lam in by_lam]
+        k = max(cost_lams or [abs(x) for x in by_lam])
         row = {"behaviour": behaviour, "method": method, "k": k, "p(-k)": by_lam.get(-k), "p(0)": by_lam.get(0.0),
                "p(+k)": by_lam.get(k)}
         row["shift"] = (row["p(+k)"] - row["p(-k)"]) if row["p(+k)"] is not None and row["p(-k)"] is not None else None
@@ -54,6 +59,27 @@ def summary_table(records: list[dict]):
     return pd.DataFrame(rows)
 
 
+def topic_table(records: list[dict]):
+    """Per topic and steering: topic similarity, fluency, and the time costs (align, fine-tune, per token)."""
+    import pandas as pd
+
+    rows = []
+    unsteered_s = {r["behaviour"]: r["s_per_token"] for r in records
+                   if r["kind"] == "topic" and r["method"] == "amplify" and r["lam"] == 0}
+    for r in records:
+        if r["kind"] != "topic":
+            continue
+        steering = ("unsteered" if r["method"] == "amplify" and r["lam"] == 0 else
+                    f"fine-tune ({r['lam']:g} steps)" if r["method"] == "finetune" else f"{r['method']} {r['lam']:g}")
+        overhead = (r["s_per_token"] - unsteered_s[r["behaviour"]]
+                    if r["method"] != "finetune" and r["behaviour"] in unsteered_s else None)
+        rows.append({"topic": r["behaviour"], "steering": steering, "topic_similarity": r["topic_similarity"],
+                     "perplexity": r["perplexity"], "distinct_2": r["distinct_2"],
+                     "extra_s_per_token": overhead, "align_s": r["align_s"] if r["method"] != "finetune" else None,
+                     "finetune_s": r.get("finetune_s")})
+    return pd.DataFrame(rows)
+
+
 def evaluation_figures(records: list[dict]) -> list:
     """λ curves per behaviour (main layer), layer × λ heatmaps (layer sweeps), and the fluency-vs-effect trade-off."""
     import pandas as pd
@@ -63,14 +89,14 @@ def evaluation_figures(records: list[dict]) -> list:
 
     figures = []
     ab = pd.DataFrame([r for r in records if r["kind"] == "ab"])
-    if ab.empty:
-        return figures
-    main_layer = ab["layer"].iloc[0]
-    for behaviour, rows in ab[ab["layer"] == main_layer].groupby("behaviour", sort=False):
-        figures.append(lambda_sweep_figure(rows, title=f"{behaviour}: p(matching answer) across λ (layer {main_layer})"))
-    for (behaviour, method), rows in ab.groupby(["behaviour", "method"], sort=False):
-        if rows["layer"].nunique() > 1:
-            figures.append(layer_lambda_heatmap(rows, title=f"{behaviour}, {method}: layer × λ"))
+    if not ab.empty:
+        main_layer = ab["layer"].iloc[0]
+        for behaviour, rows in ab[ab["layer"] == main_layer].groupby("behaviour", sort=False):
+            figures.append(lambda_sweep_figure(
+                rows, title=f"{behaviour}: p(matching answer) across λ (layer {main_layer})"))
+        for (behaviour, method), rows in ab.groupby(["behaviour", "method"], sort=False):
+            if rows["layer"].nunique() > 1:
+                figures.append(layer_lambda_heatmap(rows, title=f"{behaviour}, {method}: layer × λ"))
     opened = pd.DataFrame([r for r in records if r["kind"] == "open"])
     if not opened.empty:
         fig = go.Figure()
@@ -81,6 +107,16 @@ def evaluation_figures(records: list[dict]) -> list:
         fig.update_layout(title="Open-ended answers: behaviour score vs perplexity (fluency cost)",
                           xaxis_title="behaviour score (embedding)", yaxis_title="answer perplexity (unsteered model)",
                           **_LAYOUT)
+        figures.append(fig)
+    topics = topic_table(records)
+    if len(topics):
+        fig = go.Figure()
+        for topic, rows in topics.groupby("topic", sort=False):
+            fig.add_trace(go.Scatter(x=rows["topic_similarity"], y=rows["perplexity"], mode="markers+text",
+                                     name=topic, text=rows["steering"], textposition="top center"))
+        fig.update_layout(title="Topic steering: similarity to the topic vs perplexity (fluency cost)",
+                          xaxis_title="topic similarity (embedding cosine)",
+                          yaxis_title="perplexity (unsteered model)", **_LAYOUT)
         figures.append(fig)
     return figures
 
@@ -94,6 +130,6 @@ def evaluation_section(out_dir: str | Path):
     if not results.exists():
         raise DataError(f"{out_dir} holds no results.json; run `sas-lens eval` first.")
     records = json.loads(results.read_text())["cells"]
-    summary = summary_table(records)
-    table = summary.round(3).to_html(index=False, na_rep="–") if len(summary) else ""
-    return Section("Evaluation", table, evaluation_figures(records))
+    tables = [table.round(3).to_html(index=False, na_rep="–")
+              for table in (summary_table(records), topic_table(records)) if len(table)]
+    return Section("Evaluation", "\n".join(tables), evaluation_figures(records))

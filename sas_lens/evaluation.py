@@ -7,7 +7,11 @@ split into cells, one measurement each:
   (behaviour, layer, method, λ), with a 95% confidence interval;
 - ``capability``: MMLU and TruthfulQA accuracy and held-out perplexity, at the cost λs;
 - ``open``: steered answers to open-ended questions, scored for behaviour (embeddings)
-  and fluency (perplexity under the unsteered model, distinct-2), at the cost λs.
+  and fluency (perplexity under the unsteered model, distinct-2), at the cost λs;
+- ``topic``: continuations of neutral prompts steered toward each topic of ``topics``
+  ("amplify" at ``topic_strengths``, "swap" at ``topic_swap``, and a model fine-tuned on the
+  topic's texts for ``finetune_steps``), scored for topic similarity and fluency, with the
+  time to align (score the latents), the fine-tuning time and seconds per generated token.
 
 Every finished cell is appended to ``<out>/cells.jsonl`` at once, so an
 interrupted run picks up where it stopped; vectors are saved under
@@ -58,10 +62,23 @@ class EvalConfig:
     tau: float = 0.7
     layer_sweep_behaviour: str | None = None  # other layers: only this behaviour's A/B sweep
     judge: dict[str, Any] | None = None
+    topics: dict[str, str] = field(default_factory=dict)  # name → "demo:<topic>" or a file, one text per line
+    topic_strengths: tuple[float, ...] = (2.0, 4.0, 8.0)  # "amplify"
+    topic_swap: tuple[float, ...] = (1.0,)  # "swap" blends, in [0, 1]
+    topic_swap_k: int = 32
+    topic_latents: int = 64
+    topic_prompts: int = 12
+    finetune_steps: int = 30  # 0: no fine-tuning baseline
 
     def __post_init__(self) -> None:
-        if not self.behaviours:
-            raise ValueError("The evaluation config names no behaviours.")
+        if not self.behaviours and not self.topics:
+            raise ValueError("The evaluation config names no behaviours and no topics.")
+        if not all(0 <= x <= 1 for x in self.topic_swap):
+            raise ValueError(f"topic_swap blends must lie in [0, 1], got {self.topic_swap}.")
+        if not all(math.isfinite(x) for x in self.topic_strengths):
+            raise ValueError(f"topic_strengths must be finite, got {self.topic_strengths}.")
+        if self.topics and self.sae_for(self.layers[0]) is False:
+            raise ValueError(f"Topics are scored on the SAE of the main layer {self.layers[0]}; name it in saes.")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
@@ -103,9 +120,12 @@ def load_config(path: str | Path) -> EvalConfig:
     for key in ("data_dir", "heldout_text"):  # relative to the config file
         if raw.get(key) and not Path(raw[key]).is_absolute():
             raw[key] = str((path.parent / raw[key]).resolve())
-    for key in ("behaviours", "layers", "methods"):
+    for key in ("behaviours", "layers", "methods", "topic_strengths", "topic_swap"):
         if key in raw:
             raw[key] = tuple(raw[key])
+    for name, source in raw.get("topics", {}).items():  # files relative to the config file too
+        if not str(source).startswith("demo:") and not Path(source).is_absolute():
+            raw["topics"][name] = str((path.parent / source).resolve())
     for key in ("lams", "cost_lams"):
         if key in raw:
             raw[key] = {method: tuple(float(x) for x in grid) for method, grid in raw[key].items()}
@@ -161,6 +181,11 @@ def plan_cells(cfg: EvalConfig) -> list[tuple[str, str, int, str, float]]:
                 if layer == main_layer:
                     for kind in ("capability", "open"):
                         cells += [(kind, behaviour, layer, method, lam) for lam in cfg.grid(method, costs=True)]
+    for topic in cfg.topics:
+        cells += [("topic", topic, main_layer, "amplify", lam) for lam in sorted({0.0, *cfg.topic_strengths})]
+        cells += [("topic", topic, main_layer, "swap", lam) for lam in cfg.topic_swap]
+        if cfg.finetune_steps:
+            cells.append(("topic", topic, main_layer, "finetune", float(cfg.finetune_steps)))
     return cells
 
 
@@ -221,6 +246,20 @@ class _Resources:
         if key not in self._data:
             file = {"mmlu": ("test", "mmlu", "mmlu.json"), "truthfulqa": ("test", "truthfulqa", "truthful_qa.json")}
             self._data[key] = load_capability_items(self.path(*file[name]), limit=getattr(self.cfg, name))
+        return self._data[key]
+
+    def topic(self, name: str):
+        """The topic's alignment texts and its :class:`~sas_lens.topic_alignment.TopicAlignment`, scored once."""
+        key = ("topic", name)
+        if key not in self._data:
+            from sas_lens.topic_alignment import topic_scores
+            from sas_lens.topic_eval import load_topic_texts
+
+            texts = load_topic_texts(self.cfg.topics[name])
+            started = time.perf_counter()
+            alignment = topic_scores(self.model, self.sae(self.cfg.layers[0]), texts, name=name)
+            self._data[key] = (texts, alignment, time.perf_counter() - started)
+            alignment.save(self.out_dir / "topics" / f"{name}.safetensors")
         return self._data[key]
 
     def vector(self, behaviour: str, layer: int, method: str):
@@ -338,7 +377,33 @@ def _unsteered_cell(store: CellStore, kind: str, behaviour: str) -> dict | None:
     return None
 
 
-_RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open}
+def _run_topic(res: _Resources, topic, layer, method, lam) -> dict:
+    from sas_lens.hf_backend import has_hf_twin
+    from sas_lens.steering import generate
+    from sas_lens.topic_eval import NEUTRAL_PROMPTS, finetune_on_texts, generation_scores
+
+    texts, alignment, align_s = res.topic(topic)
+    prompts = list(NEUTRAL_PROMPTS[: res.cfg.topic_prompts])
+    n_new = res.cfg.max_new_tokens
+    out: dict[str, Any] = {"align_s": round(align_s, 2), "reference_cached": alignment.metadata["reference_cached"]}
+    if method == "finetune":
+        tuned, out["finetune_s"] = finetune_on_texts(res.model, texts, steps=int(lam))
+        model, steering, sae, backend = tuned, {}, None, "tl"
+    else:
+        edit = alignment.vector(res.cfg.topic_latents) if method == "amplify" else alignment.swap(res.cfg.topic_swap_k)
+        model, steering, sae = res.model, ({edit: lam} if lam else {}), res.sae(layer)
+        backend = "hf" if has_hf_twin(model) else "tl"
+    # a fixed number of new tokens (hf) so that seconds per token compare across cells
+    fixed = {"min_new_tokens": n_new} if backend == "hf" else {}
+    started = time.perf_counter()
+    answers = generate(model, prompts, steering=steering, sae=sae, max_new_tokens=n_new, backend=backend,
+                       batch_size=len(prompts), **fixed)
+    out["s_per_token"] = (time.perf_counter() - started) / (len(prompts) * n_new)
+    out["backend"] = backend
+    return {**out, **generation_scores(res.model, prompts, answers, texts), "answers": answers}
+
+
+_RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open, "topic": _run_topic}
 
 
 def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True) -> list[dict]:
@@ -354,7 +419,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     for kind, behaviour, layer, method, lam in tqdm(pending, desc="evaluation cells", disable=not progress,
                                                      unit="cell"):
         cell_started = time.perf_counter()
-        unsteered = _unsteered_cell(store, kind, behaviour) if lam == 0 else None
+        unsteered = _unsteered_cell(store, kind, behaviour) if lam == 0 and kind != "topic" else None
         figures = unsteered or _RUNNERS[kind](res, behaviour, layer, method, lam)
         store.add({"key": _cell_key(kind, behaviour, layer, method, lam), "kind": kind, "behaviour": behaviour,
                    "layer": layer, "method": method, "lam": lam, **figures,

@@ -106,8 +106,8 @@ def reference_activations(model, sae, prompts: list[str], batch_size: int = 8) -
     return out
 
 
-def _cached_reference_activations(model, sae, prompts: list[str]) -> Tensor:
-    """Reference activations cached on disk per (model, SAE, reference set)."""
+def _cached_reference_activations(model, sae, prompts: list[str]) -> tuple[Tensor, bool]:
+    """Reference activations cached on disk per (model, SAE, reference set), and whether they were cached."""
     from safetensors.torch import load_file, save_file
 
     from sas_lens.models import cache_dir
@@ -115,13 +115,13 @@ def _cached_reference_activations(model, sae, prompts: list[str]) -> Tensor:
     key = hashlib.sha256(json.dumps([model.cfg.model_name, sae_fingerprint(sae), prompts]).encode()).hexdigest()[:16]
     path = cache_dir() / "topic_references" / f"{key}.safetensors"
     if path.exists():
-        return load_file(path)["activations"]
+        return load_file(path)["activations"], True
     activations = reference_activations(model, sae, prompts)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
     save_file({"activations": activations.contiguous()}, partial)
     partial.rename(path)
-    return activations
+    return activations, False
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,7 +247,7 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
     reference = reference or reference_prompts()
     embed_fn = embed_fn or embed
     started = time.perf_counter()
-    weights = _cached_reference_activations(model, sae, reference)
+    weights, reference_cached = _cached_reference_activations(model, sae, reference)
     distances = squared_distances(embed_fn(reference), embed_fn(alignment_texts))
     scores = latent_scores(weights, distances)
     active = weights > 0
@@ -258,5 +258,6 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
         "sae_fingerprint": sae_fingerprint(sae), "d_sae": sae.cfg.d_sae,
         "n_alignment_texts": len(alignment_texts), "n_reference_prompts": len(reference),
         "alignment_texts": alignment_texts[:20], "scoring_s": round(time.perf_counter() - started, 3),
+        "reference_cached": reference_cached,
     }
     return TopicAlignment(scores, mean_activation.float(), metadata)

@@ -180,3 +180,17 @@ def test_config_files_are_read_and_checked(tmp_path, caa_dir):
         EvalConfig(behaviours=("tiny",), data_dir="x", lams={"sas": (float("inf"),)})
     with pytest.raises(ValueError, match="Unknown methods"):
         EvalConfig(behaviours=("tiny",), data_dir="x", methods=("caa",))
+
+
+def test_the_summary_reads_the_shift_at_the_cost_lambda():
+    from sas_lens.eval_results import summary_table
+
+    ab_cells = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "dense", "lam": lam, "mean": 0.5 + lam / 10}
+                for lam in (-4.0, -2.0, 0.0, 2.0, 4.0)]
+    costs = [{"kind": "capability", "behaviour": "b", "layer": 9, "method": "dense", "lam": lam,
+              "mmlu_accuracy": 0.3 - abs(lam) / 100, "perplexity": 10.0} for lam in (-2.0, 0.0, 2.0)]
+    row = summary_table(ab_cells + costs).iloc[0]
+    assert row["k"] == 2.0
+    assert row["shift"] == pytest.approx(0.4)
+    assert row["mmlu(+k)"] == pytest.approx(0.28) and row["mmlu(0)"] == pytest.approx(0.3)
+    assert summary_table(ab_cells).iloc[0]["k"] == 4.0  # no costs: the grid's largest λ

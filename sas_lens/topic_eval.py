@@ -1,0 +1,111 @@
+"""Measuring topic steering: does generation move toward the topic, at what fluency and time cost.
+
+- :func:`topic_similarity`: cosine between each generation's sentence embedding and the
+  centroid of the alignment texts' embeddings (all-MiniLM-L6-v2, normalised);
+- :func:`generation_scores`: that similarity, perplexity under the unsteered model, distinct-2;
+- :func:`finetune_on_texts`: the baseline the topic-alignment paper compares against — the
+  model itself fine-tuned (causal LM loss) on the same texts; its wall time is the cost
+  that scoring latents replaces.
+
+Example:
+    >>> tuned, seconds = finetune_on_texts(model, demo_topic_texts("medicine"), steps=30)   # doctest: +SKIP
+    >>> generation_scores(model, prompts, sl.generate(tuned, prompts), demo_topic_texts("medicine"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from sas_lens.errors import DataError
+from sas_lens.typing import Float, Tensor
+
+# Topic-neutral openings the generations are continued from (written for sas_lens).
+NEUTRAL_PROMPTS = (
+    "Yesterday I heard that", "The most interesting thing about this week is", "Let me tell you about",
+    "Here is what happened:", "In the news today,", "My friend asked me about", "It all started when",
+    "Everyone is talking about", "The report says that", "I have been thinking about", "Last year,",
+    "According to experts,",
+)
+
+
+def load_topic_texts(source: str | Path) -> list[str]:
+    """Alignment texts: ``"demo:<topic>"`` (shipped) or a UTF-8 file with one text per line."""
+    from sas_lens.topic_alignment import demo_topic_texts
+
+    if str(source).startswith("demo:"):
+        return demo_topic_texts(str(source)[len("demo:"):])
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"No topic text file {path}; give a file with one text per line, or demo:<topic>.")
+    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise DataError(f"{path} holds no texts (one non-empty line per text).")
+    return texts
+
+
+def topic_similarity(texts: list[str], alignment_texts: list[str]) -> Float[Tensor, " n"]:
+    """Cosine of each text's embedding to the (normalised) centroid of the alignment texts' embeddings."""
+    from sas_lens.embeddings import embed
+
+    centroid = torch.nn.functional.normalize(embed(alignment_texts).mean(0), dim=0)
+    return embed(texts) @ centroid
+
+
+def generation_scores(model, prompts: list[str], texts: list[str], alignment_texts: list[str]) -> dict:
+    """Topic similarity (mean), fluency (median perplexity under ``model``, unsteered), repetition (distinct-2)."""
+    from sas_lens.capability import text_perplexity
+    from sas_lens.open_ended import distinct_n
+
+    perplexities = [text_perplexity(model, p, t) for p, t in zip(prompts, texts)]
+    finite = [x for x in perplexities if math.isfinite(x)]
+    return {"topic_similarity": float(topic_similarity(texts, alignment_texts).mean()),
+            "perplexity": float(torch.tensor(finite).median()) if finite else None,
+            "distinct_2": sum(distinct_n(t, 2) for t in texts) / len(texts)}
+
+
+def finetune_on_texts(model, texts: list[str], *, steps: int = 30, lr: float = 1e-4, batch_size: int = 4,
+                      max_length: int = 96, seed: int = 0):
+    """A copy of ``model`` fine-tuned on ``texts`` (next-token loss); returns it and the training seconds.
+
+    Every transformer block is trained; the embedding and unembedding stay frozen (for Gemma
+    they are two thirds of the parameters, and a topic needs no new vocabulary). ``model``
+    itself is not touched.
+    """
+    if not texts:
+        raise DataError("finetune_on_texts needs at least one text.")
+    twin = getattr(model, "_sas_lens_hf_model", None)
+    tuned = copy.deepcopy(model, memo={id(twin): None} if twin is not None else {})
+    # The copy must not pass for the original: no transformers twin with the old weights.
+    tuned.cfg.model_name = f"{model.cfg.model_name}-finetuned"
+    for name, parameter in tuned.named_parameters():
+        parameter.requires_grad_(name.startswith("blocks."))
+    optimiser = torch.optim.AdamW([p for p in tuned.parameters() if p.requires_grad], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
+    with torch.enable_grad():
+        tuned.train()
+        for _ in range(steps):
+            batch = [texts[i] for i in torch.randint(len(texts), (batch_size,), generator=generator)]
+            tokens = tuned.to_tokens(batch, padding_side="right")[:, :max_length]
+            attention = _attention_after_bos(tuned, tokens)
+            loss = tuned(tokens, attention_mask=attention, return_type="loss")
+            loss.backward()
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+    tuned.eval()
+    for parameter in tuned.parameters():
+        parameter.requires_grad_(False)
+    return tuned, time.perf_counter() - started
+
+
+def _attention_after_bos(model, tokens: Tensor) -> Tensor:
+    """Real tokens of right-padded rows (the BOS and the text), so padding carries no loss."""
+    pad = model.tokenizer.pad_token_id
+    attention = torch.ones_like(tokens, dtype=torch.long) if pad is None else (tokens != pad).long()
+    attention[:, 0] = 1  # the BOS, even where it shares the pad id
+    return attention
