@@ -135,6 +135,12 @@ def _report(args: argparse.Namespace) -> int:
         others = [load_sae(name, model=model) for name in args.compare_saes]
         width_table = compare_widths(model, [sae, *others], sparse)
     sections = []
+    if args.topics:
+        from sas_lens.report import topic_section
+        from sas_lens.topic_alignment import TopicAlignment
+
+        alignments = [TopicAlignment.load(path, sae=sae) for path in args.topics]
+        sections.append(topic_section(alignments, model=model, sae=sae, index=index))
     if args.eval:
         from sas_lens.eval_results import evaluation_section
 
@@ -262,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write a self-contained HTML report of vector files")
     report.add_argument("vectors", nargs="+", help="vector files from `sas-lens extract`")
+    report.add_argument("--topics", nargs="*", default=[], help="topic alignments (from `sas-lens align`)")
     report.add_argument("--out", default="sas_lens_report.html")
     report.add_argument("--sae", default=None, help="the SAE the SAS vectors were built on")
     report.add_argument("--index-texts", nargs="*", default=None, help="corpus for top contexts (see `index`)")

@@ -2,9 +2,12 @@
 
 Loads Gemma 3 270M (converting it on the first run) and the shipped SAE, builds
 an SAS and a dense vector from each shipped demo pair set, prints their sizes and
-top latents, shows unsteered against steered continuations, and writes an HTML
+top latents, sweeps λ on the held-out items of the A/B set (caution), scores the
+latents against a shipped topic (medicine), shows unsteered against steered
+continuations (each vector alone, two composed, the topic), and writes an HTML
 report (vector cards with top contexts, overlap, monosemanticity across the
-shipped SAE widths). Everything it writes goes under one folder (``--out``).
+shipped SAE widths, λ curves, the topic's latents). Everything it writes goes
+under one folder (``--out``).
 
 Top contexts come from ``corpus`` (e.g. the Wikipedia text the SAE was trained
 on); without one, from the texts of the shipped demo pair sets.
@@ -19,6 +22,11 @@ from pathlib import Path
 DEMO_PROMPTS = ["I thought the film was", "Dear team, about tomorrow's meeting:", "After work I usually"]
 SAS_STRENGTH = 4.0
 DENSE_STRENGTH = 4.0
+HELD_OUT_AB_ITEMS = 12  # of an A/B demo set, kept out of its vectors for the λ sweep
+SWEEP_LAMS = (-16.0, -8.0, -4.0, 0.0, 4.0, 8.0, 16.0)
+COMPOSED = ("sentiment", "topic-food")  # steered together, each at its own λ
+DEMO_TOPIC = "medicine"
+TOPIC_LATENTS, TOPIC_STRENGTH = 64, 4.0
 
 
 def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, corpus=None,
@@ -53,9 +61,11 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
         print(f"SAE: {sae.cfg.d_sae} latents at {sae.cfg.metadata.hook_name} ({sae.cfg.architecture()})")
 
     start = time.perf_counter()
-    vectors = {}
+    vectors, held_out = {}, {}
     for name in sl.demo_sets():
         pairs = sl.load_pairs(f"demo:{name}")
+        if pairs.kind == "ab":
+            pairs, held_out[name] = _split(pairs, HELD_OUT_AB_ITEMS)
         residuals = collect_residuals(model, pairs, layer, progress=False)  # one pass for both vectors
         dense = sl.dense_vector(model, pairs, layer=layer, residuals=residuals)
         dense.save(out_dir / "vectors" / f"{name}.dense.safetensors")
@@ -71,27 +81,46 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
     timings["vectors_s"] = time.perf_counter() - start
     print(f"vectors built in {timings['vectors_s']:.1f} s, saved under {out_dir / 'vectors'}")
 
+    start = time.perf_counter()
+    sweeps = {}
+    for name, items in held_out.items():
+        sweeps[name] = _lambda_sweep(model, sae, *vectors[name], items)
+    timings["lambda_sweep_s"] = time.perf_counter() - start
+    topic = None
     if sae is not None:
         start = time.perf_counter()
-        report_path = _write_report(model, sae, vectors, out_dir, corpus, index_tokens)
+        topic = sl.topic_scores(model, sae, sl.demo_topic_texts(DEMO_TOPIC), name=DEMO_TOPIC)
+        timings["topic_alignment_s"] = time.perf_counter() - start
+        print(f"\ntopic {DEMO_TOPIC!r}: latents scored against {topic.metadata['n_alignment_texts']} shipped "
+              f"texts in {timings['topic_alignment_s']:.1f} s; most aligned (latent, score): "
+              + ", ".join(f"{latent} {score:.2f}" for latent, score in topic.top(5)))
+        start = time.perf_counter()
+        report_path = _write_report(model, sae, vectors, out_dir, corpus, index_tokens, sweeps, topic)
         timings["report_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
     backend = "hf" if has_hf_twin(model) else "tl"
     unsteered = sl.generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend=backend)
     report = []
+    runs = []
     for name, (sas, dense) in vectors.items():
-        runs = [("dense", {dense: DENSE_STRENGTH})]
         if sas is not None:
-            runs.insert(0, ("SAS", {sas: SAS_STRENGTH}))
-        for label, steering in runs:
-            steered = sl.generate(model, DEMO_PROMPTS, steering=steering, sae=sae,
-                                  max_new_tokens=max_new_tokens, backend=backend)
-            strength = next(iter(steering.values()))
-            print(f"\n[{name}, {label}, λ={strength:g}]")
-            for prompt, before, after in zip(DEMO_PROMPTS, unsteered, steered):
-                print(f"  {prompt!r}\n     unsteered: {before!r}\n     steered:   {after!r}")
-                report.append(f"[{name} {label} λ={strength:g}] {prompt}\n  - {before}\n  + {after}\n")
+            runs.append((f"{name}, SAS, λ={SAS_STRENGTH:g}", {sas: SAS_STRENGTH}))
+        runs.append((f"{name}, dense, λ={DENSE_STRENGTH:g}", {dense: DENSE_STRENGTH}))
+    first, second = (vectors[name] for name in COMPOSED)
+    kind, (a, b) = ("SAS", (first[0], second[0])) if sae is not None else ("dense", (first[1], second[1]))
+    runs.append((f"{' + '.join(COMPOSED)} composed, {kind}, λ={SAS_STRENGTH:g} each",
+                 {a: SAS_STRENGTH, b: SAS_STRENGTH}))
+    if topic is not None:
+        runs.append((f"topic {DEMO_TOPIC!r}, amplify {TOPIC_LATENTS} latents, strength {TOPIC_STRENGTH:g}",
+                     {topic.vector(TOPIC_LATENTS): TOPIC_STRENGTH}))
+    for label, steering in runs:
+        steered = sl.generate(model, DEMO_PROMPTS, steering=steering, sae=sae,
+                              max_new_tokens=max_new_tokens, backend=backend)
+        print(f"\n[{label}]")
+        for prompt, before, after in zip(DEMO_PROMPTS, unsteered, steered):
+            print(f"  {prompt!r}\n     unsteered: {before!r}\n     steered:   {after!r}")
+            report.append(f"[{label}] {prompt}\n  - {before}\n  + {after}\n")
     timings["generation_s"] = time.perf_counter() - start
     (out_dir / "continuations.txt").write_text("\n".join(report))
 
@@ -104,7 +133,38 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
     return timings
 
 
-def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens: int) -> Path:
+def _split(pairs, n_held_out: int):
+    """The first items for building vectors, the last ``n_held_out`` for measuring them."""
+    from sas_lens.pairs import PairSet
+
+    items = list(pairs)
+    return (PairSet(pairs.name, tuple(items[:-n_held_out]), pairs.source, pairs.description),
+            PairSet(pairs.name, tuple(items[-n_held_out:]), pairs.source, pairs.description))
+
+
+def _lambda_sweep(model, sae, sas, dense, items):
+    """p(behaviour-matching answer) on held-out items across :data:`SWEEP_LAMS`, printed and returned."""
+    import pandas as pd
+
+    from sas_lens.behaviour_eval import ab_cell, mean_ci
+
+    rows = []
+    for method, vector in (("sas", sas), ("dense", dense)):
+        if vector is None or (method == "sas" and not len(vector)):
+            continue
+        for lam in SWEEP_LAMS:
+            mean, low, high = mean_ci(ab_cell(model, items, method, vector, lam, sae=sae))
+            rows.append({"method": method, "lam": lam, "mean": mean, "ci_low": low, "ci_high": high})
+    table = pd.DataFrame(rows)
+    print(f"\nλ sweep on the {len(items)} held-out items of demo:{items.name} (p of the matching answer, mean):")
+    print("  λ      " + "  ".join(f"{lam:>6g}" for lam in SWEEP_LAMS))
+    for method, group in table.groupby("method", sort=False):
+        print(f"  {method:<6} " + "  ".join(f"{p:6.3f}" for p in group["mean"]))
+    return table
+
+
+def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens: int, sweeps: dict,
+                  topic) -> Path:
     """Print each SAS vector's top latents and write the HTML report; returns its path."""
     import sas_lens as sl
     from sas_lens.attribution import top_latents
@@ -148,9 +208,19 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
             cells = ", ".join(f"{int(r.d_sae)}: {r.effective_latents:.1f} / {int(r.support)}"
                               for r in rows.sort_values("d_sae").itertuples())
             print(f"  {behaviour:<11} {cells}")
+    from sas_lens.figures import lambda_sweep_figure
+    from sas_lens.report import Section, topic_section
+
+    sections = [Section(f"λ sweep: demo:{name}, held-out items",
+                        f"<p>p(behaviour-matching answer) on the {HELD_OUT_AB_ITEMS} items the vectors were not "
+                        "built from, with 95% confidence bands.</p>",
+                        [lambda_sweep_figure(table, title=f"demo:{name}: p(matching answer) across λ")])
+                for name, table in sweeps.items() if len(table)]
+    if topic is not None:
+        sections.append(topic_section([topic], model=model, sae=sae, index=index))
     all_vectors = [v for pair in vectors.values() for v in pair if v is not None]
     return write_report(out_dir / "report.html", all_vectors, model=model, sae=sae, index=index,
-                        width_table=width_table, title="sas_lens demo report")
+                        width_table=width_table, sections=sections, title="sas_lens demo report")
 
 
 def _demo_texts() -> list[str]:

@@ -130,6 +130,30 @@ def overlap_section(vectors: Sequence[SASVector], sae=None) -> Section:
     return Section("Overlap between vectors", shared_html, figures)
 
 
+def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: int = 10) -> Section:
+    """Each topic alignment's most aligned latents: score, and with ``model``/``sae`` what they promote."""
+    from sas_lens.vectors import check_vector_fits
+
+    parts = []
+    for alignment in alignments:
+        rows = {latent: {"latent": str(latent), "score": f"{score:.3f}"} for latent, score in alignment.top(k)}
+        columns = ["latent", "score"]
+        if model is not None and sae is not None:
+            from sas_lens.attribution import top_latents
+
+            amplify = alignment.vector(k)
+            check_vector_fits(amplify, sae=sae)
+            for row in top_latents(amplify, sae, model, k=k, index=index, n_contexts=1).to_dict("records"):
+                rows[row["latent"]]["promotes"] = html.escape(" ".join(map(str, row["promotes"])))
+                rows[row["latent"]]["top context"] = "".join(_context_html(c) for c in row.get("contexts", []))
+            columns += ["promotes"] + (["top context"] if index is not None else [])
+        meta = alignment.metadata
+        parts.append(f"<h3>{html.escape(alignment.name)}</h3><p class='meta'>{meta.get('n_alignment_texts')} "
+                     f"alignment texts, {meta.get('n_reference_prompts')} reference prompts, scored in "
+                     f"{meta.get('scoring_s', float('nan')):.1f} s.</p>" + _table_html(list(rows.values()), columns))
+    return Section("Topic alignments", "".join(parts))
+
+
 def monosemanticity_section(width_table) -> Section:
     """The width comparison from :func:`~sas_lens.monosemanticity.width_comparison`."""
     from sas_lens.figures import monosemanticity_figure

@@ -5,11 +5,13 @@ import os
 import shutil
 
 import pytest
+import torch
 
 import sas_lens as sl
 from sas_lens.latent_index import build_latent_index
 from sas_lens.monosemanticity import width_comparison
-from sas_lens.report import Section, write_report
+from sas_lens.report import Section, topic_section, write_report
+from sas_lens.topic_alignment import topic_scores
 from tests.helpers import WORDS, random_sae
 
 PAIRS = sl.load_pairs([
@@ -25,7 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
-def report(model, tmp_path):
+def report(model, tmp_path, monkeypatch):
     sae, wide = random_sae("jumprelu", d_sae=48), random_sae("jumprelu", d_sae=96, seed=1)
     vectors = [sl.sas_vector(model, sae, PAIRS, tau=0.5), sl.sas_vector(model, sae, OTHER, tau=0.5),
                sl.dense_vector(model, PAIRS, layer=1)]
@@ -36,8 +38,15 @@ def report(model, tmp_path):
                                progress=False)
     widths, _ = width_comparison(model, [sae, wide], PAIRS, tau=0.5)
     extra = Section("Evaluation", "<p>λ sweep</p>", [])
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
+    by_length = lambda texts: torch.nn.functional.normalize(  # noqa: E731 (hand-made sentence embeddings)
+        torch.tensor([[float(len(t)), t.count("o") + 1.0, 1.0] for t in texts]), dim=1)
+    topic = topic_scores(model, sae, ["the story was good"], reference=[" ".join(WORDS[i:i + 6]) for i in range(12)],
+                         name="tiny-topic", embed_fn=by_length)
+    topics = topic_section([topic], model=model, sae=sae, index=index, k=3)
+    assert f"<td>{topic.top(1)[0][0]}</td>" in topics.html
     path = write_report(tmp_path / "out" / "report.html", vectors, model=model, sae=sae, index=index,
-                        width_table=widths, sections=[extra])
+                        width_table=widths, sections=[topics, extra])
     # 2 top-latent bars + Jaccard, weighted Jaccard, decoded cosine heatmaps + the width figure
     return path, 6
 
@@ -48,7 +57,8 @@ def test_report_is_self_contained_with_every_figure(report):
     assert page.count('class="plotly-graph-div"') == n_figures
     assert "<script src=" not in page and "cdn.plot.ly" not in page.split("</script>", 1)[1]
     assert "<mark>" in page  # top contexts with the peak token marked
-    for heading in ("Overlap between vectors", "Monosemanticity across SAE widths", "Evaluation", "tiny-other"):
+    for heading in ("Overlap between vectors", "Monosemanticity across SAE widths", "Evaluation", "tiny-other",
+                    "Topic alignments", "tiny-topic"):
         assert heading in page
 
 
