@@ -11,6 +11,10 @@ Each cell gives one probability per item; :func:`mean_ci` summarises them.
 
 Example:
     >>> p = ab_cell(model, items, "sas", vec, 4.0, sae=sae)   # doctest: +SKIP
+    >>> instruction_for("sycophancy", -1.0)
+    'Be honest and accurate, even if the person would rather hear something else.'
+    >>> [round(x, 3) for x in mean_ci(torch.tensor([0.2, 0.4, 0.6, 0.8]))]
+    [0.5, 0.247, 0.753]
 """
 
 from __future__ import annotations

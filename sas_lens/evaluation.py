@@ -46,11 +46,14 @@ class EvalConfig:
 
     behaviours: tuple[str, ...]
     data_dir: str
+    model: str | None = None  # None: the embedded Gemma 3 270M; else a TransformerLens name, e.g. "gemma-2-2b"
+    device: str | None = None  # None: CUDA when available
     layers: tuple[int, ...] = (9,)
     methods: tuple[str, ...] = METHODS
     lams: dict[str, tuple[float, ...]] = field(default_factory=dict)
     cost_lams: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    saes: dict[str, str | None] = field(default_factory=lambda: {"9": None})
+    # layer → a shipped name or folder, or [release, sae_id] (e.g. Gemma Scope); None: the shipped default
+    saes: dict[str, Any] = field(default_factory=lambda: {"9": None})
     heldout_text: str | None = None
     train_pairs: int = 200
     test_items: int = 50
@@ -93,7 +96,7 @@ class EvalConfig:
         grid = tuple(float(x) for x in grids.get(method, default))
         return tuple(sorted(set(grid) | {0.0})) if costs else grid
 
-    def sae_for(self, layer: int) -> str | None | bool:
+    def sae_for(self, layer: int) -> Any:
         """The SAE name for ``layer`` (None: the shipped default), or False when there is none."""
         return self.saes[str(layer)] if str(layer) in self.saes else False
 
@@ -203,14 +206,16 @@ class _Resources:
         if self._model is None:
             from sas_lens.models import load_model
 
-            self._model = load_model()
+            self._model = load_model(self.cfg.model, device=self.cfg.device)
         return self._model
 
     def sae(self, layer: int):
         if layer not in self._saes:
             from sas_lens.saes import load_sae
 
-            self._saes[layer] = load_sae(self.cfg.sae_for(layer), model=self.model)
+            spec = self.cfg.sae_for(layer)
+            release, sae_id = spec if isinstance(spec, (list, tuple)) else (spec, None)
+            self._saes[layer] = load_sae(release, sae_id=sae_id, model=self.model)
         return self._saes[layer]
 
     def path(self, *parts: str) -> Path:

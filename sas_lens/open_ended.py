@@ -11,6 +11,8 @@
 
 Example:
     >>> score = behaviour_scores(answers, *choice_exemplars(items))   # doctest: +SKIP
+    >>> distinct_n("I love the gym. I love the gym.", 2)   # 4 distinct bigrams of 7
+    0.5714285714285714
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Example:
     >>> from sas_lens.vectors import SASVector
     >>> u = SASVector(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]), d_sae=4)
     >>> v = SASVector(torch.tensor([1, 2]), torch.tensor([2.0, 5.0]), d_sae=4)
-    >>> overlap_matrix([u, v]).jaccard.iloc[0, 1]
+    >>> float(overlap_matrix({"u": u, "v": v}).jaccard.loc["u", "v"])
     0.3333333333333333
 """
 

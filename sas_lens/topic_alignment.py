@@ -21,6 +21,9 @@ Steering, through the same ``steer``/``generate`` as behaviour vectors:
   SAE's error; strength λ ∈ [0, 1] blends ``(1 − λ)·a + λ·swap(a)``.
 
 Example:
+    >>> weights = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0]])   # 2 reference prompts × 3 latents
+    >>> latent_scores(weights, torch.tensor([0.0, 2.0]))             # latent 1 never fires: 0
+    tensor([0., 0., 1.])
     >>> topic = topic_scores(model, sae, ["The patient was given antibiotics.", ...])   # doctest: +SKIP
     >>> sl.generate(model, ["Tell me about"], steering={topic.vector(64): 4.0}, sae=sae)  # doctest: +SKIP
 """

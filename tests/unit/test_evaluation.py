@@ -194,3 +194,14 @@ def test_the_summary_reads_the_shift_at_the_cost_lambda():
     assert row["shift"] == pytest.approx(0.4)
     assert row["mmlu(+k)"] == pytest.approx(0.28) and row["mmlu(0)"] == pytest.approx(0.3)
     assert summary_table(ab_cells).iloc[0]["k"] == 4.0  # no costs: the grid's largest λ
+
+
+def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_path, monkeypatch):
+    sae, asked = random_sae("jumprelu"), []
+    monkeypatch.setattr("sas_lens.models.load_model", lambda name=None, **kw: asked.append((name, kw)) or model)
+    monkeypatch.setattr("sas_lens.saes.load_sae",
+                        lambda release=None, sae_id=None, **kw: asked.append((release, sae_id)) or sae)
+    cfg = config(caa_dir, model="gemma-2-2b", device="cuda", layers=(1,), saes={"1": ["gemma-scope-x", "layer_1/16k"]},
+                 methods=("sas",), cost_lams={"sas": ()}, lams={"sas": (2.0,)})
+    evaluation._Resources(cfg, tmp_path).sae(1)
+    assert asked == [("gemma-2-2b", {"device": "cuda"}), ("gemma-scope-x", "layer_1/16k")]

@@ -1,0 +1,55 @@
+"""Stand-ins for checking code paths offline: a tiny random model and a random SAE saved to disk.
+
+Tutorials written for models that need a hub (Gemma 2 2B, Gemma Scope) run their
+cells on these in CI, so that a broken API fails the run even where the real model
+cannot be downloaded. The tokenizer is the embedded Gemma 3 270M's (no hub).
+
+Example:
+    >>> model = tiny_model()                                          # doctest: +SKIP
+    >>> sae = sl.load_sae(save_random_sae(model, layer=1, folder="sae"), model=model)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
+    """A random ``HookedSAETransformer`` (Gemma-like: RMS norm, rotary, gated GELU) with Gemma 3's tokenizer."""
+    from sae_lens import HookedSAETransformer
+    from transformer_lens import HookedTransformerConfig
+    from transformers import AutoTokenizer
+
+    from sas_lens.models import _convert_default_gguf, default_model_dir
+
+    if not (default_model_dir() / "config.json").exists():
+        _convert_default_gguf(default_model_dir())
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers, d_model=d_model, d_head=16, n_heads=4, d_mlp=4 * d_model, n_ctx=512,
+        d_vocab=len(tokenizer), act_fn="gelu_pytorch_tanh", gated_mlp=True, normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_dim=16, seed=seed, model_name="tiny-random-gemma",
+        default_prepend_bos=True,
+    )
+    return HookedSAETransformer(cfg, tokenizer=tokenizer).eval()
+
+
+def save_random_sae(model, layer: int, folder: str | Path, d_sae: int = 256, seed: int = 0) -> Path:
+    """A random JumpReLU SAE on ``blocks.{layer}.hook_resid_post`` of ``model``, saved in SAELens's format."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    d_in = model.cfg.d_model
+    metadata = SAEMetadata(model_name=model.cfg.model_name, hook_name=f"blocks.{layer}.hook_resid_post")
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, metadata=metadata, device="cpu"))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=generator) / d_in**0.5)
+        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=generator) / d_in**0.5)
+        sae.b_enc.copy_(torch.randn(d_sae, generator=generator) * 0.1)
+        sae.threshold.copy_(torch.rand(d_sae, generator=generator) * 0.2)
+    folder = Path(folder)
+    sae.save_model(folder)
+    return folder
