@@ -179,15 +179,15 @@ def _align(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sas_lens.eval_results import summary_table
+    from sas_lens.eval_results import summary_table, topic_table
     from sas_lens.evaluation import load_config, run_evaluation
 
     cfg = load_config(args.config)  # a bad config fails before the model loads
     records = run_evaluation(cfg, args.out)
-    summary = summary_table(records)
-    if len(summary):
-        print(summary.round(3).to_string(index=False))
-    print(f"results in {args.out} (results.json, ab.csv, capability.csv, open.csv, summary.csv); "
+    for table in (summary_table(records), topic_table(records)):
+        if len(table):
+            print(table.round(3).to_string(index=False))
+    print(f"results in {args.out} (results.json, one CSV per kind, summary.csv, topic_summary.csv); "
           f"`sas-lens report ... --eval {args.out}` adds them to a report")
     return 0
 

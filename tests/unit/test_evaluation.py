@@ -205,3 +205,11 @@ def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_
                  methods=("sas",), cost_lams={"sas": ()}, lams={"sas": (2.0,)})
     evaluation._Resources(cfg, tmp_path).sae(1)
     assert asked == [("gemma-2-2b", {"device": "cuda"}), ("gemma-scope-x", "layer_1/16k")]
+
+
+@pytest.mark.parametrize("name", ["caa_eval.toml", "topic_eval.toml"])
+def test_the_shipped_configs_load(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert plan_cells(cfg)
