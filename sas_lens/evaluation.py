@@ -123,9 +123,12 @@ def load_config(path: str | Path) -> EvalConfig:
     for key in ("data_dir", "heldout_text"):  # relative to the config file
         if raw.get(key) and not Path(raw[key]).is_absolute():
             raw[key] = str((path.parent / raw[key]).resolve())
-    for key in ("behaviours", "layers", "methods", "topic_strengths", "topic_swap"):
+    for key in ("behaviours", "layers", "methods"):
         if key in raw:
             raw[key] = tuple(raw[key])
+    for key in ("topic_strengths", "topic_swap"):
+        if key in raw:
+            raw[key] = tuple(float(x) for x in raw[key])
     for name, source in raw.get("topics", {}).items():  # files relative to the config file too
         if not str(source).startswith("demo:") and not Path(source).is_absolute():
             raw["topics"][name] = str((path.parent / source).resolve())
