@@ -70,6 +70,7 @@ class EvalConfig:
     topic_swap: tuple[float, ...] = (1.0,)  # "swap" blends, in [0, 1]
     topic_swap_k: int = 32
     topic_latents: int = 64
+    topic_min_prompts: int = 5  # amplify picks latents firing on at least this many reference prompts
     topic_prompts: int = 12
     finetune_steps: int = 30  # 0: no fine-tuning baseline
 
@@ -398,7 +399,8 @@ def _run_topic(res: _Resources, topic, layer, method, lam) -> dict:
         tuned, out["finetune_s"] = finetune_on_texts(res.model, texts, steps=int(lam))
         model, steering, sae, backend = tuned, {}, None, "tl"
     else:
-        edit = alignment.vector(res.cfg.topic_latents) if method == "amplify" else alignment.swap(res.cfg.topic_swap_k)
+        edit = (alignment.vector(res.cfg.topic_latents, min_prompts=res.cfg.topic_min_prompts) if method == "amplify"
+                else alignment.swap(res.cfg.topic_swap_k))
         model, steering, sae = res.model, ({edit: lam} if lam else {}), res.sae(layer)
         backend = "hf" if has_hf_twin(model) else "tl"
     # a fixed number of new tokens (hf) so that seconds per token compare across cells

@@ -131,17 +131,22 @@ def overlap_section(vectors: Sequence[SASVector], sae=None) -> Section:
 
 
 def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: int = 10) -> Section:
-    """Each topic alignment's most aligned latents: score, and with ``model``/``sae`` what they promote."""
+    """Each topic alignment's most aligned latents: score, how many reference prompts they fire on, and
+    with ``model``/``sae`` what they promote."""
     from sas_lens.vectors import check_vector_fits
 
     parts = []
     for alignment in alignments:
         rows = {latent: {"latent": str(latent), "score": f"{score:.3f}"} for latent, score in alignment.top(k)}
         columns = ["latent", "score"]
+        if alignment.n_firing is not None:
+            for latent, row in rows.items():
+                row["fires on (reference prompts)"] = str(int(alignment.n_firing[latent]))
+            columns.append("fires on (reference prompts)")
         if model is not None and sae is not None:
             from sas_lens.attribution import top_latents
 
-            amplify = alignment.vector(k)
+            amplify = alignment.vector(k, min_prompts=1)  # the same latents as top(k)
             check_vector_fits(amplify, sae=sae)
             for row in top_latents(amplify, sae, model, k=k, index=index, n_contexts=1).to_dict("records"):
                 rows[row["latent"]]["promotes"] = html.escape(" ".join(map(str, row["promotes"])))

@@ -12,10 +12,14 @@ Scoring (DESIGN §4, after "Enabling Sparse Autoencoders for Topic Alignment"):
 
 Steering, through the same ``steer``/``generate`` as behaviour vectors:
 
-- ``alignment.vector(n_latents, ...)``: "amplify" (ours) — an SAS vector that adds
-  ``score(c)·m(c)`` to the top aligned latents (``m(c)``: their mean activation where
+- ``alignment.vector(n_latents, min_prompts=5)``: "amplify" (ours) — an SAS vector that
+  adds ``score(c)·m(c)`` to the top aligned latents (``m(c)``: their mean activation where
   active on R), applied with the Δ correction, so strength 0 is the unsteered model;
-  it composes with behaviour vectors and runs with the KV cache.
+  it composes with behaviour vectors and runs with the KV cache. It only picks latents
+  that fire on at least ``min_prompts`` reference prompts: a latent firing on a single
+  prompt near the topic gets the top score (1.0) from that one prompt, and such latents
+  fill the original's top list (on the shipped 16k SAE, the medicine set: 60 of the top
+  64 fire on one or two of the 150 prompts, with no topical logit-lens tokens).
 - ``alignment.swap(k)``: "swap", faithful to the original — per token keep the k
   latents with the largest ``pre-activation × score`` and decode them, dropping the
   SAE's error; strength λ ∈ [0, 1] blends ``(1 − λ)·a + λ·swap(a)``.
@@ -134,6 +138,7 @@ class TopicAlignment:
     scores: Float[Tensor, " d_sae"]
     mean_activation: Float[Tensor, " d_sae"]  # where active on the reference set (for "amplify")
     metadata: dict[str, Any] = field(default_factory=dict)
+    n_firing: Tensor | None = None  # how many reference prompts each latent fires on
 
     @property
     def name(self) -> str:
@@ -143,21 +148,28 @@ class TopicAlignment:
     def d_sae(self) -> int:
         return int(self.scores.shape[0])
 
-    def top(self, k: int = 10) -> list[tuple[int, float]]:
-        """The ``k`` most aligned latents and their scores."""
-        values, indices = self.scores.topk(min(k, self.d_sae))
-        return list(zip(indices.tolist(), values.tolist()))
+    def top(self, k: int = 10, min_prompts: int = 1) -> list[tuple[int, float]]:
+        """The ``k`` most aligned latents and their scores, among those firing on ``min_prompts`` reference prompts."""
+        scores = self.scores
+        if min_prompts > 1 and self.n_firing is not None:
+            scores = torch.where(self.n_firing >= min_prompts, scores, torch.tensor(-1.0))
+        values, indices = scores.topk(min(k, self.d_sae))
+        return [(latent, score) for latent, score in zip(indices.tolist(), values.tolist()) if score >= 0]
 
-    def vector(self, n_latents: int = 64, name: str | None = None) -> SASVector:
-        """"Amplify": an SAS vector adding ``score·mean activation`` to the ``n_latents`` most aligned latents."""
+    def vector(self, n_latents: int = 64, name: str | None = None, *, min_prompts: int = 5) -> SASVector:
+        """"Amplify": an SAS vector adding ``score·mean activation`` to the ``n_latents`` most aligned latents.
+
+        Only latents firing on at least ``min_prompts`` reference prompts are picked (see the module
+        docstring); ``min_prompts=1`` picks by score alone, as the original does.
+        """
         if n_latents < 1:
             raise ValueError(f"n_latents must be at least 1, got {n_latents}.")
         dense = torch.zeros(self.d_sae)
-        for latent, score in self.top(n_latents):
+        for latent, score in self.top(n_latents, min_prompts=min_prompts):
             dense[latent] = score * float(self.mean_activation[latent])
         meta = {k: v for k, v in self.metadata.items() if k not in ("name", "alignment_texts")}
-        return SASVector.from_dense(dense, {**meta, "name": name or self.name,
-                                            "topic": {"mode": "amplify", "n_latents": n_latents}})
+        return SASVector.from_dense(dense, {**meta, "name": name or self.name, "topic": {
+            "mode": "amplify", "n_latents": n_latents, "min_prompts": min_prompts}})
 
     def swap(self, k: int = 32) -> "TopicSwap":
         """"Swap" (the original method): per token, keep the ``k`` latents of largest pre-activation × score."""
@@ -172,8 +184,10 @@ class TopicAlignment:
         if path.suffix != ".safetensors":
             path = path.with_name(path.name + ".safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"scores": self.scores.contiguous(), "mean_activation": self.mean_activation.contiguous()}, path,
-                  metadata={"format": _FORMAT, "sas_lens": json.dumps(self.metadata)})
+        tensors = {"scores": self.scores.contiguous(), "mean_activation": self.mean_activation.contiguous()}
+        if self.n_firing is not None:
+            tensors["n_firing"] = self.n_firing.contiguous()
+        save_file(tensors, path, metadata={"format": _FORMAT, "sas_lens": json.dumps(self.metadata)})
         return path
 
     @classmethod
@@ -187,7 +201,8 @@ class TopicAlignment:
             if header.get("format") != _FORMAT:
                 raise ValueError(f"{path} is not a sas_lens topic alignment (format {header.get('format')!r}).")
             alignment = cls(handle.get_tensor("scores"), handle.get_tensor("mean_activation"),
-                            json.loads(header["sas_lens"]))
+                            json.loads(header["sas_lens"]),
+                            handle.get_tensor("n_firing") if "n_firing" in handle.keys() else None)
         if sae is not None and alignment.metadata.get("sae_fingerprint") != sae_fingerprint(sae):
             raise IncompatibleSAEError(f"The topic alignment {alignment.name!r} was scored on another SAE; "
                                        "score it again with topic_scores(model, sae, texts).")
@@ -263,4 +278,4 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
         "alignment_texts": alignment_texts[:20], "scoring_s": round(time.perf_counter() - started, 3),
         "reference_cached": reference_cached,
     }
-    return TopicAlignment(scores, mean_activation.float(), metadata)
+    return TopicAlignment(scores, mean_activation.float(), metadata, active.sum(0))

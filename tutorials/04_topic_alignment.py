@@ -20,12 +20,20 @@ texts = sl.demo_topic_texts("medicine")       # 15 sentences shipped with sas_le
 topic = sl.topic_scores(model, sae, texts, name="medicine")
 print(topic, f"scored in {topic.metadata['scoring_s']:.1f} s")
 
+# %% [markdown]
+# The top scores go to latents that fire on a single reference prompt close to the topic (their score is
+# that one prompt's distance). "Amplify" therefore picks among latents firing on at least `min_prompts`
+# (default 5) of the 150 reference prompts; compare both lists.
+
 # %%
 from sas_lens.attribution import logit_lens
 
-top = topic.top(8)
-for (latent, score), (promotes, _) in zip(top, logit_lens(sae, model, [latent for latent, _ in top], 5)):
-    print(f"latent {latent:>6}  score {score:.3f}  promotes {' '.join(promotes)!r}")
+for min_prompts in (1, 5):
+    top = topic.top(6, min_prompts=min_prompts)
+    print(f"min_prompts={min_prompts}:")
+    for (latent, score), (promotes, _) in zip(top, logit_lens(sae, model, [latent for latent, _ in top], 5)):
+        print(f"  latent {latent:>6}  score {score:.3f}  fires on {int(topic.n_firing[latent]):>3} prompts  "
+              f"promotes {' '.join(promotes)!r}")
 
 # %% [markdown]
 # Generate from neutral prompts, unsteered and steered, and measure the move toward the topic: cosine of

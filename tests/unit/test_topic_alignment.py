@@ -62,6 +62,7 @@ def test_topic_scores_equal_the_literal_computation(model, tmp_path, monkeypatch
     expected[fired] = (mean_d2.max() - mean_d2) / (mean_d2.max() - mean_d2.min())
     torch.testing.assert_close(topic.scores, expected, atol=1e-5, rtol=1e-4)
     assert (~fired).any() and (topic.scores[~fired] == 0).all()
+    assert torch.equal(topic.n_firing, (weights > 0).sum(0))
     torch.testing.assert_close(reference_activations(model, sae, REFERENCE), weights, atol=1e-5, rtol=1e-4)
     again = topic_scores(model, sae, ["a good film story"], REFERENCE, embed_fn=hand_embeddings)  # cached refs
     torch.testing.assert_close(again.scores, topic.scores)
@@ -76,13 +77,26 @@ def topic(model, tmp_path, monkeypatch):
 
 def test_amplify_at_strength_zero_is_the_identity_and_steers_otherwise(model, topic):
     sae, alignment = topic
-    vector = alignment.vector(n_latents=8)
+    vector = alignment.vector(n_latents=8, min_prompts=1)  # the tiny reference set is too small for 5
     assert len(vector) > 0 and vector.metadata["topic"]["mode"] == "amplify"
     clean = model(TOKENS)
     with steer(model, {vector: 0.0}, sae=sae):
         assert torch.equal(model(TOKENS), clean)
     with steer(model, {vector: 5.0}, sae=sae):
         assert not torch.allclose(model(TOKENS), clean, atol=1e-3)
+
+
+def test_amplify_picks_latents_that_fire_on_enough_reference_prompts(topic):
+    _, alignment = topic
+    counts = alignment.n_firing
+    by_score = alignment.vector(n_latents=10, min_prompts=1)
+    assert set(by_score.indices.tolist()) == {latent for latent, _ in alignment.top(10)}
+    rarest = min(by_score.indices.tolist(), key=lambda latent: int(counts[latent]))
+    threshold = int(counts[rarest]) + 1
+    assert (counts >= threshold).any()
+    picked = alignment.vector(n_latents=10, min_prompts=threshold)
+    assert len(picked) and (counts[picked.indices] >= threshold).all()
+    assert rarest not in picked.indices.tolist()
 
 
 def literal_swap(sae, a, scores, k):
@@ -120,7 +134,7 @@ def test_topic_composes_with_a_behaviour_vector_and_generates(model, topic):
     sae, alignment = topic
     behaviour = sl.dense_vector(model, sl.load_pairs([{"prompt": "i", "positive": " love", "negative": " hate"}]),
                                 layer=1)
-    texts = sl.generate(model, ["the movie"], steering={alignment.vector(8): 3.0, behaviour: 2.0}, sae=sae,
+    texts = sl.generate(model, ["the movie"], steering={alignment.vector(8, min_prompts=1): 3.0, behaviour: 2.0}, sae=sae,
                         max_new_tokens=3)
     assert len(texts) == 1
 
