@@ -98,7 +98,8 @@ class EvalConfig:
         return tuple(sorted(set(grid) | {0.0})) if costs else grid
 
     def sae_for(self, layer: int) -> Any:
-        """The SAE name for ``layer`` (None: the shipped default), or False when there is none."""
+        """The SAE for ``layer``: a shipped name, a folder or ``[release, sae_id]`` (None: the shipped
+        default), or False when the config names none."""
         return self.saes[str(layer)] if str(layer) in self.saes else False
 
 
