@@ -41,16 +41,18 @@ def agnews_texts(label: str, n: int) -> list[str]:
 
 
 def medicine_texts(n: int) -> list[str]:
-    """Wikipedia paragraphs (held-out file) that use several medical words."""
-    words = ("patients", "disease", "treatment", "symptoms", "medical", "clinical", "infection", "diagnosis")
+    """Wikipedia paragraphs (the shared corpus, held-out file first) that use several medical words."""
+    words = ("patient", "disease", "treatment", "symptom", "medical", "clinical", "infection", "diagnos",
+             "therapy", "hospital", "physician", "drug")
     texts = []
-    with open(SHARED / "corpus" / "enwiki2015_AD.txt", encoding="utf-8") as handle:
-        for line in handle:
-            line = line.strip()
-            if 80 < len(line) < 600 and sum(w in line.lower() for w in words) >= 3:
-                texts.append(line)
-            if len(texts) == n:
-                break
+    for name in ("enwiki2015_AD.txt", "enwiki2015_AC.txt", "enwiki2015_AB.txt", "enwiki2015_AA.txt"):
+        with open(SHARED / "corpus" / name, encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                if 80 < len(line) < 600 and sum(w in line.lower() for w in words) >= 3:
+                    texts.append(line)
+                if len(texts) == n:
+                    return texts
     return texts
 
 
