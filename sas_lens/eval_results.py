@@ -31,7 +31,11 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
 
 
 def summary_table(records: list[dict]):
-    """Per behaviour and method at the main layer: p at −k, 0, +k, the shift, and the costs at ±k."""
+    """Per behaviour, method and k at the main layer: p at −k, 0, +k, the shift, and the costs at ±k.
+
+    One row for every k the costs were measured at (the grid's largest λ when there are none), so a
+    run can show both a mild and a strong setting side by side.
+    """
     import pandas as pd
 
     ab = pd.DataFrame([r for r in records if r["kind"] == "ab"])
@@ -42,20 +46,21 @@ def summary_table(records: list[dict]):
     rows = []
     for (behaviour, method), group in ab[ab["layer"] == main_layer].groupby(["behaviour", "method"], sort=False):
         by_lam = dict(zip(group["lam"], group["mean"]))
-        # k: the largest λ the costs were measured at (the grid's largest when there are none)
-        cost_lams = [abs(lam) for (kind, b, m, lam) in costs if b == behaviour and m == method and lam in by_lam]
-        k = max(cost_lams or [abs(x) for x in by_lam])
-        row = {"behaviour": behaviour, "method": method, "k": k, "p(-k)": by_lam.get(-k), "p(0)": by_lam.get(0.0),
-               "p(+k)": by_lam.get(k)}
-        row["shift"] = (row["p(+k)"] - row["p(-k)"]) if row["p(+k)"] is not None and row["p(-k)"] is not None else None
-        for sign, lam in (("-k", -k), ("0", 0.0), ("+k", k)):
-            cap = costs.get(("capability", behaviour, method, lam), {})
-            opened = costs.get(("open", behaviour, method, lam), {})
-            row[f"mmlu({sign})"] = cap.get("mmlu_accuracy")
-            row[f"ppl({sign})"] = cap.get("perplexity")
-            row[f"open_score({sign})"] = opened.get("behaviour_score")
-            row[f"answer_ppl({sign})"] = opened.get("answer_perplexity")
-        rows.append(row)
+        cost_ks = {abs(lam) for (kind, b, m, lam) in costs if b == behaviour and m == method and lam in by_lam}
+        cost_ks.discard(0.0)
+        for k in sorted(cost_ks or {max(abs(x) for x in by_lam)}):
+            row = {"behaviour": behaviour, "method": method, "k": k, "p(-k)": by_lam.get(-k),
+                   "p(0)": by_lam.get(0.0), "p(+k)": by_lam.get(k)}
+            both = row["p(+k)"] is not None and row["p(-k)"] is not None
+            row["shift"] = row["p(+k)"] - row["p(-k)"] if both else None
+            for sign, lam in (("-k", -k), ("0", 0.0), ("+k", k)):
+                cap = costs.get(("capability", behaviour, method, lam), {})
+                opened = costs.get(("open", behaviour, method, lam), {})
+                row[f"mmlu({sign})"] = cap.get("mmlu_accuracy")
+                row[f"ppl({sign})"] = cap.get("perplexity")
+                row[f"open_score({sign})"] = opened.get("behaviour_score")
+                row[f"answer_ppl({sign})"] = opened.get("answer_perplexity")
+            rows.append(row)
     return pd.DataFrame(rows)
 
 

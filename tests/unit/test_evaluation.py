@@ -182,7 +182,7 @@ def test_config_files_are_read_and_checked(tmp_path, caa_dir):
         EvalConfig(behaviours=("tiny",), data_dir="x", methods=("caa",))
 
 
-def test_the_summary_reads_the_shift_at_the_cost_lambda():
+def test_the_summary_reads_the_shift_at_each_cost_lambda():
     from sas_lens.eval_results import summary_table
 
     ab_cells = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "dense", "lam": lam, "mean": 0.5 + lam / 10}
@@ -193,6 +193,10 @@ def test_the_summary_reads_the_shift_at_the_cost_lambda():
     assert row["k"] == 2.0
     assert row["shift"] == pytest.approx(0.4)
     assert row["mmlu(+k)"] == pytest.approx(0.28) and row["mmlu(0)"] == pytest.approx(0.3)
+    more_costs = costs + [dict(costs[0], lam=lam, mmlu_accuracy=0.1) for lam in (-4.0, 4.0)]
+    rows = summary_table(ab_cells + more_costs)
+    assert list(rows["k"]) == [2.0, 4.0]  # a row per cost λ
+    assert rows.iloc[1]["shift"] == pytest.approx(0.8) and rows.iloc[1]["mmlu(-k)"] == pytest.approx(0.1)
     assert summary_table(ab_cells).iloc[0]["k"] == 4.0  # no costs: the grid's largest λ
 
 
