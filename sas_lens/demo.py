@@ -27,6 +27,7 @@ SWEEP_LAMS = (-16.0, -8.0, -4.0, 0.0, 4.0, 8.0, 16.0)
 COMPOSED = ("sentiment", "topic-food")  # steered together, each at its own λ
 DEMO_TOPIC = "medicine"
 TOPIC_LATENTS, TOPIC_STRENGTH = 64, 4.0
+TOPIC_MIN_PROMPTS = 5  # a latent's topic score counts once it fires on this many reference prompts
 
 
 def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, corpus=None,
@@ -92,8 +93,9 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
         topic = sl.topic_scores(model, sae, sl.demo_topic_texts(DEMO_TOPIC), name=DEMO_TOPIC)
         timings["topic_alignment_s"] = time.perf_counter() - start
         print(f"\ntopic {DEMO_TOPIC!r}: latents scored against {topic.metadata['n_alignment_texts']} shipped "
-              f"texts in {timings['topic_alignment_s']:.1f} s; most aligned (latent, score): "
-              + ", ".join(f"{latent} {score:.2f}" for latent, score in topic.top(5)))
+              f"texts in {timings['topic_alignment_s']:.1f} s; most aligned, firing on >= {TOPIC_MIN_PROMPTS} "
+              "reference prompts (latent, score): "
+              + ", ".join(f"{latent} {score:.2f}" for latent, score in topic.top(5, TOPIC_MIN_PROMPTS)))
         start = time.perf_counter()
         report_path = _write_report(model, sae, vectors, out_dir, corpus, index_tokens, sweeps, topic)
         timings["report_s"] = time.perf_counter() - start
@@ -113,7 +115,7 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
                  {a: SAS_STRENGTH, b: SAS_STRENGTH}))
     if topic is not None:
         runs.append((f"topic {DEMO_TOPIC!r}, amplify {TOPIC_LATENTS} latents, strength {TOPIC_STRENGTH:g}",
-                     {topic.vector(TOPIC_LATENTS): TOPIC_STRENGTH}))
+                     {topic.vector(TOPIC_LATENTS, min_prompts=TOPIC_MIN_PROMPTS): TOPIC_STRENGTH}))
     for label, steering in runs:
         steered = sl.generate(model, DEMO_PROMPTS, steering=steering, sae=sae,
                               max_new_tokens=max_new_tokens, backend=backend)
@@ -217,7 +219,8 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
                         [lambda_sweep_figure(table, title=f"demo:{name}: p(matching answer) across λ")])
                 for name, table in sweeps.items() if len(table)]
     if topic is not None:
-        sections.append(topic_section([topic], model=model, sae=sae, index=index))
+        sections.append(topic_section([topic], model=model, sae=sae, index=index,
+                                      min_prompts=TOPIC_MIN_PROMPTS))
     all_vectors = [v for pair in vectors.values() for v in pair if v is not None]
     return write_report(out_dir / "report.html", all_vectors, model=model, sae=sae, index=index,
                         width_table=width_table, sections=sections, title="sas_lens demo report")

@@ -130,14 +130,16 @@ def overlap_section(vectors: Sequence[SASVector], sae=None) -> Section:
     return Section("Overlap between vectors", shared_html, figures)
 
 
-def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: int = 10) -> Section:
-    """Each topic alignment's most aligned latents: score, how many reference prompts they fire on, and
-    with ``model``/``sae`` what they promote."""
+def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: int = 10,
+                  min_prompts: int = 5) -> Section:
+    """Each topic alignment's most aligned latents among those firing on ``min_prompts`` reference prompts
+    (the ones "amplify" steers with): score, how many prompts they fire on, and with ``model``/``sae``
+    what they promote."""
     from sas_lens.vectors import check_vector_fits
 
     parts = []
     for alignment in alignments:
-        rows = {latent: {"latent": str(latent), "score": f"{score:.3f}"} for latent, score in alignment.top(k)}
+        rows = {latent: {"latent": str(latent), "score": f"{score:.3f}"} for latent, score in alignment.top(k, min_prompts)}
         columns = ["latent", "score"]
         if alignment.n_firing is not None:
             for latent, row in rows.items():
@@ -146,7 +148,7 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
         if model is not None and sae is not None:
             from sas_lens.attribution import top_latents
 
-            amplify = alignment.vector(k, min_prompts=1)  # the same latents as top(k)
+            amplify = alignment.vector(k, min_prompts=min_prompts)  # the same latents as top(k, min_prompts)
             check_vector_fits(amplify, sae=sae)
             for row in top_latents(amplify, sae, model, k=k, index=index, n_contexts=1).to_dict("records"):
                 rows[row["latent"]]["promotes"] = html.escape(" ".join(map(str, row["promotes"])))
@@ -154,7 +156,8 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
             columns += ["promotes"] + (["top context"] if index is not None else [])
         meta = alignment.metadata
         parts.append(f"<h3>{html.escape(alignment.name)}</h3><p class='meta'>{meta.get('n_alignment_texts')} "
-                     f"alignment texts, {meta.get('n_reference_prompts')} reference prompts, scored in "
+                     f"alignment texts, {meta.get('n_reference_prompts')} reference prompts (latents shown fire on at "
+                     f"least {min_prompts}), scored in "
                      f"{meta.get('scoring_s', float('nan')):.1f} s.</p>" + _table_html(list(rows.values()), columns))
     return Section("Topic alignments", "".join(parts))
 

@@ -43,8 +43,10 @@ def report(model, tmp_path, monkeypatch):
         torch.tensor([[float(len(t)), t.count("o") + 1.0, 1.0] for t in texts]), dim=1)
     topic = topic_scores(model, sae, ["the story was good"], reference=[" ".join(WORDS[i:i + 6]) for i in range(12)],
                          name="tiny-topic", embed_fn=by_length)
-    topics = topic_section([topic], model=model, sae=sae, index=index, k=3)
-    assert f"<td>{topic.top(1)[0][0]}</td>" in topics.html
+    topics = topic_section([topic], model=model, sae=sae, index=index, k=3, min_prompts=2)
+    assert f"<tr><td>{topic.top(1, min_prompts=2)[0][0]}</td>" in topics.html
+    rare = [latent for latent in range(topic.d_sae) if 0 < topic.n_firing[latent] < 2]
+    assert rare and not any(f"<tr><td>{latent}</td>" in topics.html for latent in rare)  # what amplify skips
     path = write_report(tmp_path / "out" / "report.html", vectors, model=model, sae=sae, index=index,
                         width_table=widths, sections=[topics, extra])
     # 2 top-latent bars + Jaccard, weighted Jaccard, decoded cosine heatmaps + the width figure
