@@ -4,7 +4,7 @@ Loads Gemma 3 270M (converting it on the first run) and the shipped SAE, builds
 an SAS and a dense vector from each shipped demo pair set, prints their sizes and
 top latents, sweeps λ on the held-out items of the A/B set (caution), scores the
 latents against a shipped topic (medicine), shows unsteered against steered
-continuations (each vector alone, two composed, the topic), and writes an HTML
+continuations (each vector alone, the topic, a vector and the topic composed), and writes an HTML
 report (vector cards with top contexts, overlap, monosemanticity across the
 shipped SAE widths, λ curves, the topic's latents). Everything it writes goes
 under one folder (``--out``).
@@ -24,9 +24,12 @@ SAS_STRENGTH = 4.0
 DENSE_STRENGTH = 4.0
 HELD_OUT_AB_ITEMS = 12  # of an A/B demo set, kept out of its vectors for the λ sweep
 SWEEP_LAMS = (-16.0, -8.0, -4.0, 0.0, 4.0, 8.0, 16.0)
-COMPOSED = ("sentiment", "topic-food")  # steered together, each at its own λ
 DEMO_TOPIC = "medicine"
-TOPIC_LATENTS, TOPIC_STRENGTH = 64, 4.0
+# Measured on the three demo prompts with the shipped 15 medicine texts: topic similarity of the
+# continuations 0.082 unsteered, unchanged at strengths 4 and 6, 0.26 at 12, 0.37 at 16.
+TOPIC_LATENTS, TOPIC_STRENGTH = 64, 12.0
+COMPOSED = "sentiment"  # composed with the topic, each at its own λ (the SAS sentiment and topic-food
+# vectors share their one latent at τ = 0.7, so composing those two would show nothing new)
 TOPIC_MIN_PROMPTS = 5  # a latent's topic score counts once it fires on this many reference prompts
 
 
@@ -109,13 +112,14 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
         if sas is not None:
             runs.append((f"{name}, SAS, λ={SAS_STRENGTH:g}", {sas: SAS_STRENGTH}))
         runs.append((f"{name}, dense, λ={DENSE_STRENGTH:g}", {dense: DENSE_STRENGTH}))
-    first, second = (vectors[name] for name in COMPOSED)
-    kind, (a, b) = ("SAS", (first[0], second[0])) if sae is not None else ("dense", (first[1], second[1]))
-    runs.append((f"{' + '.join(COMPOSED)} composed, {kind}, λ={SAS_STRENGTH:g} each",
-                 {a: SAS_STRENGTH, b: SAS_STRENGTH}))
     if topic is not None:
+        amplify = topic.vector(TOPIC_LATENTS, min_prompts=TOPIC_MIN_PROMPTS)
         runs.append((f"topic {DEMO_TOPIC!r}, amplify {TOPIC_LATENTS} latents, strength {TOPIC_STRENGTH:g}",
-                     {topic.vector(TOPIC_LATENTS, min_prompts=TOPIC_MIN_PROMPTS): TOPIC_STRENGTH}))
+                     {amplify: TOPIC_STRENGTH}))
+        sas, _ = vectors[COMPOSED]
+        if sas is not None and len(sas):
+            runs.append((f"{COMPOSED} SAS λ={SAS_STRENGTH:g} + topic {DEMO_TOPIC!r} strength {TOPIC_STRENGTH:g}, "
+                         "composed", {sas: SAS_STRENGTH, amplify: TOPIC_STRENGTH}))
     for label, steering in runs:
         steered = sl.generate(model, DEMO_PROMPTS, steering=steering, sae=sae,
                               max_new_tokens=max_new_tokens, backend=backend)

@@ -23,7 +23,8 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     assert "top latents of caution:" in out and "monosemanticity across widths" in out
     assert "overlap between SAS vectors" in out
     assert "λ sweep on the 12 held-out items of demo:caution" in out
-    assert "[sentiment + topic-food composed, SAS" in out and "[topic 'medicine', amplify" in out
+    assert "[topic 'medicine', amplify" in out
+    assert "[sentiment SAS λ=4 + topic 'medicine' strength 12, composed]" in out
     page = (tmp_path / "out" / "report.html").read_text()
     assert "λ sweep: demo:caution, held-out items" in page and "Topic alignments" in page
     caution = sl.load_vector(tmp_path / "out" / "vectors" / "caution.dense.safetensors")
