@@ -139,7 +139,8 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
 
     parts = []
     for alignment in alignments:
-        rows = {latent: {"latent": str(latent), "score": f"{score:.3f}"} for latent, score in alignment.top(k, min_prompts)}
+        rows = {latent: {"latent": str(latent), "score": f"{score:.3f}"}
+                for latent, score in alignment.top(k, min_prompts)}
         columns = ["latent", "score"]
         if alignment.n_firing is not None:
             for latent, row in rows.items():
