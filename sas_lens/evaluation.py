@@ -259,16 +259,18 @@ class _Resources:
         return self._data[key]
 
     def topic(self, name: str):
-        """The topic's alignment texts and its :class:`~sas_lens.topic_alignment.TopicAlignment`, scored once."""
+        """The topic's alignment texts, their embedding centroid, its
+        :class:`~sas_lens.topic_alignment.TopicAlignment` and the seconds scoring took, computed once."""
         key = ("topic", name)
         if key not in self._data:
             from sas_lens.topic_alignment import topic_scores
-            from sas_lens.topic_eval import load_topic_texts
+            from sas_lens.topic_eval import load_topic_texts, topic_centroid
 
             texts = load_topic_texts(self.cfg.topics[name])
             started = time.perf_counter()
             alignment = topic_scores(self.model, self.sae(self.cfg.layers[0]), texts, name=name)
-            self._data[key] = (texts, alignment, time.perf_counter() - started)
+            align_s = time.perf_counter() - started
+            self._data[key] = (texts, topic_centroid(texts), alignment, align_s)
             alignment.save(self.out_dir / "topics" / f"{name}.safetensors")
         return self._data[key]
 
@@ -392,7 +394,7 @@ def _run_topic(res: _Resources, topic, layer, method, lam) -> dict:
     from sas_lens.steering import generate
     from sas_lens.topic_eval import NEUTRAL_PROMPTS, finetune_on_texts, generation_scores
 
-    texts, alignment, align_s = res.topic(topic)
+    texts, centroid, alignment, align_s = res.topic(topic)
     prompts = list(NEUTRAL_PROMPTS[: res.cfg.topic_prompts])
     n_new = res.cfg.max_new_tokens
     out: dict[str, Any] = {"align_s": round(align_s, 2), "reference_cached": alignment.metadata["reference_cached"]}
@@ -411,7 +413,7 @@ def _run_topic(res: _Resources, topic, layer, method, lam) -> dict:
                        batch_size=len(prompts), **fixed)
     out["s_per_token"] = (time.perf_counter() - started) / (len(prompts) * n_new)
     out["backend"] = backend
-    return {**out, **generation_scores(res.model, prompts, answers, texts), "answers": answers}
+    return {**out, **generation_scores(res.model, prompts, answers, centroid), "answers": answers}
 
 
 _RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open, "topic": _run_topic}

@@ -1,7 +1,7 @@
 """Measuring topic steering: does generation move toward the topic, at what fluency and time cost.
 
 - :func:`topic_similarity`: cosine between each generation's sentence embedding and the
-  centroid of the alignment texts' embeddings (all-MiniLM-L6-v2, normalised);
+  centroid of the alignment texts' embeddings (:func:`topic_centroid`; all-MiniLM-L6-v2, normalised);
 - :func:`generation_scores`: that similarity, perplexity under the unsteered model, distinct-2;
 - :func:`finetune_on_texts`: the baseline the topic-alignment paper compares against — the
   model itself fine-tuned (causal LM loss) on the same texts; its wall time is the cost
@@ -9,7 +9,8 @@
 
 Example:
     >>> tuned, seconds = finetune_on_texts(model, demo_topic_texts("medicine"), steps=30)   # doctest: +SKIP
-    >>> generation_scores(model, prompts, sl.generate(tuned, prompts), demo_topic_texts("medicine"))  # doctest: +SKIP
+    >>> centroid = topic_centroid(demo_topic_texts("medicine"))   # doctest: +SKIP
+    >>> generation_scores(model, prompts, sl.generate(tuned, prompts), centroid)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -48,22 +49,33 @@ def load_topic_texts(source: str | Path) -> list[str]:
     return texts
 
 
-def topic_similarity(texts: list[str], alignment_texts: list[str]) -> Float[Tensor, " n"]:
-    """Cosine of each text's embedding to the (normalised) centroid of the alignment texts' embeddings."""
+def topic_centroid(alignment_texts: list[str]) -> Float[Tensor, " dim"]:
+    """The normalised mean of the alignment texts' embeddings."""
     from sas_lens.embeddings import embed
 
-    centroid = torch.nn.functional.normalize(embed(alignment_texts).mean(0), dim=0)
+    return torch.nn.functional.normalize(embed(alignment_texts).mean(0), dim=0)
+
+
+def topic_similarity(texts: list[str], alignment_texts: list[str]) -> Float[Tensor, " n"]:
+    """Cosine of each text's embedding to the centroid of the alignment texts' embeddings."""
+    return _similarity(texts, topic_centroid(alignment_texts))
+
+
+def _similarity(texts: list[str], centroid: Float[Tensor, " dim"]) -> Float[Tensor, " n"]:
+    from sas_lens.embeddings import embed
+
     return embed(texts) @ centroid
 
 
-def generation_scores(model, prompts: list[str], texts: list[str], alignment_texts: list[str]) -> dict:
-    """Topic similarity (mean), fluency (median perplexity under ``model``, unsteered), repetition (distinct-2)."""
+def generation_scores(model, prompts: list[str], texts: list[str], centroid: Float[Tensor, " dim"]) -> dict:
+    """Topic similarity to ``centroid`` (from :func:`topic_centroid`; mean over texts), fluency (median
+    perplexity under ``model``, unsteered), repetition (distinct-2)."""
     from sas_lens.capability import text_perplexity
     from sas_lens.open_ended import distinct_n
 
     perplexities = [text_perplexity(model, p, t) for p, t in zip(prompts, texts)]
     finite = [x for x in perplexities if math.isfinite(x)]
-    return {"topic_similarity": float(topic_similarity(texts, alignment_texts).mean()),
+    return {"topic_similarity": float(_similarity(texts, centroid).mean()),
             "perplexity": float(torch.tensor(finite).median()) if finite else None,
             "distinct_2": sum(distinct_n(t, 2) for t in texts) / len(texts)}
 
