@@ -38,7 +38,7 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
     """Run the demo; print what it does and return its timings."""
     import sas_lens as sl
     from sas_lens.extraction import collect_residuals
-    from sas_lens.hf_backend import has_hf_twin
+    from sas_lens.hf_backend import preferred_backend
     from sas_lens.models import default_model_dir
 
     out_dir = Path(out_dir)
@@ -104,7 +104,7 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
         timings["report_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    backend = "hf" if has_hf_twin(model) else "tl"
+    backend = preferred_backend(model)
     unsteered = sl.generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend=backend)
     report = []
     runs = []

@@ -344,7 +344,7 @@ def _run_capability(res: _Resources, behaviour, layer, method, lam) -> dict:
 def _run_open(res: _Resources, behaviour, layer, method, lam) -> dict:
     from sas_lens.behaviour_eval import instruction_for
     from sas_lens.capability import text_perplexity
-    from sas_lens.hf_backend import has_hf_twin
+    from sas_lens.hf_backend import preferred_backend
     from sas_lens.open_ended import behaviour_scores, choice_exemplars, distinct_n
     from sas_lens.steering import generate
 
@@ -354,7 +354,7 @@ def _run_open(res: _Resources, behaviour, layer, method, lam) -> dict:
         prompts = [f"{instruction_for(behaviour, lam)}\n\n{p}" for p in prompts]
     steering, sae = _steering(res, behaviour, layer, method, lam)
     answers = generate(res.model, prompts, steering=steering, sae=sae, max_new_tokens=res.cfg.max_new_tokens,
-                       backend="hf" if has_hf_twin(res.model) else "tl")
+                       backend=preferred_backend(res.model))
     scores = behaviour_scores(answers, *choice_exemplars(res.pairs(behaviour, "test")))
     plain_prompts = [f"Question: {q}\nAnswer:" for q in questions]
     perplexities = torch.tensor([text_perplexity(res.model, p, a) for p, a in zip(plain_prompts, answers)])
@@ -390,7 +390,7 @@ def _unsteered_cell(store: CellStore, kind: str, behaviour: str) -> dict | None:
 
 
 def _run_topic(res: _Resources, topic, layer, method, lam) -> dict:
-    from sas_lens.hf_backend import has_hf_twin
+    from sas_lens.hf_backend import preferred_backend
     from sas_lens.steering import generate
     from sas_lens.topic_eval import NEUTRAL_PROMPTS, finetune_on_texts, generation_scores
 
@@ -405,7 +405,7 @@ def _run_topic(res: _Resources, topic, layer, method, lam) -> dict:
         edit = (alignment.vector(res.cfg.topic_latents, min_prompts=res.cfg.topic_min_prompts) if method == "amplify"
                 else alignment.swap(res.cfg.topic_swap_k))
         model, steering, sae = res.model, ({edit: lam} if lam else {}), res.sae(layer)
-        backend = "hf" if has_hf_twin(model) else "tl"
+        backend = preferred_backend(model)
     # a fixed number of new tokens (hf) so that seconds per token compare across cells
     fixed = {"min_new_tokens": n_new} if backend == "hf" else {}
     started = time.perf_counter()

@@ -26,6 +26,11 @@ def has_hf_twin(model) -> bool:
         model.cfg.model_name == DEFAULT_MODEL and (default_model_dir() / "config.json").exists())
 
 
+def preferred_backend(model) -> str:
+    """``"hf"`` where the model has a transformers twin (faster generation), else ``"tl"``."""
+    return "hf" if has_hf_twin(model) else "tl"
+
+
 def hf_model_for(model):
     """The Hugging Face model with ``model``'s weights (loaded once and kept on ``model``).
 
