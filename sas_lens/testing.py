@@ -1,4 +1,4 @@
-"""Stand-ins for checking code paths offline: a tiny random model and a random SAE saved to disk.
+"""Stand-ins for checking code paths offline: a tiny random model and random SAEs (the unit tests use them too).
 
 Tutorials written for models that need a hub (Gemma 2 2B, Gemma Scope) run their
 cells on these in CI, so that a broken API fails the run even where the real model
@@ -36,20 +36,37 @@ def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
     return HookedSAETransformer(cfg, tokenizer=tokenizer).eval()
 
 
-def save_random_sae(model, layer: int, folder: str | Path, d_sae: int = 256, seed: int = 0) -> Path:
-    """A random JumpReLU SAE on ``blocks.{layer}.hook_resid_post`` of ``model``, saved in SAELens's format."""
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+def random_sae(architecture: str = "jumprelu", *, d_in: int, d_sae: int = 48, hook_name: str,
+               model_name: str = "tiny-random", seed: int = 0, k: int = 6, normalize_activations: str = "none"):
+    """A random SAELens SAE (``"jumprelu"``, ``"standard"`` or ``"topk"``) whose latents fire on random residuals."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    d_in = model.cfg.d_model
-    metadata = SAEMetadata(model_name=model.cfg.model_name, hook_name=f"blocks.{layer}.hook_resid_post")
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, metadata=metadata, device="cpu"))
+    metadata = SAEMetadata(model_name=model_name, hook_name=hook_name)
+    common = dict(d_in=d_in, d_sae=d_sae, metadata=metadata, device="cpu", normalize_activations=normalize_activations)
+    if architecture == "jumprelu":
+        sae = JumpReLUSAE(JumpReLUSAEConfig(**common))
+    elif architecture == "standard":
+        sae = StandardSAE(StandardSAEConfig(**common))
+    elif architecture == "topk":
+        sae = TopKSAE(TopKSAEConfig(k=k, **common))
+    else:
+        raise ValueError(f"Unknown architecture {architecture!r}; choose jumprelu, standard or topk.")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=generator) / d_in**0.5)
         sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=generator) / d_in**0.5)
         sae.b_enc.copy_(torch.randn(d_sae, generator=generator) * 0.1)
-        sae.threshold.copy_(torch.rand(d_sae, generator=generator) * 0.2)
+        sae.b_dec.copy_(torch.randn(d_in, generator=generator) * 0.1)
+        if architecture == "jumprelu":
+            sae.threshold.copy_(torch.rand(d_sae, generator=generator) * 0.2)
+    return sae.eval()
+
+
+def save_random_sae(model, layer: int, folder: str | Path, d_sae: int = 256, seed: int = 0) -> Path:
+    """A random JumpReLU SAE on ``blocks.{layer}.hook_resid_post`` of ``model``, saved in SAELens's format."""
+    sae = random_sae("jumprelu", d_in=model.cfg.d_model, d_sae=d_sae, hook_name=f"blocks.{layer}.hook_resid_post",
+                     model_name=model.cfg.model_name, seed=seed)
     folder = Path(folder)
     sae.save_model(folder)
     return folder

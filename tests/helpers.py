@@ -65,27 +65,8 @@ ARCHITECTURES = ("jumprelu", "standard", "topk")
 
 
 def random_sae(architecture: str = "jumprelu", *, d_in: int = D_MODEL, d_sae: int = 48,
-               hook_name: str = HOOK, seed: int = 0, k: int = 6, normalize_activations: str = "none"):
-    """A random SAELens SAE of the given architecture whose latents fire on tiny-model residuals."""
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
-    from sae_lens.saes.sae import SAEMetadata
+               hook_name: str = HOOK, **kwargs):
+    """A random SAELens SAE on the tiny model's hook (see :func:`sas_lens.testing.random_sae`)."""
+    from sas_lens.testing import random_sae as make
 
-    metadata = SAEMetadata(model_name="tiny-random", hook_name=hook_name)
-    common = dict(d_in=d_in, d_sae=d_sae, metadata=metadata, device="cpu", normalize_activations=normalize_activations)
-    if architecture == "jumprelu":
-        sae = JumpReLUSAE(JumpReLUSAEConfig(**common))
-    elif architecture == "standard":
-        sae = StandardSAE(StandardSAEConfig(**common))
-    elif architecture == "topk":
-        sae = TopKSAE(TopKSAEConfig(k=k, **common))
-    else:
-        raise ValueError(architecture)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=generator) / d_in**0.5)
-        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=generator) / d_in**0.5)
-        sae.b_enc.copy_(torch.randn(d_sae, generator=generator) * 0.1)
-        sae.b_dec.copy_(torch.randn(d_in, generator=generator) * 0.1)
-        if architecture == "jumprelu":
-            sae.threshold.copy_(torch.rand(d_sae, generator=generator) * 0.2)
-    return sae.eval()
+    return make(architecture, d_in=d_in, d_sae=d_sae, hook_name=hook_name, **kwargs)
