@@ -69,7 +69,7 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
     for name in sl.demo_sets():
         pairs = sl.load_pairs(f"demo:{name}")
         if pairs.kind == "ab":
-            pairs, held_out[name] = _split(pairs, HELD_OUT_AB_ITEMS)
+            pairs, held_out[name] = pairs.split(len(pairs) - HELD_OUT_AB_ITEMS)  # the last items held out
         residuals = collect_residuals(model, pairs, layer, progress=False)  # one pass for both vectors
         dense = sl.dense_vector(model, pairs, layer=layer, residuals=residuals)
         dense.save(out_dir / "vectors" / f"{name}.dense.safetensors")
@@ -137,15 +137,6 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
         print(f"report: {report_path.resolve()}")
     print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return timings
-
-
-def _split(pairs, n_held_out: int):
-    """The first items for building vectors, the last ``n_held_out`` for measuring them."""
-    from sas_lens.pairs import PairSet
-
-    items = list(pairs)
-    return (PairSet(pairs.name, tuple(items[:-n_held_out]), pairs.source, pairs.description),
-            PairSet(pairs.name, tuple(items[-n_held_out:]), pairs.source, pairs.description))
 
 
 def _lambda_sweep(model, sae, sas, dense, items):
