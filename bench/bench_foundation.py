@@ -28,7 +28,7 @@ def median_time(fn, repeats: int = 5) -> float:
 
 def bench_forward() -> None:
     import sas_lens as sl
-    from sas_lens import models
+    from sas_lens.loading import models
 
     fast = sl.load_model()
     tokens = fast.to_tokens("The capital of France is Paris, and the capital of Italy is")
@@ -49,7 +49,7 @@ def bench_sae_step() -> None:
     from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
     from sae_lens.saes.sae import TrainStepInput
 
-    from sas_lens.fast_batchtopk import FastBatchTopKTrainingSAE
+    from sas_lens.sae_training.batchtopk import FastBatchTopKTrainingSAE
 
     cfg = BatchTopKTrainingSAEConfig(d_in=640, d_sae=16384, k=64, device="cpu")
     x = torch.randn(4096, 640)

@@ -17,44 +17,44 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from sas_lens._version import __version__
 
 _EXPORTS = {
-    "load_model": "sas_lens.models",
-    "DEFAULT_MODEL": "sas_lens.models",
-    "cache_dir": "sas_lens.models",
-    "load_sae": "sas_lens.saes",
-    "check_sae_fits": "sas_lens.saes",
-    "shipped_saes": "sas_lens.saes",
-    "load_pairs": "sas_lens.pairs",
-    "demo_sets": "sas_lens.pairs",
-    "ABItem": "sas_lens.pairs",
-    "CompletionPair": "sas_lens.pairs",
-    "PairSet": "sas_lens.pairs",
-    "sas_vector": "sas_lens.build_vectors",
-    "dense_vector": "sas_lens.build_vectors",
-    "dense_vectors": "sas_lens.build_vectors",
-    "sas_vectors": "sas_lens.build_vectors",
-    "SASVector": "sas_lens.vectors",
-    "DenseVector": "sas_lens.vectors",
-    "load_vector": "sas_lens.vectors",
-    "PromptStyle": "sas_lens.prompts",
-    "steer": "sas_lens.steering",
-    "ab_probabilities": "sas_lens.scoring",
-    "generate": "sas_lens.steering",
-    "top_latents": "sas_lens.attribution",
-    "trace_latents": "sas_lens.attribution",
-    "latent_index": "sas_lens.latent_index",
-    "monosemanticity": "sas_lens.monosemanticity",
-    "width_comparison": "sas_lens.monosemanticity",
-    "overlap_matrix": "sas_lens.overlap",
-    "shared_latents": "sas_lens.overlap",
-    "write_report": "sas_lens.report",
-    "topic_scores": "sas_lens.topic_alignment",
-    "TopicAlignment": "sas_lens.topic_alignment",
-    "demo_topic_texts": "sas_lens.topic_alignment",
-    "run_evaluation": "sas_lens.evaluation",
-    "load_config": "sas_lens.evaluation",
+    "load_model": "sas_lens.loading.models",
+    "DEFAULT_MODEL": "sas_lens.loading.models",
+    "cache_dir": "sas_lens.loading.models",
+    "load_sae": "sas_lens.loading.saes",
+    "check_sae_fits": "sas_lens.loading.saes",
+    "shipped_saes": "sas_lens.loading.saes",
+    "load_pairs": "sas_lens.loading.pairs",
+    "demo_sets": "sas_lens.loading.pairs",
+    "ABItem": "sas_lens.loading.pairs",
+    "CompletionPair": "sas_lens.loading.pairs",
+    "PairSet": "sas_lens.loading.pairs",
+    "sas_vector": "sas_lens.steering.build_vectors",
+    "dense_vector": "sas_lens.steering.build_vectors",
+    "dense_vectors": "sas_lens.steering.build_vectors",
+    "sas_vectors": "sas_lens.steering.build_vectors",
+    "SASVector": "sas_lens.steering.vectors",
+    "DenseVector": "sas_lens.steering.vectors",
+    "load_vector": "sas_lens.steering.vectors",
+    "PromptStyle": "sas_lens.loading.prompts",
+    "steer": "sas_lens.steering.engine",
+    "ab_probabilities": "sas_lens.steering.scoring",
+    "generate": "sas_lens.steering.engine",
+    "top_latents": "sas_lens.analysis.attribution",
+    "trace_latents": "sas_lens.analysis.attribution",
+    "latent_index": "sas_lens.analysis.latent_index",
+    "monosemanticity": "sas_lens.analysis.monosemanticity",
+    "width_comparison": "sas_lens.analysis.monosemanticity",
+    "overlap_matrix": "sas_lens.analysis.overlap",
+    "shared_latents": "sas_lens.analysis.overlap",
+    "write_report": "sas_lens.analysis.report",
+    "topic_scores": "sas_lens.topic.alignment",
+    "TopicAlignment": "sas_lens.topic.alignment",
+    "demo_topic_texts": "sas_lens.topic.alignment",
+    "run_evaluation": "sas_lens.evaluation.runner",
+    "load_config": "sas_lens.evaluation.runner",
     "SASLensError": "sas_lens.errors",
     "HookNotFoundError": "sas_lens.errors",
     "IncompatibleSAEError": "sas_lens.errors",
@@ -74,21 +74,21 @@ if TYPE_CHECKING:
         NoDefaultSAEError,
         SASLensError,
     )
-    from sas_lens.models import DEFAULT_MODEL, cache_dir, load_model
-    from sas_lens.build_vectors import dense_vector, dense_vectors, sas_vector, sas_vectors
-    from sas_lens.pairs import ABItem, CompletionPair, PairSet, demo_sets, load_pairs
-    from sas_lens.prompts import PromptStyle
-    from sas_lens.scoring import ab_probabilities
-    from sas_lens.steering import generate, steer
-    from sas_lens.vectors import DenseVector, SASVector, load_vector
-    from sas_lens.saes import check_sae_fits, load_sae, shipped_saes
-    from sas_lens.attribution import top_latents, trace_latents
-    from sas_lens.evaluation import load_config, run_evaluation
-    from sas_lens.latent_index import latent_index
-    from sas_lens.monosemanticity import monosemanticity, width_comparison
-    from sas_lens.overlap import overlap_matrix, shared_latents
-    from sas_lens.report import write_report
-    from sas_lens.topic_alignment import TopicAlignment, demo_topic_texts, topic_scores
+    from sas_lens.loading.models import DEFAULT_MODEL, cache_dir, load_model
+    from sas_lens.steering.build_vectors import dense_vector, dense_vectors, sas_vector, sas_vectors
+    from sas_lens.loading.pairs import ABItem, CompletionPair, PairSet, demo_sets, load_pairs
+    from sas_lens.loading.prompts import PromptStyle
+    from sas_lens.steering.scoring import ab_probabilities
+    from sas_lens.steering.engine import generate, steer
+    from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
+    from sas_lens.loading.saes import check_sae_fits, load_sae, shipped_saes
+    from sas_lens.analysis.attribution import top_latents, trace_latents
+    from sas_lens.evaluation.runner import load_config, run_evaluation
+    from sas_lens.analysis.latent_index import latent_index
+    from sas_lens.analysis.monosemanticity import monosemanticity, width_comparison
+    from sas_lens.analysis.overlap import overlap_matrix, shared_latents
+    from sas_lens.analysis.report import write_report
+    from sas_lens.topic.alignment import TopicAlignment, demo_topic_texts, topic_scores
 
 
 def __getattr__(name: str):

@@ -14,15 +14,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _train_sae(args: argparse.Namespace) -> int:
-    from sas_lens.sae_training import SAETrainingConfig, train_sae
+    from sas_lens.sae_training.train import SAETrainingConfig, train_sae
 
     cfg = SAETrainingConfig(
         layer=args.layer, hook_point=args.hook_point, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens, batch_size=args.batch_size,
         lr=args.lr, context_size=args.context_size, device=args.device, seed=args.seed,
     )
-    from sas_lens.models import load_model
-    from sas_lens.saes import check_hook_exists
-    from sas_lens.text_data import resolve_text_files
+    from sas_lens.loading.models import load_model
+    from sas_lens.loading.saes import check_hook_exists
+    from sas_lens.loading.text_data import resolve_text_files
 
     resolve_text_files(args.texts)  # fail on bad input before spending time on the model
     model = load_model(args.model, device=args.device)
@@ -37,10 +37,10 @@ def _eval_sae(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from sas_lens.models import load_model
-    from sas_lens.sae_eval import evaluate_sae
-    from sas_lens.saes import load_sae
-    from sas_lens.text_data import resolve_text_files
+    from sas_lens.loading.models import load_model
+    from sas_lens.sae_training.evaluate import evaluate_sae
+    from sas_lens.loading.saes import load_sae
+    from sas_lens.loading.text_data import resolve_text_files
 
     resolve_text_files(args.texts)
     model = load_model(args.model, device=args.device)
@@ -57,10 +57,10 @@ def _eval_sae(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from sas_lens.build_vectors import dense_vector, sas_vector
-    from sas_lens.models import load_model
-    from sas_lens.pairs import load_pairs
-    from sas_lens.saes import load_sae
+    from sas_lens.steering.build_vectors import dense_vector, sas_vector
+    from sas_lens.loading.models import load_model
+    from sas_lens.loading.pairs import load_pairs
+    from sas_lens.loading.saes import load_sae
 
     pairs = load_pairs(args.pairs, limit=args.limit)  # bad data fails before the model loads
     model = load_model(args.model, device=args.device)
@@ -76,10 +76,10 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _steer(args: argparse.Namespace) -> int:
-    from sas_lens.models import load_model
-    from sas_lens.saes import load_sae
-    from sas_lens.steering import generate
-    from sas_lens.vectors import load_vector
+    from sas_lens.loading.models import load_model
+    from sas_lens.loading.saes import load_sae
+    from sas_lens.steering.engine import generate
+    from sas_lens.steering.vectors import load_vector
 
     if len(args.strength) not in (1, len(args.vectors)):
         raise SystemExit("sas-lens steer: give one --strength, or one per vector.")
@@ -97,10 +97,10 @@ def _steer(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from sas_lens.latent_index import latent_index
-    from sas_lens.models import load_model
-    from sas_lens.saes import load_sae
-    from sas_lens.text_data import resolve_text_files
+    from sas_lens.analysis.latent_index import latent_index
+    from sas_lens.loading.models import load_model
+    from sas_lens.loading.saes import load_sae
+    from sas_lens.loading.text_data import resolve_text_files
 
     resolve_text_files(args.texts)
     model = load_model(args.model, device=args.device)
@@ -114,10 +114,10 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sas_lens.models import load_model
-    from sas_lens.report import write_report
-    from sas_lens.saes import load_sae
-    from sas_lens.vectors import SASVector, load_vector
+    from sas_lens.loading.models import load_model
+    from sas_lens.analysis.report import write_report
+    from sas_lens.loading.saes import load_sae
+    from sas_lens.steering.vectors import SASVector, load_vector
 
     model = load_model(args.model, device=args.device)
     sae = load_sae(args.sae, model=model)
@@ -125,24 +125,24 @@ def _report(args: argparse.Namespace) -> int:
     sparse = [v for v in vectors if isinstance(v, SASVector)]
     index = None
     if args.index_texts:
-        from sas_lens.latent_index import latent_index
+        from sas_lens.analysis.latent_index import latent_index
 
         index = latent_index(model, sae, args.index_texts, n_tokens=args.index_tokens)
     width_table = None
     if args.compare_saes:
-        from sas_lens.monosemanticity import compare_widths
+        from sas_lens.analysis.monosemanticity import compare_widths
 
         others = [load_sae(name, model=model) for name in args.compare_saes]
         width_table = compare_widths(model, [sae, *others], sparse)
     sections = []
     if args.topics:
-        from sas_lens.report import topic_section
-        from sas_lens.topic_alignment import TopicAlignment
+        from sas_lens.analysis.report import topic_section
+        from sas_lens.topic.alignment import TopicAlignment
 
         alignments = [TopicAlignment.load(path, sae=sae) for path in args.topics]
         sections.append(topic_section(alignments, model=model, sae=sae, index=index))
     if args.eval:
-        from sas_lens.eval_results import evaluation_section
+        from sas_lens.evaluation.results import evaluation_section
 
         sections.append(evaluation_section(args.eval))
     path = write_report(args.out, vectors, model=model, sae=sae, index=index, width_table=width_table,
@@ -152,15 +152,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _align(args: argparse.Namespace) -> int:
-    from sas_lens.attribution import logit_lens
-    from sas_lens.models import load_model
-    from sas_lens.saes import load_sae
-    from sas_lens.topic_alignment import demo_topic_texts, topic_scores
+    from sas_lens.analysis.attribution import logit_lens
+    from sas_lens.loading.models import load_model
+    from sas_lens.loading.saes import load_sae
+    from sas_lens.topic.alignment import demo_topic_texts, topic_scores
 
     if args.demo_topic:
         texts = demo_topic_texts(args.demo_topic)
     else:
-        from sas_lens.text_data import iter_documents, resolve_text_files
+        from sas_lens.loading.text_data import iter_documents, resolve_text_files
 
         texts = [line for doc in iter_documents(resolve_text_files(args.texts)) for line in doc.splitlines()
                  if line.strip()][: args.limit]
@@ -179,8 +179,8 @@ def _align(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sas_lens.eval_results import summary_table, topic_table
-    from sas_lens.evaluation import load_config, run_evaluation
+    from sas_lens.evaluation.results import summary_table, topic_table
+    from sas_lens.evaluation.runner import load_config, run_evaluation
 
     cfg = load_config(args.config)  # a bad config fails before the model loads
     records = run_evaluation(cfg, args.out)

@@ -37,9 +37,9 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
              index_tokens: int = 100_000) -> dict:
     """Run the demo; print what it does and return its timings."""
     import sas_lens as sl
-    from sas_lens.extraction import collect_residuals
-    from sas_lens.hf_backend import preferred_backend
-    from sas_lens.models import default_model_dir
+    from sas_lens.steering.extraction import collect_residuals
+    from sas_lens.steering.hf_backend import preferred_backend
+    from sas_lens.loading.models import default_model_dir
 
     out_dir = Path(out_dir)
     (out_dir / "vectors").mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def _lambda_sweep(model, sae, sas, dense, items):
     """p(behaviour-matching answer) on held-out items across :data:`SWEEP_LAMS`, printed and returned."""
     import pandas as pd
 
-    from sas_lens.behaviour_eval import ab_cell, mean_ci
+    from sas_lens.evaluation.behaviour import ab_cell, mean_ci
 
     rows = []
     for method, vector in (("sas", sas), ("dense", dense)):
@@ -164,11 +164,11 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
                   topic) -> Path:
     """Print each SAS vector's top latents and write the HTML report; returns its path."""
     import sas_lens as sl
-    from sas_lens.attribution import top_latents
-    from sas_lens.latent_index import latent_index
-    from sas_lens.monosemanticity import compare_widths
-    from sas_lens.report import write_report
-    from sas_lens.vectors import sae_fingerprint
+    from sas_lens.analysis.attribution import top_latents
+    from sas_lens.analysis.latent_index import latent_index
+    from sas_lens.analysis.monosemanticity import compare_widths
+    from sas_lens.analysis.report import write_report
+    from sas_lens.steering.vectors import sae_fingerprint
 
     if corpus is None:
         corpus = out_dir / "demo_texts.txt"
@@ -186,7 +186,7 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
             print(f"  {row['latent']:>6} {row['value']:+7.2f}  promotes {' '.join(row['promotes'])!r:<40} "
                   f"e.g. {context[-70:]!r}")
     if len(sparse) >= 2:
-        from sas_lens.overlap import overlap_matrix
+        from sas_lens.analysis.overlap import overlap_matrix
 
         matrix = overlap_matrix(sparse, sae=sae)
         print("\noverlap between SAS vectors (Jaccard of supports / weighted Jaccard):")
@@ -205,8 +205,8 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
             cells = ", ".join(f"{int(r.d_sae)}: {r.effective_latents:.1f} / {int(r.support)}"
                               for r in rows.sort_values("d_sae").itertuples())
             print(f"  {behaviour:<11} {cells}")
-    from sas_lens.figures import lambda_sweep_figure
-    from sas_lens.report import Section, topic_section
+    from sas_lens.analysis.figures import lambda_sweep_figure
+    from sas_lens.analysis.report import Section, topic_section
 
     sections = [Section(f"λ sweep: demo:{name}, held-out items",
                         f"<p>p(behaviour-matching answer) on the {HELD_OUT_AB_ITEMS} items the vectors were not "
@@ -223,7 +223,7 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
 
 def _demo_texts() -> list[str]:
     import sas_lens as sl
-    from sas_lens.pairs import ABItem
+    from sas_lens.loading.pairs import ABItem
 
     texts = []
     for name in sl.demo_sets():

@@ -22,7 +22,7 @@ def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
     from transformer_lens import HookedTransformerConfig
     from transformers import AutoTokenizer
 
-    from sas_lens.models import _convert_default_gguf, default_model_dir
+    from sas_lens.loading.models import _convert_default_gguf, default_model_dir
 
     if not (default_model_dir() / "config.json").exists():
         _convert_default_gguf(default_model_dir())

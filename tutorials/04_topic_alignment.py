@@ -12,7 +12,7 @@ import torch
 import sas_lens as sl
 
 torch.set_grad_enabled(False)  # inference only, as in TransformerLens notebooks
-from sas_lens.topic_eval import topic_similarity
+from sas_lens.topic.evaluation import topic_similarity
 
 model = sl.load_model()
 sae = sl.load_sae(model=model)
@@ -26,7 +26,7 @@ print(topic, f"scored in {topic.metadata['scoring_s']:.1f} s")
 # (default 5) of the 150 reference prompts; compare both lists.
 
 # %%
-from sas_lens.attribution import logit_lens
+from sas_lens.analysis.attribution import logit_lens
 
 for min_prompts in (1, 5):
     top = topic.top(6, min_prompts=min_prompts)

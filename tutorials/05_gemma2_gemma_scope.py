@@ -46,7 +46,7 @@ print(sae.cfg.metadata.hook_name, sae.cfg.d_sae)
 # Vectors: SAS at τ = 0.7 and the CAA baseline, from one pass over the pairs.
 
 # %%
-from sas_lens.extraction import collect_residuals
+from sas_lens.steering.extraction import collect_residuals
 
 residuals = collect_residuals(model, train, LAYER)
 vec = sl.sas_vector(model, sae, train, tau=0.7, residuals=residuals)
@@ -57,7 +57,7 @@ print(vec, f"dense norm {float(dense.vector.norm()):.2f}")
 # The CAA measurement: p(behaviour-matching letter) on held-out A/B items across λ, for both methods.
 
 # %%
-from sas_lens.behaviour_eval import ab_cell, mean_ci
+from sas_lens.evaluation.behaviour import ab_cell, mean_ci
 
 sweep = {}
 for method, vector in (("sas", vec), ("dense", dense)):

@@ -16,7 +16,7 @@ def gemma_hf(gemma):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sas_lens.models import default_model_dir
+    from sas_lens.loading.models import default_model_dir
 
     hf_model = AutoModelForCausalLM.from_pretrained(default_model_dir(), dtype=torch.float32).eval()
     return hf_model, AutoTokenizer.from_pretrained(default_model_dir())

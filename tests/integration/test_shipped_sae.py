@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.saes import hook_layer
+from sas_lens.loading.saes import hook_layer
 
 pytestmark = pytest.mark.integration
 

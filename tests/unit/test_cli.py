@@ -2,7 +2,8 @@
 
 import pytest
 
-from sas_lens import cli, models
+from sas_lens import cli
+from sas_lens.loading import models
 from tests.helpers import tiny_model
 
 
@@ -46,7 +47,7 @@ def test_every_command_has_help(capsys):
 
 
 def test_extract_then_steer(tmp_path, capsys, monkeypatch, tiny_default):
-    from sas_lens import saes
+    from sas_lens.loading import saes
     from tests.helpers import random_sae
 
     sae = random_sae("jumprelu")
@@ -72,7 +73,7 @@ def test_extract_refuses_bad_pairs_before_loading_a_model(tmp_path, capsys, monk
 
 
 def test_extract_index_and_report_with_a_width_comparison(tmp_path, capsys, monkeypatch, tiny_default):
-    from sas_lens import saes
+    from sas_lens.loading import saes
     from tests.helpers import WORDS, random_sae
 
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
@@ -101,12 +102,12 @@ def test_eval_refuses_a_bad_config_before_loading_a_model(tmp_path, capsys, monk
 
 
 def test_align_a_demo_topic(tmp_path, capsys, monkeypatch, tiny_default):
-    from sas_lens import saes
+    from sas_lens.loading import saes
     from tests.helpers import random_sae
 
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(saes, "load_sae", lambda *a, **k: random_sae("jumprelu"))
-    monkeypatch.setattr("sas_lens.embeddings.embed", lambda texts: __import__("torch").nn.functional.normalize(
+    monkeypatch.setattr("sas_lens.loading.embeddings.embed", lambda texts: __import__("torch").nn.functional.normalize(
         __import__("torch").rand(len(texts), 8), dim=1))
     assert cli.main(["align", "--demo-topic", "sports", "--out", str(tmp_path / "sports"), "--k", "3"]) == 0
     out = capsys.readouterr().out

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens import evaluation
-from sas_lens.behaviour_eval import ab_cell, instruction_for, mean_ci, with_instruction
-from sas_lens.capability import accuracy, load_capability_items, text_perplexity
+from sas_lens.evaluation import runner as evaluation
+from sas_lens.evaluation.behaviour import ab_cell, instruction_for, mean_ci, with_instruction
+from sas_lens.evaluation.capability import accuracy, load_capability_items, text_perplexity
 from sas_lens.errors import DataError
-from sas_lens.evaluation import EvalConfig, load_config, plan_cells, run_evaluation
-from sas_lens.open_ended import choice_exemplars, choice_texts, distinct_n
+from sas_lens.evaluation.runner import EvalConfig, load_config, plan_cells, run_evaluation
+from sas_lens.evaluation.open_ended import choice_exemplars, choice_texts, distinct_n
 from tests.helpers import random_sae
 from tests.unit.test_scoring import ITEMS, by_hand
 
@@ -116,7 +116,7 @@ def test_the_grid_skips_sas_without_an_sae_and_prompting_off_the_main_layer(caa_
 @pytest.fixture
 def tiny_resources(monkeypatch):
     sae = random_sae("jumprelu")
-    monkeypatch.setattr("sas_lens.saes.load_sae", lambda name=None, **kwargs: sae)
+    monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **kwargs: sae)
     return sae
 
 
@@ -183,7 +183,7 @@ def test_config_files_are_read_and_checked(tmp_path, caa_dir):
 
 
 def test_the_summary_reads_the_shift_at_each_cost_lambda():
-    from sas_lens.eval_results import summary_table
+    from sas_lens.evaluation.results import summary_table
 
     ab_cells = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "dense", "lam": lam, "mean": 0.5 + lam / 10}
                 for lam in (-4.0, -2.0, 0.0, 2.0, 4.0)]
@@ -202,8 +202,8 @@ def test_the_summary_reads_the_shift_at_each_cost_lambda():
 
 def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_path, monkeypatch):
     sae, asked = random_sae("jumprelu"), []
-    monkeypatch.setattr("sas_lens.models.load_model", lambda name=None, **kw: asked.append((name, kw)) or model)
-    monkeypatch.setattr("sas_lens.saes.load_sae",
+    monkeypatch.setattr("sas_lens.loading.models.load_model", lambda name=None, **kw: asked.append((name, kw)) or model)
+    monkeypatch.setattr("sas_lens.loading.saes.load_sae",
                         lambda release=None, sae_id=None, **kw: asked.append((release, sae_id)) or sae)
     cfg = config(caa_dir, model="gemma-2-2b", device="cuda", layers=(1,), saes={"1": ["gemma-scope-x", "layer_1/16k"]},
                  methods=("sas",), cost_lams={"sas": ()}, lams={"sas": (2.0,)})

@@ -5,7 +5,7 @@ import torch
 from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
 from sae_lens.saes.sae import TrainStepInput
 
-from sas_lens.fast_batchtopk import FastBatchTopKTrainingSAE, batch_topk_indices
+from sas_lens.sae_training.batchtopk import FastBatchTopKTrainingSAE, batch_topk_indices
 
 
 @pytest.mark.parametrize("candidates", [None, 1])  # 1 candidate per row forces the exact fallback

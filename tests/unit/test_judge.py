@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from sas_lens.open_ended import JudgeConfig, judge
+from sas_lens.evaluation.open_ended import JudgeConfig, judge
 
 
 @pytest.fixture

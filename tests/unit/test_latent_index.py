@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sas_lens.latent_index import LatentIndex, build_latent_index, latent_index
-from sas_lens.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.analysis.latent_index import LatentIndex, build_latent_index, latent_index
+from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
 from tests.helpers import HOOK, WORDS, random_sae
 
 CONTEXT = 8
@@ -73,7 +73,7 @@ def test_index_is_cached_and_reloaded(model, corpus, tmp_path, monkeypatch):
     def build(*args, **kwargs):
         raise Built
 
-    monkeypatch.setattr("sas_lens.latent_index.build_latent_index", build)
+    monkeypatch.setattr("sas_lens.analysis.latent_index.build_latent_index", build)
     again = latent_index(model, sae, corpus, **settings)  # from disk: the stub is not called
     assert torch.equal(again.values, first.values) and again.metadata == first.metadata
     assert again.metadata["cached_at"].startswith(str(tmp_path / "cache"))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens import models
+from sas_lens.loading import models
 from tests.helpers import tiny_model
 
 

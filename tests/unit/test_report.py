@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.latent_index import build_latent_index
-from sas_lens.monosemanticity import width_comparison
-from sas_lens.report import Section, topic_section, write_report
-from sas_lens.topic_alignment import topic_scores
+from sas_lens.analysis.latent_index import build_latent_index
+from sas_lens.analysis.monosemanticity import width_comparison
+from sas_lens.analysis.report import Section, topic_section, write_report
+from sas_lens.topic.alignment import topic_scores
 from tests.helpers import WORDS, random_sae
 
 PAIRS = sl.load_pairs([

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from sas_lens.activation_cache import ActivationCache
-from sas_lens.sae_eval import evaluate_sae
+from sas_lens.sae_training.activation_cache import ActivationCache
+from sas_lens.sae_training.evaluate import evaluate_sae
 from tests.helpers import D_MODEL, WORDS, random_sae
 
 

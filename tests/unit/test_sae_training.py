@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens import sae_training
-from sas_lens.activation_cache import ActivationCache, build_activation_cache
-from sas_lens.sae_training import SAETrainingConfig, latest_checkpoint, train_sae
+from sas_lens.sae_training import train as sae_training
+from sas_lens.sae_training.activation_cache import ActivationCache, build_activation_cache
+from sas_lens.sae_training.train import SAETrainingConfig, latest_checkpoint, train_sae
 from tests.helpers import HOOK, WORDS
 
 CFG = SAETrainingConfig(layer=1, d_sae=32, k=4, n_tokens=16 * 12, batch_size=16, warmup_steps=2,
@@ -30,7 +30,7 @@ def test_trained_sae_loads_as_jumprelu_and_fits(tmp_path, model, cache_dir):
     sae = sl.load_sae(tmp_path / "sae", model=model)
     assert sae.cfg.architecture() == "jumprelu" and sae.cfg.d_sae == 32
     # The saved threshold fires on about k latents per token, as BatchTopK did in training.
-    from sas_lens.activation_cache import ActivationCache
+    from sas_lens.sae_training.activation_cache import ActivationCache
 
     rows = ActivationCache(cache_dir).batch(np.arange(CFG.n_tokens))
     l0 = (sae.encode(rows) > 0).sum(-1).float().mean().item()

@@ -3,7 +3,7 @@
 import pytest
 
 import sas_lens as sl
-from sas_lens import saes as saes_module
+from sas_lens.loading import saes as saes_module
 from tests.helpers import ARCHITECTURES, HOOK, random_sae
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.scoring import ab_probabilities, last_position_logits
+from sas_lens.steering.scoring import ab_probabilities, last_position_logits
 from tests.unit.test_steering import vector_for
 from tests.helpers import random_sae
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.steering import generate, steer
-from sas_lens.vectors import DenseVector, SASVector, sae_fingerprint
+from sas_lens.steering.engine import generate, steer
+from sas_lens.steering.vectors import DenseVector, SASVector, sae_fingerprint
 from tests.conftest import leftover_hooks
 from tests.helpers import ARCHITECTURES, HOOK, random_sae, tiny_model
 
@@ -159,7 +159,7 @@ def test_hooks_are_removed_after_an_error_inside_the_block(model):
 
 
 def test_empty_steering_and_all_zero_vector_are_the_identity(model):
-    from sas_lens.build_vectors import sas_from_codes
+    from sas_lens.steering.build_vectors import sas_from_codes
 
     sae = random_sae("jumprelu")
     codes = torch.rand(3, sae.cfg.d_sae)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.steering import steer
-from sas_lens.topic_alignment import (TopicAlignment, latent_scores, reference_activations, reference_prompts,
+from sas_lens.steering.engine import steer
+from sas_lens.topic.alignment import (TopicAlignment, latent_scores, reference_activations, reference_prompts,
                                       squared_distances, topic_scores)
 from tests.helpers import HOOK, random_sae
 

@@ -7,8 +7,8 @@ import torch
 
 import sas_lens as sl
 from sas_lens.errors import DataError
-from sas_lens.evaluation import EvalConfig, plan_cells, run_evaluation
-from sas_lens.topic_eval import NEUTRAL_PROMPTS, finetune_on_texts, load_topic_texts, topic_similarity
+from sas_lens.evaluation.runner import EvalConfig, plan_cells, run_evaluation
+from sas_lens.topic.evaluation import NEUTRAL_PROMPTS, finetune_on_texts, load_topic_texts, topic_similarity
 from tests.helpers import random_sae
 
 TEXTS = ["the movie was good and the story was fun", "i love the music of the film",
@@ -56,7 +56,7 @@ def topic_config(topic_file, **overrides):
 def test_topic_cells_measure_unsteered_amplify_swap_and_finetune(model, topic_file, tmp_path, monkeypatch):
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
     sae = random_sae("jumprelu")
-    monkeypatch.setattr("sas_lens.saes.load_sae", lambda name=None, **kwargs: sae)
+    monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **kwargs: sae)
     cfg = topic_config(topic_file)
     assert [c[3:] for c in plan_cells(cfg)] == [("amplify", 0.0), ("amplify", 4.0), ("swap", 1.0),
                                                 ("finetune", 2.0)]

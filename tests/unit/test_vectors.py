@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.build_vectors import dense_vector, sas_from_codes, sas_vector
+from sas_lens.steering.build_vectors import dense_vector, sas_from_codes, sas_vector
 from sas_lens.errors import IncompatibleSAEError
-from sas_lens.extraction import collect_residuals
-from sas_lens.vectors import DenseVector, SASVector, load_vector
+from sas_lens.steering.extraction import collect_residuals
+from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
 from tests.helpers import random_sae
 
 PAIRS = sl.load_pairs([
@@ -112,7 +112,7 @@ def test_vector_arithmetic():
 
 
 def test_several_layers_from_one_pass_equal_one_layer_at_a_time(model):
-    from sas_lens.build_vectors import dense_vectors, sas_vectors
+    from sas_lens.steering.build_vectors import dense_vectors, sas_vectors
 
     saes = [random_sae("jumprelu", hook_name=f"blocks.{layer}.hook_resid_post", seed=layer) for layer in (0, 2)]
     together = sas_vectors(model, saes, PAIRS, tau=0.5)

@@ -1,7 +1,7 @@
 """Plotly figures of vectors, overlaps, widths, token traces and evaluation sweeps.
 
 Every function returns a ``plotly.graph_objects.Figure`` and never shows it: in
-Jupyter the figure renders as the cell's value; :mod:`sas_lens.report` embeds it.
+Jupyter the figure renders as the cell's value; :mod:`sas_lens.analysis.report` embeds it.
 
 Example:
     >>> fig = top_latents_figure(top_latents(vec, sae, model))   # doctest: +SKIP
@@ -16,7 +16,7 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), hei
 
 
 def top_latents_figure(table, title: str = "Top latents") -> go.Figure:
-    """Horizontal bars of a :func:`~sas_lens.attribution.top_latents` table; hover shows the logit lens."""
+    """Horizontal bars of a :func:`~sas_lens.analysis.attribution.top_latents` table; hover shows the logit lens."""
     rows = table.iloc[::-1]  # the largest on top
     hover = [f"promotes: {', '.join(map(str, up))}<br>suppresses: {', '.join(map(str, down))}"
              for up, down in zip(rows["promotes"], rows["suppresses"])]
@@ -30,7 +30,7 @@ def top_latents_figure(table, title: str = "Top latents") -> go.Figure:
 
 
 def overlap_heatmap(matrix, measure: str = "jaccard", title: str | None = None) -> go.Figure:
-    """Heatmap of one measure of an :class:`~sas_lens.overlap.OverlapMatrix`."""
+    """Heatmap of one measure of an :class:`~sas_lens.analysis.overlap.OverlapMatrix`."""
     table = matrix.measure(measure)
     if table is None:
         raise ValueError(f"This overlap matrix has no {measure!r}; pass sae= to overlap_matrix for it.")
@@ -48,7 +48,7 @@ def monosemanticity_figure(table, title: str = "Monosemanticity across SAE width
     """Effective number of latents and support size per SAE width, with the top-1 share on a second axis.
 
     ``table``: rows indexed by SAE label with ``d_sae, support, effective_latents, top1_share``
-    (from :func:`~sas_lens.monosemanticity.width_comparison`); several behaviours may be
+    (from :func:`~sas_lens.analysis.monosemanticity.width_comparison`); several behaviours may be
     stacked with a ``behaviour`` column.
     """
     fig = go.Figure()
@@ -69,7 +69,7 @@ def monosemanticity_figure(table, title: str = "Monosemanticity across SAE width
 
 def token_activation_figure(tokens: list[str], activations, latents: list[int],
                             title: str = "Latent activation per token") -> go.Figure:
-    """Heatmap of :func:`~sas_lens.attribution.trace_latents`: latents down, tokens across."""
+    """Heatmap of :func:`~sas_lens.analysis.attribution.trace_latents`: latents down, tokens across."""
     fig = go.Figure(go.Heatmap(
         z=activations.T.tolist(), x=list(range(len(tokens))), y=[f"latent {i}" for i in latents],
         colorscale="Viridis", customdata=[tokens] * len(latents), hovertemplate="%{customdata}: %{z:.3g}<extra></extra>",

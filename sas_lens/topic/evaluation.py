@@ -36,7 +36,7 @@ NEUTRAL_PROMPTS = (
 
 def load_topic_texts(source: str | Path) -> list[str]:
     """Alignment texts: ``"demo:<topic>"`` (shipped) or a UTF-8 file with one text per line."""
-    from sas_lens.topic_alignment import demo_topic_texts
+    from sas_lens.topic.alignment import demo_topic_texts
 
     if str(source).startswith("demo:"):
         return demo_topic_texts(str(source)[len("demo:"):])
@@ -51,7 +51,7 @@ def load_topic_texts(source: str | Path) -> list[str]:
 
 def topic_centroid(alignment_texts: list[str]) -> Float[Tensor, " dim"]:
     """The normalised mean of the alignment texts' embeddings."""
-    from sas_lens.embeddings import embed
+    from sas_lens.loading.embeddings import embed
 
     return torch.nn.functional.normalize(embed(alignment_texts).mean(0), dim=0)
 
@@ -62,7 +62,7 @@ def topic_similarity(texts: list[str], alignment_texts: list[str]) -> Float[Tens
 
 
 def _similarity(texts: list[str], centroid: Float[Tensor, " dim"]) -> Float[Tensor, " n"]:
-    from sas_lens.embeddings import embed
+    from sas_lens.loading.embeddings import embed
 
     return embed(texts) @ centroid
 
@@ -70,8 +70,8 @@ def _similarity(texts: list[str], centroid: Float[Tensor, " dim"]) -> Float[Tens
 def generation_scores(model, prompts: list[str], texts: list[str], centroid: Float[Tensor, " dim"]) -> dict:
     """Topic similarity to ``centroid`` (from :func:`topic_centroid`; mean over texts), fluency (median
     perplexity under ``model``, unsteered), repetition (distinct-2)."""
-    from sas_lens.capability import text_perplexity
-    from sas_lens.open_ended import distinct_n
+    from sas_lens.evaluation.capability import text_perplexity
+    from sas_lens.evaluation.open_ended import distinct_n
 
     perplexities = [text_perplexity(model, p, t) for p, t in zip(prompts, texts)]
     finite = [x for x in perplexities if math.isfinite(x)]

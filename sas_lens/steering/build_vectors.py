@@ -2,7 +2,7 @@
 
 SAS (``sas_vector``), for N positive and N negative examples:
 
-1. residuals ``A⁺, A⁻`` at the read positions (:mod:`sas_lens.extraction`);
+1. residuals ``A⁺, A⁻`` at the read positions (:mod:`sas_lens.steering.extraction`);
 2. SAE codes ``S⁺ = f(A⁺)``, ``S⁻ = f(A⁻)``;
 3. per side, keep latent c when it is active in at least a fraction τ of the rows;
 4. means ``v⁺``, ``v⁻`` of the kept latents;
@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from sas_lens.extraction import ContrastiveResiduals, collect_residuals
-from sas_lens.pairs import PairSet, load_pairs
-from sas_lens.prompts import PromptStyle
-from sas_lens.saes import check_sae_fits, hook_layer, sae_hook_name
+from sas_lens.steering.extraction import ContrastiveResiduals, collect_residuals
+from sas_lens.loading.pairs import PairSet, load_pairs
+from sas_lens.loading.prompts import PromptStyle
+from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_hook_name
 from sas_lens.typing import Float, Tensor
-from sas_lens.vectors import DenseVector, SASVector, sae_fingerprint
+from sas_lens.steering.vectors import DenseVector, SASVector, sae_fingerprint
 
 MEAN_OVER = ("all", "active")
 
@@ -79,7 +79,7 @@ def _extraction_metadata(pairs: PairSet, residuals: ContrastiveResiduals, style:
 
 
 def _provenance(model, layer: int) -> dict[str, Any]:
-    from sas_lens import __version__
+    from sas_lens._version import __version__
 
     return {"model_name": model.cfg.model_name, "layer": layer, "hook_name": f"blocks.{layer}.hook_resid_post",
             "sas_lens_version": __version__}
@@ -105,7 +105,7 @@ def sas_vector(
     Args:
         model: the HookedTransformer ``sae`` reads.
         sae: an SAE on ``blocks.L.hook_resid_post``.
-        pairs: a :class:`~sas_lens.pairs.PairSet` or anything :func:`~sas_lens.load_pairs` reads.
+        pairs: a :class:`~sas_lens.loading.pairs.PairSet` or anything :func:`~sas_lens.load_pairs` reads.
         tau: frequency filter: a latent is kept on a side when active in at least
             this fraction of its rows (0.7 keeps more latents, 0.9 purer ones).
         read: completion pairs: ``"mean"`` over the completion's tokens or its ``"last"``.

@@ -8,7 +8,7 @@ get their tokenizer's chat template, with the answer as the start of the
 assistant's turn.
 
 Example:
-    >>> from sas_lens.pairs import ABItem
+    >>> from sas_lens.loading.pairs import ABItem
     >>> text, span = format_ab(ABItem("Agree?\\n(A) Yes\\n(B) No", "A", "B"), "A")
     >>> text[span[0]:span[1]]
     'A'
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sas_lens.pairs import ABItem
+from sas_lens.loading.pairs import ABItem
 
 BASE_ANSWER_PREFIX = "\n\nAnswer: ("
 

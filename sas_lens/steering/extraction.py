@@ -1,6 +1,6 @@
 """Residuals of contrastive pairs at their read positions, for one or several layers in one pass.
 
-Each pair gives a positive and a negative text (:mod:`sas_lens.prompts`); both
+Each pair gives a positive and a negative text (:mod:`sas_lens.loading.prompts`); both
 are run through the model in left-padded batches that stop after the deepest
 layer needed, and the residual ``blocks.L.hook_resid_post`` is read at the
 answer letter (A/B items) or over the completion (its mean, or its last token).
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.pairs import ABItem, PairSet
-from sas_lens.prompts import PromptStyle, format_ab, format_completion, tokenize_with_spans
-from sas_lens.saes import check_layer
+from sas_lens.loading.pairs import ABItem, PairSet
+from sas_lens.loading.prompts import PromptStyle, format_ab, format_completion, tokenize_with_spans
+from sas_lens.loading.saes import check_layer
 from sas_lens.typing import Float, Tensor
 
 READ_POSITIONS = ("mean", "last")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sas_lens.vectors import DenseVector, SASVector
+from sas_lens.steering.vectors import DenseVector, SASVector
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #1a202c; }
@@ -50,7 +50,7 @@ def _table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def _context_html(context: str) -> str:
-    """A context from :func:`~sas_lens.attribution.mark_context`, its «peak» token highlighted."""
+    """A context from :func:`~sas_lens.analysis.attribution.mark_context`, its «peak» token highlighted."""
     escaped = html.escape(context)
     return f'<div class="context">{escaped.replace("«", "<mark>").replace("»", "</mark>")}</div>'
 
@@ -71,7 +71,7 @@ def _metadata_rows(vector) -> list[dict[str, str]]:
 
 def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str:
     """The HTML card of one vector: provenance, and for SAS vectors their monosemanticity and top latents."""
-    from sas_lens.monosemanticity import monosemanticity
+    from sas_lens.analysis.monosemanticity import monosemanticity
 
     parts = [f"<div class='card'><h3>{html.escape(vector.name)}</h3>",
              _table_html(_metadata_rows(vector), ["field", "value"])]
@@ -84,8 +84,8 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
         f"top-1 share {figures['top1_share']:.2f}, top-5 share {figures['top5_share']:.2f}.</p>"
     )
     if model is not None and sae is not None and len(vector):
-        from sas_lens.attribution import top_latents
-        from sas_lens.figures import top_latents_figure
+        from sas_lens.analysis.attribution import top_latents
+        from sas_lens.analysis.figures import top_latents_figure
 
         table = top_latents(vector, sae, model, k=k, index=index)
         rows = []
@@ -110,8 +110,8 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
 
 def overlap_section(vectors: Sequence[SASVector], sae=None) -> Section:
     """Heatmaps of Jaccard and weighted Jaccard, and the latents each pair shares."""
-    from sas_lens.figures import overlap_heatmap
-    from sas_lens.overlap import overlap_matrix, shared_latents
+    from sas_lens.analysis.figures import overlap_heatmap
+    from sas_lens.analysis.overlap import overlap_matrix, shared_latents
 
     matrix = overlap_matrix(list(vectors), sae=sae)
     tables = []
@@ -135,7 +135,7 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
     """Each topic alignment's most aligned latents among those firing on ``min_prompts`` reference prompts
     (the ones "amplify" steers with): score, how many prompts they fire on, and with ``model``/``sae``
     what they promote."""
-    from sas_lens.vectors import check_vector_fits
+    from sas_lens.steering.vectors import check_vector_fits
 
     parts = []
     for alignment in alignments:
@@ -147,7 +147,7 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
                 row["fires on (reference prompts)"] = str(int(alignment.n_firing[latent]))
             columns.append("fires on (reference prompts)")
         if model is not None and sae is not None:
-            from sas_lens.attribution import top_latents
+            from sas_lens.analysis.attribution import top_latents
 
             amplify = alignment.vector(k, min_prompts=min_prompts)  # the same latents as top(k, min_prompts)
             check_vector_fits(amplify, sae=sae)
@@ -164,8 +164,8 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
 
 
 def monosemanticity_section(width_table) -> Section:
-    """The width comparison from :func:`~sas_lens.monosemanticity.width_comparison`."""
-    from sas_lens.figures import monosemanticity_figure
+    """The width comparison from :func:`~sas_lens.analysis.monosemanticity.width_comparison`."""
+    from sas_lens.analysis.figures import monosemanticity_figure
 
     table = width_table.reset_index()
     columns = [c for c in ("behaviour", "sae", "d_sae", "support", "effective_latents", "top1_share", "top5_share")
@@ -193,7 +193,7 @@ def write_report(
     Args:
         vectors: SAS and dense vectors, one card each; the SAS ones of one SAE get an overlap section.
         model, sae: for the top-latent tables (logit lens); ``index`` adds contexts and frequencies.
-        width_table: a :func:`~sas_lens.monosemanticity.width_comparison` table (optionally with a
+        width_table: a :func:`~sas_lens.analysis.monosemanticity.width_comparison` table (optionally with a
             ``behaviour`` column) for the width section.
         sections: further sections (e.g. evaluation results), appended in order.
     """

@@ -5,7 +5,7 @@ For each of a vector's top latents (by ``|value|``):
 - the tokens its decoder direction promotes and suppresses through the
   unembedding (logit lens: ``W_dec[i] · W_U``, the model's final norm folded into
   ``W_U`` by TransformerLens);
-- with a :class:`~sas_lens.latent_index.LatentIndex`: its firing frequency on the
+- with a :class:`~sas_lens.analysis.latent_index.LatentIndex`: its firing frequency on the
   corpus sample and its top-activating contexts, the peak token marked «so»;
 - a Neuronpedia link where the SAE's metadata names a Neuronpedia id.
 
@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from sas_lens.errors import IncompatibleSAEError
-from sas_lens.saes import check_sae_fits, sae_hook_name
-from sas_lens.vectors import SASVector, check_vector_fits, sae_fingerprint
+from sas_lens.loading.saes import check_sae_fits, sae_hook_name
+from sas_lens.steering.vectors import SASVector, check_vector_fits, sae_fingerprint
 
 NEURONPEDIA = "https://www.neuronpedia.org"
 
@@ -60,7 +60,7 @@ def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tok
         sae: its SAE.
         model: the model ``sae`` reads (for the unembedding and the tokenizer).
         k: how many latents.
-        index: a :class:`~sas_lens.latent_index.LatentIndex` of ``sae``; adds firing
+        index: a :class:`~sas_lens.analysis.latent_index.LatentIndex` of ``sae``; adds firing
             frequency and top contexts.
         n_tokens: promoted / suppressed tokens per latent.
         n_contexts: contexts per latent.

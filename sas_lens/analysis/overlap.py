@@ -13,7 +13,7 @@ Two vectors with no latents at all have Jaccard 0 (nothing is shared), not NaN.
 
 Example:
     >>> import torch
-    >>> from sas_lens.vectors import SASVector
+    >>> from sas_lens.steering.vectors import SASVector
     >>> u = SASVector(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]), d_sae=4)
     >>> v = SASVector(torch.tensor([1, 2]), torch.tensor([2.0, 5.0]), d_sae=4)
     >>> float(overlap_matrix({"u": u, "v": v}).jaccard.loc["u", "v"])
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from sas_lens.errors import IncompatibleSAEError
-from sas_lens.vectors import SASVector, check_vector_fits
+from sas_lens.steering.vectors import SASVector, check_vector_fits
 
 MEASURES = ("jaccard", "jaccard_pos", "jaccard_neg", "weighted_jaccard", "cosine", "cosine_decoded")
 

@@ -14,7 +14,7 @@ top k are not re-selected). An SAE that normalises each token at run time
 (``constant_norm_rescale``, ``layer_norm``) encodes the normalised ``a`` and its
 decoder output is scaled back per token, so the edit is that token's scale times
 the code difference times ``W_dec``. Dense (CAA) vectors add ``λ·v``; a topic
-swap (:meth:`~sas_lens.topic_alignment.TopicAlignment.swap`) adds ``λ·(swap(a) − a)``.
+swap (:meth:`~sas_lens.topic.alignment.TopicAlignment.swap`) adds ``λ·(swap(a) − a)``.
 All kinds can be mixed at one hook; every edit is computed from the unsteered ``a``
 and the edits are summed.
 
@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import torch
 
 from sas_lens.errors import IncompatibleSAEError
-from sas_lens.saes import check_hook_exists, check_sae_fits, sae_hook_name
-from sas_lens.topic_alignment import TopicSwap, swap_reconstruction
-from sas_lens.vectors import DenseVector, SASVector, check_vector_fits, sae_fingerprint
+from sas_lens.loading.saes import check_hook_exists, check_sae_fits, sae_hook_name
+from sas_lens.topic.alignment import TopicSwap, swap_reconstruction
+from sas_lens.steering.vectors import DenseVector, SASVector, check_vector_fits, sae_fingerprint
 
 SUPPORTED_ARCHITECTURES = ("jumprelu", "standard", "topk", "batchtopk")
 # Per-token input normalisations the edit undoes; the others SAELens applies at
@@ -203,7 +203,7 @@ def _matching_sae(name: str, hook: str, d_sae: int, fingerprint: str | None, sae
 
 
 class _SwapEdit:
-    """The original topic-alignment swap, blended: ``λ·(swap(a) − a)`` (see :mod:`sas_lens.topic_alignment`)."""
+    """The original topic-alignment swap, blended: ``λ·(swap(a) − a)`` (see :mod:`sas_lens.topic.alignment`)."""
 
     def __init__(self, sae, scores: torch.Tensor, k: int, lam: float):
         self.sae, self.scores, self.k, self.lam = sae, scores, k, lam
@@ -322,14 +322,14 @@ def generate(
     Example:
         >>> sl.generate(model, ["I think the movie"], steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
     """
-    from sas_lens.prompts import tokenize_with_spans
+    from sas_lens.loading.prompts import tokenize_with_spans
 
     if backend not in ("tl", "hf"):
         raise ValueError(f"backend must be 'tl' or 'hf', got {backend!r}.")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     hooks, policy = steering_hooks(model, steering or {}, sae=sae, positions=positions)
     if backend == "hf":
-        from sas_lens.hf_backend import hf_generate, hf_model_for
+        from sas_lens.steering.hf_backend import hf_generate, hf_model_for
 
         hf_model = hf_model_for(model)
     outputs: list[str] = []

@@ -14,7 +14,7 @@ figures per width, so the claim can be checked on any model.
 
 Example:
     >>> import torch
-    >>> from sas_lens.vectors import SASVector
+    >>> from sas_lens.steering.vectors import SASVector
     >>> v = SASVector(torch.tensor([1, 4]), torch.tensor([3.0, -1.0]), d_sae=8)
     >>> monosemanticity(v)["top1_share"]
     0.75
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sas_lens.vectors import SASVector
+from sas_lens.steering.vectors import SASVector
 
 
 def monosemanticity(vector: SASVector) -> dict[str, Any]:
@@ -65,10 +65,10 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
     """
     import pandas as pd
 
-    from sas_lens.build_vectors import _pairs, sas_vector
-    from sas_lens.extraction import collect_residuals
-    from sas_lens.prompts import PromptStyle
-    from sas_lens.saes import hook_layer, sae_hook_name
+    from sas_lens.steering.build_vectors import _pairs, sas_vector
+    from sas_lens.steering.extraction import collect_residuals
+    from sas_lens.loading.prompts import PromptStyle
+    from sas_lens.loading.saes import hook_layer, sae_hook_name
 
     labelled = list(saes.items()) if isinstance(saes, dict) else [(f"{s.cfg.d_sae}", s) for s in saes]
     if not labelled:
@@ -96,7 +96,7 @@ def compare_widths(model, saes, vectors: list[SASVector]):
     """
     import pandas as pd
 
-    from sas_lens.pairs import load_pairs
+    from sas_lens.loading.pairs import load_pairs
 
     tables = []
     for vector in vectors:

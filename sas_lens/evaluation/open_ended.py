@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sas_lens.pairs import ABItem, PairSet
+from sas_lens.loading.pairs import ABItem, PairSet
 
 _CHOICE_TEXT = re.compile(r"\(([A-Z])\)\s*(.*?)(?=\n\s*\([A-Z]\)|\Z)", re.S)
 
@@ -50,7 +50,7 @@ def choice_exemplars(items: PairSet) -> tuple[list[str], list[str]]:
 
 def behaviour_scores(answers: list[str], matching: list[str], other: list[str]) -> torch.Tensor:
     """Per answer: cosine to the matching exemplars' centroid minus cosine to the others'."""
-    from sas_lens.embeddings import embed
+    from sas_lens.loading.embeddings import embed
 
     def centroid(texts):
         return torch.nn.functional.normalize(embed(texts).mean(0), dim=0)

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from sas_lens.errors import DataError
-from sas_lens.pairs import ABItem, PairSet
-from sas_lens.prompts import PromptStyle
-from sas_lens.scoring import ab_probabilities
-from sas_lens.steering import steering_hooks
-from sas_lens.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.loading.pairs import ABItem, PairSet
+from sas_lens.loading.prompts import PromptStyle
+from sas_lens.steering.scoring import ab_probabilities
+from sas_lens.steering.engine import steering_hooks
+from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
 
 _KEYS = ("prompt", "correct", "incorrect")
 

@@ -45,9 +45,9 @@ from typing import Any
 import torch
 
 from sas_lens.errors import DataError
-from sas_lens.saes import check_sae_fits, sae_hook_name
+from sas_lens.loading.saes import check_sae_fits, sae_hook_name
 from sas_lens.typing import Float, Tensor
-from sas_lens.vectors import SASVector, sae_fingerprint
+from sas_lens.steering.vectors import SASVector, sae_fingerprint
 
 _FORMAT = "sas_lens.topic/1"
 
@@ -96,7 +96,7 @@ def squared_distances(reference: Float[Tensor, "n_ref dim"], alignment: Float[Te
 @torch.no_grad()
 def reference_activations(model, sae, prompts: list[str], batch_size: int = 8) -> Float[Tensor, "n_ref d_sae"]:
     """Step 1: each prompt's mean SAE code over its tokens (BOS and padding excluded)."""
-    from sas_lens.prompts import tokenize_with_spans
+    from sas_lens.loading.prompts import tokenize_with_spans
 
     hook = sae_hook_name(sae)
     layer = int(hook.split(".")[1])
@@ -117,7 +117,7 @@ def _cached_reference_activations(model, sae, prompts: list[str]) -> tuple[Tenso
     """Reference activations cached on disk per (model, SAE, reference set), and whether they were cached."""
     from safetensors.torch import load_file, save_file
 
-    from sas_lens.models import cache_dir
+    from sas_lens.loading.models import cache_dir
 
     key = hashlib.sha256(json.dumps([model.cfg.model_name, sae_fingerprint(sae), prompts]).encode()).hexdigest()[:16]
     path = cache_dir() / "topic_references" / f"{key}.safetensors"
@@ -256,7 +256,7 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
         name: the topic's name (recorded, and the default name of its vectors).
         embed_fn: texts → normalised embeddings (default: all-MiniLM-L6-v2).
     """
-    from sas_lens.embeddings import embed
+    from sas_lens.loading.embeddings import embed
 
     alignment_texts = [t for t in alignment_texts if t and t.strip()]
     if not alignment_texts:

@@ -12,7 +12,7 @@ as in training, because its residual is an outlier the SAE is not meant to fit):
 - ``dense_fraction``: latents active on more than 10% of them.
 
 Example:
-    >>> from sas_lens.sae_eval import evaluate_sae
+    >>> from sas_lens.sae_training.evaluate import evaluate_sae
     >>> report = evaluate_sae(model, sae, ["held_out.txt"], out_json="sae/eval.json")  # doctest: +SKIP
 """
 
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.activation_cache import ActivationCache, build_activation_cache
-from sas_lens.saes import check_sae_fits, sae_hook_name
-from sas_lens.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.sae_training.activation_cache import ActivationCache, build_activation_cache
+from sas_lens.loading.saes import check_sae_fits, sae_hook_name
+from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
 
 DENSE_FREQUENCY = 0.1
 

@@ -6,12 +6,12 @@ training (folded into the weights at the end) and the auxiliary dead-latent
 loss switched on early: on a CPU budget of a few hundred steps, SAELens's
 default dead-latent window (1,000 steps) would never trigger it.
 
-Activations come from an :class:`~sas_lens.activation_cache.ActivationCache`,
+Activations come from an :class:`~sas_lens.sae_training.activation_cache.ActivationCache`,
 built first (resumably) and then sampled at random, so the model runs once per
 token however many SAEs are trained from it.
 
 Example:
-    >>> from sas_lens.sae_training import SAETrainingConfig, train_sae
+    >>> from sas_lens.sae_training.train import SAETrainingConfig, train_sae
     >>> cfg = SAETrainingConfig(layer=9, d_sae=16384, k=64, n_tokens=3_000_000)  # doctest: +SKIP
     >>> train_sae(cfg, texts=["corpus/"], out_dir="my_sae")                      # doctest: +SKIP
 """
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sas_lens.activation_cache import ActivationCache, build_activation_cache
-from sas_lens.fast_batchtopk import FastBatchTopKTrainingSAE
+from sas_lens.sae_training.activation_cache import ActivationCache, build_activation_cache
+from sas_lens.sae_training.batchtopk import FastBatchTopKTrainingSAE
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def train_sae(
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer
 
-    from sas_lens.models import DEFAULT_MODEL, load_model
+    from sas_lens.loading.models import DEFAULT_MODEL, load_model
 
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")

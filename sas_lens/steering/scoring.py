@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import torch
 
-from sas_lens.pairs import ABItem, PairSet
-from sas_lens.prompts import PromptStyle, format_ab, tokenize_with_spans
-from sas_lens.steering import steering_hooks
+from sas_lens.loading.pairs import ABItem, PairSet
+from sas_lens.loading.prompts import PromptStyle, format_ab, tokenize_with_spans
+from sas_lens.steering.engine import steering_hooks
 from sas_lens.typing import Float, Tensor
 
 

@@ -2,7 +2,7 @@
 
 The output of Hugging Face decoder layer L is TransformerLens's
 ``blocks.L.hook_resid_post``, so the hook functions built by
-:func:`sas_lens.steering.steering_hooks` apply to it unchanged, and
+:func:`sas_lens.steering.engine.steering_hooks` apply to it unchanged, and
 ``transformers``' ``generate`` (several times faster than TransformerLens's on
 CPU) does the decoding. Hooks are PyTorch forward hooks, removed in a
 ``finally`` so that none outlives the call.
@@ -15,12 +15,12 @@ from types import SimpleNamespace
 
 import torch
 
-from sas_lens.saes import hook_layer
+from sas_lens.loading.saes import hook_layer
 
 
 def has_hf_twin(model) -> bool:
     """Whether the fast ``"hf"`` generation backend is available for ``model``."""
-    from sas_lens.models import DEFAULT_MODEL, default_model_dir
+    from sas_lens.loading.models import DEFAULT_MODEL, default_model_dir
 
     return getattr(model, "_sas_lens_hf_model", None) is not None or (
         model.cfg.model_name == DEFAULT_MODEL and (default_model_dir() / "config.json").exists())
@@ -40,7 +40,7 @@ def hf_model_for(model):
     hf_model = getattr(model, "_sas_lens_hf_model", None)
     if hf_model is not None:
         return hf_model
-    from sas_lens.models import DEFAULT_MODEL, default_model_dir
+    from sas_lens.loading.models import DEFAULT_MODEL, default_model_dir
 
     if model.cfg.model_name != DEFAULT_MODEL or not (default_model_dir() / "config.json").exists():
         raise ValueError(

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.behaviour_eval import METHODS, ab_cell, mean_ci
+from sas_lens.evaluation.behaviour import METHODS, ab_cell, mean_ci
 from sas_lens.errors import DataError
 
 
@@ -209,14 +209,14 @@ class _Resources:
     @property
     def model(self):
         if self._model is None:
-            from sas_lens.models import load_model
+            from sas_lens.loading.models import load_model
 
             self._model = load_model(self.cfg.model, device=self.cfg.device)
         return self._model
 
     def sae(self, layer: int):
         if layer not in self._saes:
-            from sas_lens.saes import load_sae
+            from sas_lens.loading.saes import load_sae
 
             spec = self.cfg.sae_for(layer)
             release, sae_id = spec if isinstance(spec, (list, tuple)) else (spec, None)
@@ -226,11 +226,11 @@ class _Resources:
     def path(self, *parts: str) -> Path:
         path = Path(self.cfg.data_dir, *parts)
         if not path.exists():
-            raise DataError(f"{path} is missing; data_dir must follow CAA's layout (see sas_lens.evaluation).")
+            raise DataError(f"{path} is missing; data_dir must follow CAA's layout (see sas_lens.evaluation.runner).")
         return path
 
     def pairs(self, behaviour: str, split: str):
-        from sas_lens.pairs import load_pairs
+        from sas_lens.loading.pairs import load_pairs
 
         key = ("pairs", behaviour, split)
         if key not in self._data:
@@ -250,7 +250,7 @@ class _Resources:
         return self._data[key]
 
     def capability_items(self, name: str):
-        from sas_lens.capability import load_capability_items
+        from sas_lens.evaluation.capability import load_capability_items
 
         key = ("capability", name)
         if key not in self._data:
@@ -260,11 +260,11 @@ class _Resources:
 
     def topic(self, name: str):
         """The topic's alignment texts, their embedding centroid, its
-        :class:`~sas_lens.topic_alignment.TopicAlignment` and the seconds scoring took, computed once."""
+        :class:`~sas_lens.topic.alignment.TopicAlignment` and the seconds scoring took, computed once."""
         key = ("topic", name)
         if key not in self._data:
-            from sas_lens.topic_alignment import topic_scores
-            from sas_lens.topic_eval import load_topic_texts, topic_centroid
+            from sas_lens.topic.alignment import topic_scores
+            from sas_lens.topic.evaluation import load_topic_texts, topic_centroid
 
             texts = load_topic_texts(self.cfg.topics[name])
             started = time.perf_counter()
@@ -280,13 +280,13 @@ class _Resources:
             return None
         key = (behaviour, layer, method)
         if key not in self._vectors:
-            from sas_lens.vectors import load_vector
+            from sas_lens.steering.vectors import load_vector
 
             file = self.out_dir / "vectors" / f"{behaviour}-L{layer}-{method}.safetensors"
             if file.exists():
                 self._vectors[key] = load_vector(file, model=self.model)
             else:
-                from sas_lens.build_vectors import dense_vector, sas_vector
+                from sas_lens.steering.build_vectors import dense_vector, sas_vector
 
                 pairs, residuals = self.pairs(behaviour, "train"), self.residuals(behaviour)
                 if method == "sas":
@@ -301,7 +301,7 @@ class _Resources:
         """The training pairs' residuals at every layer the run steers ``behaviour`` at, in one pass."""
         key = ("residuals", behaviour)
         if key not in self._data:
-            from sas_lens.extraction import collect_residuals
+            from sas_lens.steering.extraction import collect_residuals
 
             layers = sorted({layer for _, b, layer, _, _ in plan_cells(self.cfg) if b == behaviour})
             self._data[key] = collect_residuals(self.model, self.pairs(behaviour, "train"), layers)
@@ -324,8 +324,8 @@ def _run_ab(res: _Resources, behaviour, layer, method, lam) -> dict:
 
 
 def _run_capability(res: _Resources, behaviour, layer, method, lam) -> dict:
-    from sas_lens.behaviour_eval import instruction_for, with_instruction
-    from sas_lens.capability import accuracy, perplexity
+    from sas_lens.evaluation.behaviour import instruction_for, with_instruction
+    from sas_lens.evaluation.capability import accuracy, perplexity
 
     out: dict[str, Any] = {}
     steering, sae = _steering(res, behaviour, layer, method, lam)
@@ -342,11 +342,11 @@ def _run_capability(res: _Resources, behaviour, layer, method, lam) -> dict:
 
 
 def _run_open(res: _Resources, behaviour, layer, method, lam) -> dict:
-    from sas_lens.behaviour_eval import instruction_for
-    from sas_lens.capability import text_perplexity
-    from sas_lens.hf_backend import preferred_backend
-    from sas_lens.open_ended import behaviour_scores, choice_exemplars, distinct_n
-    from sas_lens.steering import generate
+    from sas_lens.evaluation.behaviour import instruction_for
+    from sas_lens.evaluation.capability import text_perplexity
+    from sas_lens.steering.hf_backend import preferred_backend
+    from sas_lens.evaluation.open_ended import behaviour_scores, choice_exemplars, distinct_n
+    from sas_lens.steering.engine import generate
 
     questions = res.open_questions(behaviour)
     prompts = [f"Question: {q}\nAnswer:" for q in questions]
@@ -364,7 +364,7 @@ def _run_open(res: _Resources, behaviour, layer, method, lam) -> dict:
            "distinct_2": float(torch.tensor([distinct_n(a, 2) for a in answers]).mean()),
            "answers": answers}
     if res.cfg.judge:
-        from sas_lens.open_ended import JudgeConfig, judge
+        from sas_lens.evaluation.open_ended import JudgeConfig, judge
 
         config = JudgeConfig(**res.cfg.judge)
         judged = [judge(config, behaviour, q, a) for q, a in zip(questions, answers)]
@@ -390,9 +390,9 @@ def _unsteered_cell(store: CellStore, kind: str, behaviour: str) -> dict | None:
 
 
 def _run_topic(res: _Resources, topic, layer, method, lam) -> dict:
-    from sas_lens.hf_backend import preferred_backend
-    from sas_lens.steering import generate
-    from sas_lens.topic_eval import NEUTRAL_PROMPTS, finetune_on_texts, generation_scores
+    from sas_lens.steering.hf_backend import preferred_backend
+    from sas_lens.steering.engine import generate
+    from sas_lens.topic.evaluation import NEUTRAL_PROMPTS, finetune_on_texts, generation_scores
 
     texts, centroid, alignment, align_s = res.topic(topic)
     prompts = list(NEUTRAL_PROMPTS[: res.cfg.topic_prompts])
@@ -438,7 +438,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
                    "layer": layer, "method": method, "lam": lam, **figures,
                    "seconds": round(time.perf_counter() - cell_started, 2)})
     records = [store.cells[_cell_key(*c)] for c in cells]
-    from sas_lens.eval_results import write_results
+    from sas_lens.evaluation.results import write_results
 
     write_results(records, out_dir, wall_s=time.perf_counter() - started, n_run=len(pending))
     return records

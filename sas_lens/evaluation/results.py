@@ -90,7 +90,7 @@ def evaluation_figures(records: list[dict]) -> list:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from sas_lens.figures import _LAYOUT, lambda_sweep_figure, layer_lambda_heatmap
+    from sas_lens.analysis.figures import _LAYOUT, lambda_sweep_figure, layer_lambda_heatmap
 
     figures = []
     ab = pd.DataFrame([r for r in records if r["kind"] == "ab"])
@@ -127,8 +127,8 @@ def evaluation_figures(records: list[dict]) -> list:
 
 
 def evaluation_section(out_dir: str | Path):
-    """A :class:`~sas_lens.report.Section` of an evaluation's results for ``sas-lens report``."""
-    from sas_lens.report import Section
+    """A :class:`~sas_lens.analysis.report.Section` of an evaluation's results for ``sas-lens report``."""
+    from sas_lens.analysis.report import Section
 
     out_dir = Path(out_dir)
     results = out_dir / "results.json"

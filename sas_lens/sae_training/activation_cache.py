@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
 from sas_lens.typing import Activations
 
 _DATA_FILE = "activations.f32"
@@ -79,7 +79,7 @@ def build_activation_cache(
     Args:
         model: a HookedTransformer.
         hook_name: e.g. ``"blocks.9.hook_resid_post"``.
-        sources: text files, folders or ``hf:`` ids (see :mod:`sas_lens.text_data`).
+        sources: text files, folders or ``hf:`` ids (see :mod:`sas_lens.loading.text_data`).
         folder: where the cache lives; an existing cache with the same spec is
             resumed or reused.
         n_tokens: how many activation rows to hold.
@@ -89,7 +89,7 @@ def build_activation_cache(
             held-out cache disjoint from the training one).
         model_name: recorded in the spec; defaults to ``model.cfg.model_name``.
     """
-    from sas_lens.saes import check_hook_exists
+    from sas_lens.loading.saes import check_hook_exists
 
     check_hook_exists(model, hook_name)
     files = resolve_text_files(sources)

@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.saes import check_sae_fits, sae_hook_name
-from sas_lens.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.loading.saes import check_sae_fits, sae_hook_name
+from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
 from sas_lens.typing import Float, Int, Tensor
-from sas_lens.vectors import sae_fingerprint
+from sas_lens.steering.vectors import sae_fingerprint
 
-_FORMAT = "sas_lens.latent_index/1"
+_FORMAT = "sas_lens.analysis.latent_index/1"
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,7 +122,7 @@ def build_latent_index(
     """Run ``n_tokens`` tokens of ``texts`` through ``model`` and ``sae`` and index every latent.
 
     Args:
-        texts: text files, folders or ``hf:`` ids (see :mod:`sas_lens.text_data`).
+        texts: text files, folders or ``hf:`` ids (see :mod:`sas_lens.loading.text_data`).
         n_tokens: tokens to index (BOS excluded); the corpus may run out first.
         context_size: tokens per sequence, BOS included.
         n_top: contexts kept per latent.
@@ -175,7 +175,7 @@ def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -
     The cache key covers the model, the SAE's weights, the text files (path, size,
     modification time) and the settings of :func:`build_latent_index`.
     """
-    from sas_lens.models import cache_dir
+    from sas_lens.loading.models import cache_dir
 
     defaults = {"n_tokens": 300_000, "context_size": 64, "n_top": 20}
     fields = _index_key_fields(model, sae, resolve_text_files(texts),

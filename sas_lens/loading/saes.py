@@ -24,7 +24,7 @@ from sas_lens.errors import (
     suggest,
 )
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
 """Folder of the SAEs shipped inside the package, one SAELens folder each."""
 
 DEFAULT_SAE = "16k"

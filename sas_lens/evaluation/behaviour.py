@@ -24,9 +24,9 @@ from dataclasses import replace
 
 import torch
 
-from sas_lens.pairs import ABItem, PairSet
-from sas_lens.prompts import PromptStyle
-from sas_lens.scoring import ab_probabilities
+from sas_lens.loading.pairs import ABItem, PairSet
+from sas_lens.loading.prompts import PromptStyle
+from sas_lens.steering.scoring import ab_probabilities
 from sas_lens.typing import Float, Tensor
 
 METHODS = ("sas", "dense", "prompting")

@@ -1,0 +1,1 @@
+"""What a vector is made of: attribution, the latent index, monosemanticity, overlap, figures and reports."""
