@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 import sas_lens as sl
-from sas_lens.steering.extraction import pair_texts
 from sas_lens.loading.prompts import PromptStyle, tokenize_with_spans
+from sas_lens.steering.extraction import pair_texts
 
 PROMPTS = [
     "I thought the film was", "The weather this weekend", "My new job is", "The restaurant on the corner",

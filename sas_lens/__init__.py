@@ -4,6 +4,10 @@ Behaviour vectors are built in a sparse autoencoder's feature space and added to
 the SAE code of the residual stream, with the SAE's reconstruction error kept so
 that strength 0 is exactly the unsteered model.
 
+The names below are what a notebook calls; everything else lives in the
+subpackages, one layer each: ``loading`` ← ``steering`` ← ``analysis``, ``topic``,
+``evaluation``, ``sae_training``. Errors are in :mod:`sas_lens.errors`.
+
 Example:
     >>> import sas_lens as sl
     >>> model = sl.load_model()               # doctest: +SKIP
@@ -21,74 +25,57 @@ from sas_lens._version import __version__
 
 _EXPORTS = {
     "load_model": "sas_lens.loading.models",
-    "DEFAULT_MODEL": "sas_lens.loading.models",
-    "cache_dir": "sas_lens.loading.models",
     "load_sae": "sas_lens.loading.saes",
-    "check_sae_fits": "sas_lens.loading.saes",
     "shipped_saes": "sas_lens.loading.saes",
     "load_pairs": "sas_lens.loading.pairs",
     "demo_sets": "sas_lens.loading.pairs",
-    "ABItem": "sas_lens.loading.pairs",
-    "CompletionPair": "sas_lens.loading.pairs",
     "PairSet": "sas_lens.loading.pairs",
     "sas_vector": "sas_lens.steering.build_vectors",
     "dense_vector": "sas_lens.steering.build_vectors",
-    "dense_vectors": "sas_lens.steering.build_vectors",
-    "sas_vectors": "sas_lens.steering.build_vectors",
     "SASVector": "sas_lens.steering.vectors",
     "DenseVector": "sas_lens.steering.vectors",
     "load_vector": "sas_lens.steering.vectors",
-    "PromptStyle": "sas_lens.loading.prompts",
     "steer": "sas_lens.steering.engine",
+    "steering_hooks": "sas_lens.steering.engine",
+    "generate": "sas_lens.steering.generation",
     "ab_probabilities": "sas_lens.steering.scoring",
-    "generate": "sas_lens.steering.engine",
     "top_latents": "sas_lens.analysis.attribution",
     "trace_latents": "sas_lens.analysis.attribution",
     "latent_index": "sas_lens.analysis.latent_index",
     "monosemanticity": "sas_lens.analysis.monosemanticity",
     "width_comparison": "sas_lens.analysis.monosemanticity",
     "overlap_matrix": "sas_lens.analysis.overlap",
-    "shared_latents": "sas_lens.analysis.overlap",
     "write_report": "sas_lens.analysis.report",
     "topic_scores": "sas_lens.topic.alignment",
-    "TopicAlignment": "sas_lens.topic.alignment",
     "demo_topic_texts": "sas_lens.topic.alignment",
     "run_evaluation": "sas_lens.evaluation.runner",
-    "load_config": "sas_lens.evaluation.runner",
+    "load_config": "sas_lens.evaluation.config",
     "SASLensError": "sas_lens.errors",
-    "HookNotFoundError": "sas_lens.errors",
-    "IncompatibleSAEError": "sas_lens.errors",
-    "LayerOutOfRangeError": "sas_lens.errors",
-    "NoDefaultSAEError": "sas_lens.errors",
-    "DataError": "sas_lens.errors",
 }
+
+# Submodules reachable as attributes without an import (``sl.errors.DataError``).
+_SUBMODULES = ("errors", "loading", "steering", "analysis", "topic", "evaluation", "sae_training", "testing")
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 if TYPE_CHECKING:
-    from sas_lens.errors import (
-        DataError,
-        HookNotFoundError,
-        IncompatibleSAEError,
-        LayerOutOfRangeError,
-        NoDefaultSAEError,
-        SASLensError,
-    )
-    from sas_lens.loading.models import DEFAULT_MODEL, cache_dir, load_model
-    from sas_lens.steering.build_vectors import dense_vector, dense_vectors, sas_vector, sas_vectors
-    from sas_lens.loading.pairs import ABItem, CompletionPair, PairSet, demo_sets, load_pairs
-    from sas_lens.loading.prompts import PromptStyle
-    from sas_lens.steering.scoring import ab_probabilities
-    from sas_lens.steering.engine import generate, steer
-    from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
-    from sas_lens.loading.saes import check_sae_fits, load_sae, shipped_saes
     from sas_lens.analysis.attribution import top_latents, trace_latents
-    from sas_lens.evaluation.runner import load_config, run_evaluation
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.analysis.monosemanticity import monosemanticity, width_comparison
-    from sas_lens.analysis.overlap import overlap_matrix, shared_latents
+    from sas_lens.analysis.overlap import overlap_matrix
     from sas_lens.analysis.report import write_report
-    from sas_lens.topic.alignment import TopicAlignment, demo_topic_texts, topic_scores
+    from sas_lens.errors import SASLensError
+    from sas_lens.evaluation.config import load_config
+    from sas_lens.evaluation.runner import run_evaluation
+    from sas_lens.loading.models import load_model
+    from sas_lens.loading.pairs import PairSet, demo_sets, load_pairs
+    from sas_lens.loading.saes import load_sae, shipped_saes
+    from sas_lens.steering.build_vectors import dense_vector, sas_vector
+    from sas_lens.steering.engine import steer, steering_hooks
+    from sas_lens.steering.generation import generate
+    from sas_lens.steering.scoring import ab_probabilities
+    from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
+    from sas_lens.topic.alignment import demo_topic_texts, topic_scores
 
 
 def __getattr__(name: str):
@@ -96,8 +83,10 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"sas_lens.{name}")
     raise AttributeError(f"module 'sas_lens' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return __all__ + list(_SUBMODULES)

@@ -38,9 +38,9 @@ def _eval_sae(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sas_lens.loading.models import load_model
-    from sas_lens.sae_training.evaluate import evaluate_sae
     from sas_lens.loading.saes import load_sae
     from sas_lens.loading.text_data import resolve_text_files
+    from sas_lens.sae_training.evaluate import evaluate_sae
 
     resolve_text_files(args.texts)
     model = load_model(args.model, device=args.device)
@@ -57,10 +57,10 @@ def _eval_sae(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from sas_lens.steering.build_vectors import dense_vector, sas_vector
     from sas_lens.loading.models import load_model
     from sas_lens.loading.pairs import load_pairs
     from sas_lens.loading.saes import load_sae
+    from sas_lens.steering.build_vectors import dense_vector, sas_vector
 
     pairs = load_pairs(args.pairs, limit=args.limit)  # bad data fails before the model loads
     model = load_model(args.model, device=args.device)
@@ -78,7 +78,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _steer(args: argparse.Namespace) -> int:
     from sas_lens.loading.models import load_model
     from sas_lens.loading.saes import load_sae
-    from sas_lens.steering.engine import generate
+    from sas_lens.steering.generation import generate
     from sas_lens.steering.vectors import load_vector
 
     if len(args.strength) not in (1, len(args.vectors)):
@@ -114,8 +114,8 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sas_lens.loading.models import load_model
     from sas_lens.analysis.report import write_report
+    from sas_lens.loading.models import load_model
     from sas_lens.loading.saes import load_sae
     from sas_lens.steering.vectors import SASVector, load_vector
 
@@ -180,7 +180,8 @@ def _align(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from sas_lens.evaluation.results import summary_table, topic_table
-    from sas_lens.evaluation.runner import load_config, run_evaluation
+    from sas_lens.evaluation.config import load_config
+    from sas_lens.evaluation.runner import run_evaluation
 
     cfg = load_config(args.config)  # a bad config fails before the model loads
     records = run_evaluation(cfg, args.out)

@@ -37,9 +37,9 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
              index_tokens: int = 100_000) -> dict:
     """Run the demo; print what it does and return its timings."""
     import sas_lens as sl
+    from sas_lens.loading.models import default_model_dir
     from sas_lens.steering.extraction import collect_residuals
     from sas_lens.steering.hf_backend import preferred_backend
-    from sas_lens.loading.models import default_model_dir
 
     out_dir = Path(out_dir)
     (out_dir / "vectors").mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
 
     try:
         sae = sl.load_sae(model=model)
-    except sl.NoDefaultSAEError as err:
+    except sl.errors.NoDefaultSAEError as err:
         print(f"no shipped SAE ({err}); showing dense vectors only")
         sae = None
     layer = int(sae.cfg.metadata.hook_name.split(".")[1]) if sae is not None else 9
@@ -168,7 +168,7 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.analysis.monosemanticity import compare_widths
     from sas_lens.analysis.report import write_report
-    from sas_lens.steering.vectors import sae_fingerprint
+    from sas_lens.loading.saes import sae_fingerprint
 
     if corpus is None:
         corpus = out_dir / "demo_texts.txt"

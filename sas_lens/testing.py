@@ -39,7 +39,14 @@ def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
 def random_sae(architecture: str = "jumprelu", *, d_in: int, d_sae: int = 48, hook_name: str,
                model_name: str = "tiny-random", seed: int = 0, k: int = 6, normalize_activations: str = "none"):
     """A random SAELens SAE (``"jumprelu"``, ``"standard"`` or ``"topk"``) whose latents fire on random residuals."""
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
+    from sae_lens import (
+        JumpReLUSAE,
+        JumpReLUSAEConfig,
+        StandardSAE,
+        StandardSAEConfig,
+        TopKSAE,
+        TopKSAEConfig,
+    )
     from sae_lens.saes.sae import SAEMetadata
 
     metadata = SAEMetadata(model_name=model_name, hook_name=hook_name)

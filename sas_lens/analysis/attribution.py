@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from sas_lens.errors import IncompatibleSAEError
-from sas_lens.loading.saes import check_sae_fits, sae_hook_name
-from sas_lens.steering.vectors import SASVector, check_vector_fits, sae_fingerprint
+from sas_lens.loading.saes import check_sae_fits, sae_fingerprint, sae_hook_name
+from sas_lens.steering.vectors import SASVector, check_vector_fits
 
 NEURONPEDIA = "https://www.neuronpedia.org"
 

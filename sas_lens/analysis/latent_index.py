@@ -22,10 +22,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.loading.saes import check_sae_fits, sae_hook_name
-from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.loading.saes import check_sae_fits, sae_fingerprint, sae_hook_name
+from sas_lens.loading.text_data import (
+    iter_documents,
+    iter_token_sequences,
+    resolve_text_files,
+)
 from sas_lens.typing import Float, Int, Tensor
-from sas_lens.steering.vectors import sae_fingerprint
 
 _FORMAT = "sas_lens.analysis.latent_index/1"
 

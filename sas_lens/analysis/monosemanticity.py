@@ -65,10 +65,10 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
     """
     import pandas as pd
 
-    from sas_lens.steering.build_vectors import _pairs, sas_vector
-    from sas_lens.steering.extraction import collect_residuals
     from sas_lens.loading.prompts import PromptStyle
     from sas_lens.loading.saes import hook_layer, sae_hook_name
+    from sas_lens.steering.build_vectors import _pairs, sas_vector
+    from sas_lens.steering.extraction import collect_residuals
 
     labelled = list(saes.items()) if isinstance(saes, dict) else [(f"{s.cfg.d_sae}", s) for s in saes]
     if not labelled:

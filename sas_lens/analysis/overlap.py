@@ -141,7 +141,7 @@ def _check_same_sae(vectors: Sequence[SASVector]) -> None:
             raise TypeError(f"Overlap is measured between SAS vectors, got {type(vec).__name__}.")
     first = vectors[0]
     for vec in vectors[1:]:
-        if vec.d_sae != first.d_sae or vec.metadata.get("sae_fingerprint") != first.metadata.get("sae_fingerprint"):
+        if not vec.sae_identity.same_sae_as(first.sae_identity):
             raise IncompatibleSAEError(
                 f"{first.name!r} and {vec.name!r} were built on different SAEs (d_sae {first.d_sae} vs {vec.d_sae}, "
                 "or different weights), so their latents do not correspond. Compare vectors of one SAE."

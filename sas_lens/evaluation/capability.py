@@ -22,9 +22,13 @@ import torch
 from sas_lens.errors import DataError
 from sas_lens.loading.pairs import ABItem, PairSet
 from sas_lens.loading.prompts import PromptStyle
-from sas_lens.steering.scoring import ab_probabilities
+from sas_lens.loading.text_data import (
+    iter_documents,
+    iter_token_sequences,
+    resolve_text_files,
+)
 from sas_lens.steering.engine import steering_hooks
-from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.steering.scoring import ab_probabilities
 
 _KEYS = ("prompt", "correct", "incorrect")
 
@@ -61,7 +65,7 @@ def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None
 def perplexity(model, texts, *, steering: Mapping | None = None, sae=None, n_tokens: int = 20_000,
                context_size: int = 128, batch_size: int = 8) -> float:
     """Perplexity over the first ``n_tokens`` text tokens of ``texts`` (files or folders), optionally steered."""
-    hooks, _ = steering_hooks(model, steering or {}, sae=sae)
+    hooks = steering_hooks(model, steering or {}, sae=sae)
     files = resolve_text_files(texts)
     context_size = min(context_size, model.cfg.n_ctx)
     total_loss, counted = 0.0, 0

@@ -90,7 +90,11 @@ def evaluation_figures(records: list[dict]) -> list:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from sas_lens.analysis.figures import _LAYOUT, lambda_sweep_figure, layer_lambda_heatmap
+    from sas_lens.analysis.figures import (
+        _LAYOUT,
+        lambda_sweep_figure,
+        layer_lambda_heatmap,
+    )
 
     figures = []
     ab = pd.DataFrame([r for r in records if r["kind"] == "ab"])

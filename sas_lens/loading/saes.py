@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -29,6 +30,9 @@ PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
 
 DEFAULT_SAE = "16k"
 """Short name of the shipped default SAE (see :func:`shipped_saes`)."""
+
+SHIPPED_RELEASE = "sas_lens"
+"""The release id recorded on shipped SAEs; their SAE id is the folder name (``gemma-3-270m-res-l9-16k``)."""
 
 _LAYER_IN_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
@@ -73,8 +77,12 @@ def load_sae(
     if device is None:
         device = model.cfg.device if model is not None else "cpu"
     device = str(device)
-    if release is None or (sae_id is None and str(release) in shipped_saes()):
-        sae = SAE.load_from_disk(_shipped_folder(release), device=device, dtype=dtype)
+    if release is None or (sae_id is None and str(release) in shipped_saes()) or release == SHIPPED_RELEASE:
+        folder = _shipped_folder(sae_id if release == SHIPPED_RELEASE else release)
+        sae = SAE.load_from_disk(folder, device=device, dtype=dtype)
+        # A shipped SAE says which it is, so that a vector built on it records the SAE it needs.
+        sae.cfg.metadata.sae_lens_release = SHIPPED_RELEASE
+        sae.cfg.metadata.sae_id = folder.name
     elif Path(release).expanduser().is_dir():
         sae = SAE.load_from_disk(Path(release).expanduser(), device=device, dtype=dtype)
     elif sae_id is None:
@@ -96,6 +104,9 @@ def _shipped_folder(short_name: str | Path | None) -> Path:
     name = DEFAULT_SAE if short_name is None else str(short_name)
     if name in shipped:
         return shipped[name]
+    by_folder = {folder.name: folder for folder in shipped.values()}
+    if name in by_folder:
+        return by_folder[name]
     if not shipped:
         raise NoDefaultSAEError(
             "No default SAE is shipped with this version of sas_lens yet. Load one by path "
@@ -117,6 +128,23 @@ def sae_hook_name(sae) -> str:
             "tell where it attaches. Set it, e.g. sae.cfg.metadata.hook_name = 'blocks.9.hook_resid_post'."
         )
     return hook_name
+
+
+def sae_fingerprint(sae) -> str:
+    """A short hash of an SAE's decoder and biases: two SAEs with the same one are the same SAE."""
+    digest = hashlib.sha256()
+    for tensor in (sae.W_dec[:: max(1, sae.cfg.d_sae // 256)], sae.b_dec, sae.b_enc):
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(f"{sae.cfg.architecture()}:{sae.cfg.d_in}:{sae.cfg.d_sae}".encode())
+    return digest.hexdigest()[:16]
+
+
+def sae_release_and_id(sae) -> tuple[str | None, str | None]:
+    """The SAELens release and SAE id an SAE was loaded by (shipped SAEs: ``"sas_lens"`` and their folder name)."""
+    metadata = sae.cfg.metadata
+    release = getattr(metadata, "sae_lens_release", None) or getattr(sae.cfg, "release", None)
+    sae_id = getattr(metadata, "sae_id", None) or getattr(sae.cfg, "sae_id", None)
+    return release, sae_id
 
 
 def hook_layer(hook_name: str) -> int | None:

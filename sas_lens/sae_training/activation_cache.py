@@ -19,7 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.loading.text_data import (
+    iter_documents,
+    iter_token_sequences,
+    resolve_text_files,
+)
 from sas_lens.typing import Activations
 
 _DATA_FILE = "activations.f32"

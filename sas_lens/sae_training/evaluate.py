@@ -25,9 +25,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.sae_training.activation_cache import ActivationCache, build_activation_cache
 from sas_lens.loading.saes import check_sae_fits, sae_hook_name
-from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.loading.text_data import (
+    iter_documents,
+    iter_token_sequences,
+    resolve_text_files,
+)
+from sas_lens.sae_training.activation_cache import (
+    ActivationCache,
+    build_activation_cache,
+)
 
 DENSE_FREQUENCY = 0.1
 

@@ -28,7 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sas_lens.sae_training.activation_cache import ActivationCache, build_activation_cache
+from sas_lens.sae_training.activation_cache import (
+    ActivationCache,
+    build_activation_cache,
+)
 from sas_lens.sae_training.batchtopk import FastBatchTopKTrainingSAE
 
 
@@ -126,8 +129,8 @@ def train_sae(
         The trained SAE (a JumpReLU ``sae_lens.SAE``).
     """
     from sae_lens import SAE, BatchTopKTrainingSAEConfig
-    from sae_lens.saes.sae import SAEMetadata
     from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.sae import SAEMetadata
     from sae_lens.training.sae_trainer import SAETrainer
 
     from sas_lens.loading.models import DEFAULT_MODEL, load_model

@@ -26,12 +26,13 @@ from typing import Any
 
 import torch
 
-from sas_lens.steering.extraction import ContrastiveResiduals, collect_residuals
 from sas_lens.loading.pairs import PairSet, load_pairs
 from sas_lens.loading.prompts import PromptStyle
 from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_hook_name
+from sas_lens.steering.extraction import ContrastiveResiduals, collect_residuals
+from sas_lens.steering.provenance import Provenance, SAEIdentity
+from sas_lens.steering.vectors import DenseVector, SASVector
 from sas_lens.typing import Float, Tensor
-from sas_lens.steering.vectors import DenseVector, SASVector, sae_fingerprint
 
 MEAN_OVER = ("all", "active")
 
@@ -78,12 +79,6 @@ def _extraction_metadata(pairs: PairSet, residuals: ContrastiveResiduals, style:
     }
 
 
-def _provenance(model, layer: int) -> dict[str, Any]:
-    from sas_lens._version import __version__
-
-    return {"model_name": model.cfg.model_name, "layer": layer, "hook_name": f"blocks.{layer}.hook_resid_post",
-            "sas_lens_version": __version__}
-
 
 @torch.no_grad()
 def sas_vector(
@@ -126,22 +121,12 @@ def sas_vector(
     codes = [sae.encode(r[layer].to(sae.device, sae.dtype)).float().cpu()
              for r in (residuals.positive, residuals.negative)]
     dense = sas_from_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
-    metadata = {
-        "name": name or pairs.name,
-        **_provenance(model, layer),
-        "sae": {
-            "release": getattr(sae.cfg.metadata, "sae_lens_release", None) or getattr(sae.cfg, "release", None),
-            "id": getattr(sae.cfg.metadata, "sae_id", None) or getattr(sae.cfg, "sae_id", None),
-            "d_sae": sae.cfg.d_sae,
-            "architecture": sae.cfg.architecture(),
-        },
-        "sae_fingerprint": sae_fingerprint(sae),
-        "extraction": {
-            **_extraction_metadata(pairs, residuals, style),
-            "tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">=",
-        },
-    }
-    return SASVector.from_dense(dense, metadata)
+    provenance = Provenance.for_hook(
+        model, hook, name=name or pairs.name, sae=SAEIdentity.of(sae),
+        extraction={**_extraction_metadata(pairs, residuals, style),
+                    "tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">="},
+    )
+    return SASVector.from_dense(dense, provenance)
 
 
 @torch.no_grad()
@@ -161,9 +146,9 @@ def dense_vector(
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
     diff = residuals.positive[layer].mean(0) - residuals.negative[layer].mean(0)
-    metadata = {"name": name or pairs.name, **_provenance(model, layer),
-                "extraction": _extraction_metadata(pairs, residuals, style)}
-    return DenseVector(diff, metadata)
+    provenance = Provenance.for_hook(model, f"blocks.{layer}.hook_resid_post", name=name or pairs.name,
+                                     extraction=_extraction_metadata(pairs, residuals, style))
+    return DenseVector(diff, provenance)
 
 
 def dense_vectors(model, pairs, layers: Sequence[int], **kwargs: Any) -> dict[int, DenseVector]:

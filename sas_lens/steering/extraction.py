@@ -15,7 +15,12 @@ import torch
 from tqdm.auto import tqdm
 
 from sas_lens.loading.pairs import ABItem, PairSet
-from sas_lens.loading.prompts import PromptStyle, format_ab, format_completion, tokenize_with_spans
+from sas_lens.loading.prompts import (
+    PromptStyle,
+    format_ab,
+    format_completion,
+    tokenize_with_spans,
+)
 from sas_lens.loading.saes import check_layer
 from sas_lens.typing import Float, Tensor
 

@@ -73,7 +73,7 @@ def ab_probabilities(
     if items.kind != "ab":
         raise ValueError(f"ab_probabilities needs A/B items; {items.name!r} holds completion pairs.")
     prompts = [_letter_prompt(model, item, style) for item in items]
-    hooks, _ = steering_hooks(model, steering or {}, sae=sae)
+    hooks = steering_hooks(model, steering or {}, sae=sae)
     pad = model.tokenizer.pad_token_id or 0
     out = torch.empty(len(prompts))
     with model.hooks(fwd_hooks=hooks):

@@ -6,71 +6,81 @@ metadata as JSON, and refuse to be loaded for a model or SAE they do not fit.
 
 Example:
     >>> import torch
-    >>> v = SASVector(torch.tensor([3, 7]), torch.tensor([0.5, -1.0]), d_sae=16, metadata={"layer": 9})
+    >>> v = SASVector(torch.tensor([3, 7]), torch.tensor([0.5, -1.0]), d_sae=16, provenance={"layer": 9})
     >>> (2 * v).dense()[7].item()
     -2.0
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sas_lens.errors import IncompatibleSAEError
+from sas_lens.loading.saes import check_hook_exists
+from sas_lens.steering.edits import DenseEdit, SAESet, SparseEdit
+from sas_lens.steering.provenance import Provenance, SAEIdentity
 from sas_lens.typing import Float, Indices, Tensor
 
 _FORMAT = "sas_lens.vector/1"
 
 
-def sae_fingerprint(sae) -> str:
-    """A short hash of an SAE's decoder and biases: two SAEs with the same one are the same SAE."""
-    digest = hashlib.sha256()
-    for tensor in (sae.W_dec[:: max(1, sae.cfg.d_sae // 256)], sae.b_dec, sae.b_enc):
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    digest.update(f"{sae.cfg.architecture()}:{sae.cfg.d_in}:{sae.cfg.d_sae}".encode())
-    return digest.hexdigest()[:16]
+class _Provenanced:
+    """What both kinds of vector read from their :class:`~sas_lens.steering.provenance.Provenance`."""
 
-
-class _Provenance:
-    """Properties read from a vector's ``metadata``, shared by both kinds of vector."""
-
-    metadata: dict[str, Any]
+    provenance: Provenance
     _default_name: str
+
+    def _set_provenance(self, provenance: Provenance | Mapping[str, Any] | None, d_sae: int | None = None) -> None:
+        if not isinstance(provenance, Provenance):  # a plain dict, as in files and older code
+            provenance = Provenance.from_json(provenance, d_sae=d_sae)
+        object.__setattr__(self, "provenance", provenance)
 
     @property
     def layer(self) -> int | None:
-        return self.metadata.get("layer")
+        return self.provenance.layer
 
     @property
     def hook_name(self) -> str | None:
-        return self.metadata.get("hook_name")
+        return self.provenance.hook_name
 
     @property
     def name(self) -> str:
-        return self.metadata.get("name", self._default_name)
+        return self.provenance.name or self._default_name
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The provenance as the JSON header a saved file carries (a copy: edit ``provenance`` instead)."""
+        return self.provenance.to_json()
+
+    def _require_hook(self) -> str:
+        if self.hook_name is None:
+            raise ValueError(f"The vector {self.name!r} records no hook; give it one: "
+                             "vec.renamed(...) or provenance=Provenance(hook_name='blocks.L.hook_resid_post').")
+        return self.hook_name
 
 
 @dataclass(frozen=True, eq=False)
-class SASVector(_Provenance):
+class SASVector(_Provenanced):
     """A sparse vector over an SAE's ``d_sae`` latents: positive entries reinforce, negative suppress.
 
     Attributes:
         indices: the latents in the support, ascending.
         values: their values.
         d_sae: the SAE's width.
-        metadata: provenance (model, hook, layer, SAE, extraction settings, version).
+        provenance: model, hook, layer, SAE, extraction settings, version (a dict is read as a header).
     """
 
     indices: Indices
     values: Float[Tensor, " nnz"]
     d_sae: int
-    metadata: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance | Mapping[str, Any] | None = None  # stored as a Provenance (see __post_init__)
 
     def __post_init__(self) -> None:
         if self.indices.shape != self.values.shape or self.indices.ndim != 1:
@@ -79,11 +89,12 @@ class SASVector(_Provenance):
             raise ValueError(f"latent indices must lie in [0, {self.d_sae}).")
         if not torch.isfinite(self.values).all():
             raise ValueError("A steering vector's values must be finite.")
+        self._set_provenance(self.provenance, d_sae=self.d_sae)
 
     @classmethod
-    def from_dense(cls, dense: Float[Tensor, " d_sae"], metadata: dict[str, Any] | None = None) -> "SASVector":
+    def from_dense(cls, dense: Float[Tensor, " d_sae"], provenance: Provenance | Mapping | None = None) -> "SASVector":
         indices = torch.nonzero(dense).squeeze(-1)
-        return cls(indices, dense[indices].float(), int(dense.shape[0]), dict(metadata or {}))
+        return cls(indices, dense[indices].float(), int(dense.shape[0]), provenance)
 
     def dense(self) -> Float[Tensor, " d_sae"]:
         out = torch.zeros(self.d_sae)
@@ -92,6 +103,21 @@ class SASVector(_Provenance):
 
     _default_name = "sas-vector"
 
+    @property
+    def sae_identity(self) -> SAEIdentity:
+        """The SAE this vector lives in (its width alone when no SAE was recorded)."""
+        return self.provenance.sae or SAEIdentity(self.d_sae)
+
+    def renamed(self, name: str) -> "SASVector":
+        return SASVector(self.indices, self.values, self.d_sae, self.provenance.replace(name=name))
+
+    def edit(self, model, strength: float, saes: SAESet) -> SparseEdit:
+        """The :class:`~sas_lens.steering.edits.SparseEdit` adding ``strength·v`` to the code of its SAE."""
+        check_vector_fits(self, model=model)
+        hook = self._require_hook()
+        sae = saes.find(f"The SAS vector {self.name!r}", hook, self.sae_identity, model)
+        return SparseEdit(hook, sae, (float(strength) * self.dense()).to(model.cfg.device))
+
     def __len__(self) -> int:
         return len(self.indices)
 
@@ -99,10 +125,10 @@ class SASVector(_Provenance):
     def _combine(self, other: "SASVector", sign: float) -> "SASVector":
         if not isinstance(other, SASVector):
             return NotImplemented
-        if other.metadata.get("sae_fingerprint") != self.metadata.get("sae_fingerprint") or other.d_sae != self.d_sae:
+        if not self.sae_identity.same_sae_as(other.sae_identity):
             raise IncompatibleSAEError("These SAS vectors were built on different SAEs and cannot be combined.")
         name = f"{self.name} {'+' if sign > 0 else '-'} {other.name}"
-        return SASVector.from_dense(self.dense() + sign * other.dense(), {**self.metadata, "name": name})
+        return SASVector.from_dense(self.dense() + sign * other.dense(), self.provenance.replace(name=name))
 
     def __add__(self, other):
         return self._combine(other, 1.0)
@@ -113,7 +139,7 @@ class SASVector(_Provenance):
     def __mul__(self, scale: int | float) -> "SASVector":
         if not isinstance(scale, (int, float)):
             return NotImplemented
-        return SASVector(self.indices, self.values * float(scale), self.d_sae, dict(self.metadata))
+        return SASVector(self.indices, self.values * float(scale), self.d_sae, self.provenance)
 
     __rmul__ = __mul__
 
@@ -121,7 +147,7 @@ class SASVector(_Provenance):
         return self * -1.0
 
     def save(self, path: str | Path) -> Path:
-        """Write the vector and its metadata to one ``.safetensors`` file."""
+        """Write the vector and its provenance to one ``.safetensors`` file."""
         return _save(path, {"indices": self.indices, "values": self.values},
                      {"kind": "sas", "d_sae": self.d_sae, **self.metadata})
 
@@ -141,24 +167,33 @@ class SASVector(_Provenance):
 
 
 @dataclass(frozen=True, eq=False)
-class DenseVector(_Provenance):
+class DenseVector(_Provenanced):
     """A dense residual-stream direction (CAA): added as ``λ·v`` at its hook."""
 
     vector: Float[Tensor, " d_model"]
-    metadata: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance | Mapping[str, Any] | None = None  # stored as a Provenance (see __post_init__)
 
     def __post_init__(self) -> None:
         if self.vector.ndim != 1 or not torch.isfinite(self.vector).all():
             raise ValueError("A dense steering vector must be 1-D and finite.")
+        self._set_provenance(self.provenance)
 
     _default_name = "dense-vector"
+
+    def renamed(self, name: str) -> "DenseVector":
+        return DenseVector(self.vector, self.provenance.replace(name=name))
+
+    def edit(self, model, strength: float, saes: SAESet) -> DenseEdit:
+        """The :class:`~sas_lens.steering.edits.DenseEdit` adding ``strength·v`` at its hook."""
+        check_vector_fits(self, model=model)
+        return DenseEdit.checked(model, self._require_hook(), float(strength) * self.vector)
 
     def __add__(self, other):
         if not isinstance(other, DenseVector):
             return NotImplemented
         if other.hook_name != self.hook_name or other.vector.shape != self.vector.shape:
             raise ValueError("Dense vectors at different hooks cannot be combined.")
-        return DenseVector(self.vector + other.vector, {**self.metadata, "name": f"{self.name} + {other.name}"})
+        return DenseVector(self.vector + other.vector, self.provenance.replace(name=f"{self.name} + {other.name}"))
 
     def __sub__(self, other):
         return self + (-other) if isinstance(other, DenseVector) else NotImplemented
@@ -166,7 +201,7 @@ class DenseVector(_Provenance):
     def __mul__(self, scale: int | float) -> "DenseVector":
         if not isinstance(scale, (int, float)):
             return NotImplemented
-        return DenseVector(self.vector * float(scale), dict(self.metadata))
+        return DenseVector(self.vector * float(scale), self.provenance)
 
     __rmul__ = __mul__
 
@@ -174,6 +209,7 @@ class DenseVector(_Provenance):
         return self * -1.0
 
     def save(self, path: str | Path) -> Path:
+        """Write the vector and its provenance to one ``.safetensors`` file."""
         return _save(path, {"vector": self.vector}, {"kind": "dense", **self.metadata})
 
     def _repr_html_(self) -> str:
@@ -184,7 +220,8 @@ class DenseVector(_Provenance):
         return f"DenseVector({self.name!r}, norm={float(self.vector.norm()):.3g}, hook={self.hook_name!r})"
 
 
-def _save(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> Path:
+def save_with_header(path: str | Path, tensors: dict[str, Tensor], header: dict[str, Any], file_format: str) -> Path:
+    """Write ``tensors`` to a ``.safetensors`` file whose header holds ``file_format`` and ``header`` as JSON."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -192,55 +229,66 @@ def _save(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, Any]
         path = path.with_name(path.name + ".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, path,
-              metadata={"format": _FORMAT, "sas_lens": json.dumps(metadata)})
+              metadata={"format": file_format, "sas_lens": json.dumps(header)})
     return path
+
+
+def read_with_header(path: str | Path, file_format: str, what: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and JSON header of a file written by :func:`save_with_header` in ``file_format``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+        if header.get("format") != file_format:
+            raise ValueError(f"{path} is not a sas_lens {what} file (format {header.get('format')!r}).")
+        return {key: handle.get_tensor(key) for key in handle.keys()}, json.loads(header["sas_lens"])
+
+
+def _save(path: str | Path, tensors: dict[str, Tensor], header: dict[str, Any]) -> Path:
+    return save_with_header(path, tensors, header, _FORMAT)
 
 
 def load_vector(path: str | Path, *, model=None, sae=None) -> SASVector | DenseVector:
     """Load a vector saved by ``.save``; with ``model``/``sae``, refuse one that does not fit them.
 
+    Args:
+        path: a ``.safetensors`` file written by :meth:`SASVector.save` or :meth:`DenseVector.save`.
+        model: if given, the vector must have been built on this model, at one of its hooks.
+        sae: if given, an SAS vector must have been built on this SAE.
+
     Raises:
         IncompatibleSAEError: the vector was built for another model, hook or SAE.
         ValueError: the file is not a sas_lens vector.
-    """
-    from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-        if header.get("format") != _FORMAT:
-            raise ValueError(f"{path} is not a sas_lens vector file (format {header.get('format')!r}).")
-        metadata = json.loads(header["sas_lens"])
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    kind = metadata.pop("kind")
+    Example:
+        >>> vec = sl.load_vector("sentiment.safetensors", model=model, sae=sae)  # doctest: +SKIP
+    """
+    tensors, header = read_with_header(path, _FORMAT, "vector")
+    kind = header.pop("kind")
     vector: SASVector | DenseVector
     if kind == "sas":
-        d_sae = metadata.pop("d_sae")
-        vector = SASVector(tensors["indices"], tensors["values"], d_sae, metadata)
+        d_sae = header.pop("d_sae")
+        vector = SASVector(tensors["indices"], tensors["values"], d_sae, header)
     else:
-        vector = DenseVector(tensors["vector"], metadata)
+        vector = DenseVector(tensors["vector"], header)
     check_vector_fits(vector, model=model, sae=sae)
     return vector
 
 
 def check_vector_fits(vector: SASVector | DenseVector, *, model=None, sae=None) -> None:
     """Raise :class:`IncompatibleSAEError` if ``vector`` was not built for ``model`` / ``sae``."""
-    meta = vector.metadata
+    provenance = vector.provenance
     if model is not None:
-        if meta.get("model_name") and meta["model_name"] != model.cfg.model_name:
+        if provenance.model_name and provenance.model_name != model.cfg.model_name:
             raise IncompatibleSAEError(
-                f"The vector {vector.name!r} was built on {meta['model_name']}, not {model.cfg.model_name}. "
+                f"The vector {vector.name!r} was built on {provenance.model_name}, not {model.cfg.model_name}. "
                 "Rebuild it on this model."
             )
         if vector.hook_name is not None and vector.hook_name not in model.hook_dict:
-            raise IncompatibleSAEError(f"The vector's hook {vector.hook_name!r} is not in {model.cfg.model_name}.")
+            check_hook_exists(model, vector.hook_name)
         if isinstance(vector, DenseVector) and vector.vector.shape[0] != model.cfg.d_model:
             raise IncompatibleSAEError(
                 f"The dense vector has {vector.vector.shape[0]} dimensions but the model has d_model={model.cfg.d_model}."
             )
     if sae is not None and isinstance(vector, SASVector):
-        if vector.d_sae != sae.cfg.d_sae or meta.get("sae_fingerprint") not in (None, sae_fingerprint(sae)):
-            raise IncompatibleSAEError(
-                f"The vector {vector.name!r} was built on another SAE ({meta.get('sae', {}).get('id', 'unknown')}, "
-                f"d_sae={vector.d_sae}); this SAE has d_sae={sae.cfg.d_sae}. Rebuild the vector with this SAE, "
-                "or load the SAE it was built on."
-            )
+        vector.sae_identity.check(sae, f"The vector {vector.name!r}")

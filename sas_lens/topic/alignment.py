@@ -20,7 +20,7 @@ Steering, through the same ``steer``/``generate`` as behaviour vectors:
   prompt near the topic gets the top score (1.0) from that one prompt, and such latents
   fill the original's top list (on the shipped 16k SAE, the medicine set: 60 of the top
   64 fire on one or two of the 150 prompts, with no topical logit-lens tokens).
-- ``alignment.swap(k)``: "swap", faithful to the original — per token keep the k
+- ``alignment.swap(k)`` (:mod:`sas_lens.topic.swap`): "swap", faithful to the original — per token keep the k
   latents with the largest ``pre-activation × score`` and decode them, dropping the
   SAE's error; strength λ ∈ [0, 1] blends ``(1 − λ)·a + λ·swap(a)``.
 
@@ -45,9 +45,10 @@ from typing import Any
 import torch
 
 from sas_lens.errors import DataError
-from sas_lens.loading.saes import check_sae_fits, sae_hook_name
+from sas_lens.loading.saes import check_sae_fits, sae_fingerprint, sae_hook_name
+from sas_lens.steering.provenance import SAEIdentity
+from sas_lens.steering.vectors import SASVector
 from sas_lens.typing import Float, Tensor
-from sas_lens.steering.vectors import SASVector, sae_fingerprint
 
 _FORMAT = "sas_lens.topic/1"
 
@@ -171,8 +172,15 @@ class TopicAlignment:
         return SASVector.from_dense(dense, {**meta, "name": name or self.name, "topic": {
             "mode": "amplify", "n_latents": n_latents, "min_prompts": min_prompts}})
 
+    @property
+    def sae_identity(self) -> SAEIdentity:
+        """The SAE these scores were computed on."""
+        return SAEIdentity(self.d_sae, fingerprint=self.metadata.get("sae_fingerprint"))
+
     def swap(self, k: int = 32) -> "TopicSwap":
         """"Swap" (the original method): per token, keep the ``k`` latents of largest pre-activation × score."""
+        from sas_lens.topic.swap import TopicSwap
+
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
         return TopicSwap(self, k)
@@ -194,8 +202,6 @@ class TopicAlignment:
     def load(cls, path: str | Path, *, sae=None) -> "TopicAlignment":
         from safetensors import safe_open
 
-        from sas_lens.errors import IncompatibleSAEError
-
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
             if header.get("format") != _FORMAT:
@@ -203,47 +209,13 @@ class TopicAlignment:
             alignment = cls(handle.get_tensor("scores"), handle.get_tensor("mean_activation"),
                             json.loads(header["sas_lens"]),
                             handle.get_tensor("n_firing") if "n_firing" in handle.keys() else None)
-        if sae is not None and alignment.metadata.get("sae_fingerprint") != sae_fingerprint(sae):
-            raise IncompatibleSAEError(f"The topic alignment {alignment.name!r} was scored on another SAE; "
-                                       "score it again with topic_scores(model, sae, texts).")
+        if sae is not None:
+            alignment.sae_identity.check(sae, f"The topic alignment {alignment.name!r} (score it again with "
+                                              "topic_scores(model, sae, texts))")
         return alignment
 
     def __repr__(self) -> str:
         return f"TopicAlignment({self.name!r}, d_sae={self.d_sae}, top={self.top(3)})"
-
-
-@dataclass(frozen=True, eq=False)
-class TopicSwap:
-    """The original "swap" edit of a topic alignment, usable as a key of ``steer``/``generate``."""
-
-    alignment: TopicAlignment
-    k: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.alignment.name} (swap, k={self.k})"
-
-    @property
-    def hook_name(self) -> str | None:
-        return self.alignment.metadata.get("hook_name")
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return self.alignment.metadata
-
-
-def swap_reconstruction(sae, a: Tensor, scores: Tensor, k: int) -> Tensor:
-    """The original procedure on residuals ``a``: top-k of ``pre ⊙ score`` per token, decoded, error dropped."""
-    codes, pre = _encode_with_pre(sae, a)
-    keep = (pre * scores).topk(k, dim=-1).indices
-    kept = torch.zeros_like(codes).scatter(-1, keep, codes.gather(-1, keep))
-    return sae.decode(kept)
-
-
-def _encode_with_pre(sae, a: Tensor) -> tuple[Tensor, Tensor]:
-    sae_in = sae.process_sae_in(a)
-    pre = sae_in @ sae.W_enc + sae.b_enc
-    return sae.encode(a), pre
 
 
 def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | None = None, *,

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from sas_lens.sae_training.activation_cache import ActivationCache, build_activation_cache
 from sas_lens.errors import HookNotFoundError
+from sas_lens.sae_training.activation_cache import (
+    ActivationCache,
+    build_activation_cache,
+)
 from tests.helpers import HOOK, WORDS
 
 
@@ -21,7 +24,11 @@ def corpus(tmp_path):
 def test_cache_equals_direct_activations(tmp_path, model, corpus):
     cache = build_activation_cache(model, HOOK, corpus, tmp_path / "cache", n_tokens=60, context_size=8, batch_size=4)
     assert len(cache) == 4 * 7 * 3  # whole batches of 4 sequences x 7 non-BOS tokens until >= 60
-    from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
+    from sas_lens.loading.text_data import (
+        iter_documents,
+        iter_token_sequences,
+        resolve_text_files,
+    )
 
     tokens = next(iter_token_sequences(model.tokenizer, iter_documents(resolve_text_files(corpus)), 8, 4))
     _, direct = model.run_with_cache(tokens, names_filter=HOOK)

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from sas_lens.errors import IncompatibleSAEError
 from sas_lens.analysis.monosemanticity import monosemanticity
 from sas_lens.analysis.overlap import overlap_matrix, pair_overlap, shared_latents
+from sas_lens.errors import IncompatibleSAEError
 from sas_lens.steering.vectors import SASVector
 from tests.helpers import random_sae
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from sas_lens.analysis.attribution import logit_lens, top_latents, trace_latents
-from sas_lens.errors import IncompatibleSAEError
 from sas_lens.analysis.latent_index import build_latent_index
-from sas_lens.steering.vectors import SASVector, sae_fingerprint
+from sas_lens.errors import IncompatibleSAEError
+from sas_lens.loading.saes import sae_fingerprint
+from sas_lens.steering.vectors import SASVector
 from tests.helpers import HOOK, WORDS, random_sae
 
 

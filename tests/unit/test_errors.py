@@ -1,6 +1,12 @@
 import pytest
 
-from sas_lens.errors import DataError, HookNotFoundError, IncompatibleSAEError, SASLensError, suggest
+from sas_lens.errors import (
+    DataError,
+    HookNotFoundError,
+    IncompatibleSAEError,
+    SASLensError,
+    suggest,
+)
 
 
 def test_errors_are_builtin_subclasses():

@@ -7,12 +7,24 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.evaluation import runner as evaluation
-from sas_lens.evaluation.behaviour import ab_cell, instruction_for, mean_ci, with_instruction
-from sas_lens.evaluation.capability import accuracy, load_capability_items, text_perplexity
 from sas_lens.errors import DataError
-from sas_lens.evaluation.runner import EvalConfig, load_config, plan_cells, run_evaluation
+from sas_lens.evaluation import runner as evaluation
+from sas_lens.evaluation.behaviour import (
+    ab_cell,
+    instruction_for,
+    mean_ci,
+    with_instruction,
+)
+from sas_lens.evaluation.capability import (
+    accuracy,
+    load_capability_items,
+    text_perplexity,
+)
 from sas_lens.evaluation.open_ended import choice_exemplars, choice_texts, distinct_n
+from sas_lens.evaluation.config import EvalConfig, load_config
+from sas_lens.evaluation.plan import plan_cells
+from sas_lens.evaluation.resources import EvalResources
+from sas_lens.evaluation.runner import run_evaluation
 from tests.helpers import random_sae
 from tests.unit.test_scoring import ITEMS, by_hand
 
@@ -207,7 +219,7 @@ def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_
                         lambda release=None, sae_id=None, **kw: asked.append((release, sae_id)) or sae)
     cfg = config(caa_dir, model="gemma-2-2b", device="cuda", layers=(1,), saes={"1": ["gemma-scope-x", "layer_1/16k"]},
                  methods=("sas",), cost_lams={"sas": ()}, lams={"sas": (2.0,)})
-    evaluation._Resources(cfg, tmp_path).sae(1)
+    EvalResources(cfg, tmp_path).sae(1)
     assert asked == [("gemma-2-2b", {"device": "cuda"}), ("gemma-scope-x", "layer_1/16k")]
 
 

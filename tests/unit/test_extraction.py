@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from sas_lens.steering.extraction import collect_residuals, pair_texts
 from sas_lens.loading.pairs import load_pairs
 from sas_lens.loading.prompts import PromptStyle, tokenize_with_spans
+from sas_lens.steering.extraction import collect_residuals, pair_texts
 from tests.helpers import tiny_model
 
 COMPLETIONS = load_pairs([

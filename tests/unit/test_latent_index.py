@@ -5,7 +5,11 @@ import pytest
 import torch
 
 from sas_lens.analysis.latent_index import LatentIndex, build_latent_index, latent_index
-from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.loading.text_data import (
+    iter_documents,
+    iter_token_sequences,
+    resolve_text_files,
+)
 from tests.helpers import HOOK, WORDS, random_sae
 
 CONTEXT = 8

@@ -5,6 +5,7 @@ import torch
 
 import sas_lens as sl
 from sas_lens.loading import models
+from sas_lens.loading.saes import check_sae_fits
 from tests.helpers import tiny_model
 
 
@@ -55,7 +56,7 @@ def test_readme_snippet_runs_and_leaves_no_sae_attached():
 
     model = tiny_model()
     sae = random_sae("jumprelu")
-    sl.check_sae_fits(sae, model)
+    check_sae_fits(sae, model)
     logits, cache = model.run_with_cache_with_saes("the movie was good", saes=[sae])
     assert cache[HOOK + ".hook_sae_acts_post"].shape == (1, 5, sae.cfg.d_sae)
     assert model.acts_to_saes == {}

@@ -7,6 +7,7 @@ import pytest
 
 import sas_lens as sl
 from sas_lens.errors import DataError
+from sas_lens.loading.pairs import ABItem, CompletionPair
 
 CAA_DIR = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "caa"
 AB = {"question": "Is it good?\n\nChoices:\n (A) Yes\n (B) No", "answer_matching_behavior": "(A)",
@@ -27,10 +28,10 @@ def test_reads_jsonl_csv_and_memory(tmp_path):
                                     '"Is it good? (A) Yes (B) No",A,B\n')
     assert len(sl.load_pairs(tmp_path / "p.jsonl")) == 2
     csv_item = sl.load_pairs(tmp_path / "p.csv")[0]
-    assert csv_item == sl.ABItem("Is it good? (A) Yes (B) No", "A", "B")
-    in_memory = sl.load_pairs([AB, sl.ABItem(AB["question"], "B", "A")], name="mine")
+    assert csv_item == ABItem("Is it good? (A) Yes (B) No", "A", "B")
+    in_memory = sl.load_pairs([AB, ABItem(AB["question"], "B", "A")], name="mine")
     assert in_memory.name == "mine" and in_memory[1].matching == "B"
-    assert sl.load_pairs([COMPLETION] * 5, limit=3).split(2)[1].pairs == (sl.CompletionPair(**COMPLETION),)
+    assert sl.load_pairs([COMPLETION] * 5, limit=3).split(2)[1].pairs == (CompletionPair(**COMPLETION),)
 
 
 @pytest.mark.parametrize(

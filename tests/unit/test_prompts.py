@@ -3,7 +3,12 @@
 import pytest
 
 from sas_lens.loading.pairs import ABItem
-from sas_lens.loading.prompts import PromptStyle, format_ab, format_completion, tokenize_with_spans
+from sas_lens.loading.prompts import (
+    PromptStyle,
+    format_ab,
+    format_completion,
+    tokenize_with_spans,
+)
 
 ITEM = ABItem("is the movie good ?\n\nChoices:\n(A) yes\n(B) no", "A", "B")
 

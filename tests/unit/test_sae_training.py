@@ -8,7 +8,10 @@ import torch
 
 import sas_lens as sl
 from sas_lens.sae_training import train as sae_training
-from sas_lens.sae_training.activation_cache import ActivationCache, build_activation_cache
+from sas_lens.sae_training.activation_cache import (
+    ActivationCache,
+    build_activation_cache,
+)
 from sas_lens.sae_training.train import SAETrainingConfig, latest_checkpoint, train_sae
 from tests.helpers import HOOK, WORDS
 

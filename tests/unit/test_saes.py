@@ -4,6 +4,7 @@ import pytest
 
 import sas_lens as sl
 from sas_lens.loading import saes as saes_module
+from sas_lens.loading.saes import check_sae_fits
 from tests.helpers import ARCHITECTURES, HOOK, random_sae
 
 
@@ -20,32 +21,32 @@ def test_load_sae_from_folder_round_trips(tmp_path, model, architecture):
 
 def test_misspelled_hook_is_refused_with_suggestions(model):
     sae = random_sae(hook_name="blocks.1.hook_resid_pots")
-    with pytest.raises(sl.HookNotFoundError, match="Did you mean 'blocks.1.hook_resid_post'") as info:
-        sl.check_sae_fits(sae, model)
+    with pytest.raises(sl.errors.HookNotFoundError, match="Did you mean 'blocks.1.hook_resid_post'") as info:
+        check_sae_fits(sae, model)
     assert isinstance(info.value, KeyError)
 
 
 def test_sae_of_other_width_is_refused(model):
     sae = random_sae(d_in=model.cfg.d_model + 4)
-    with pytest.raises(sl.IncompatibleSAEError, match=r"d_in=20 but tiny-random has d_model=16"):
-        sl.check_sae_fits(sae, model)
+    with pytest.raises(sl.errors.IncompatibleSAEError, match=r"d_in=20 but tiny-random has d_model=16"):
+        check_sae_fits(sae, model)
 
 
 def test_layer_out_of_range_is_refused(model):
     sae = random_sae(hook_name="blocks.7.hook_resid_post")
-    with pytest.raises(sl.LayerOutOfRangeError, match="valid layers are 0 to 2"):
-        sl.check_sae_fits(sae, model)
+    with pytest.raises(sl.errors.LayerOutOfRangeError, match="valid layers are 0 to 2"):
+        check_sae_fits(sae, model)
 
 
 def test_load_sae_checks_fit_before_returning(tmp_path, model):
     random_sae(d_in=8).save_model(tmp_path / "narrow")
-    with pytest.raises(sl.IncompatibleSAEError):
+    with pytest.raises(sl.errors.IncompatibleSAEError):
         sl.load_sae(tmp_path / "narrow", model=model)
 
 
 def test_no_default_sae_error_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(saes_module, "PRETRAINED_DIR", tmp_path / "empty")
-    with pytest.raises(sl.NoDefaultSAEError, match="No default SAE is shipped"):
+    with pytest.raises(sl.errors.NoDefaultSAEError, match="No default SAE is shipped"):
         sl.load_sae()
 
 
@@ -56,5 +57,5 @@ def test_unknown_short_name_lists_shipped(tmp_path, monkeypatch):
     monkeypatch.setattr(saes_module, "PRETRAINED_DIR", tmp_path / "pretrained")
     assert sl.shipped_saes() == {"16k": folder}
     assert sl.load_sae().cfg.d_sae == 48
-    with pytest.raises(sl.NoDefaultSAEError, match="Did you mean '16k'"):
+    with pytest.raises(sl.errors.NoDefaultSAEError, match="Did you mean '16k'"):
         sl.load_sae("16K")

@@ -5,8 +5,8 @@ import torch
 
 import sas_lens as sl
 from sas_lens.steering.scoring import ab_probabilities, last_position_logits
-from tests.unit.test_steering import vector_for
 from tests.helpers import random_sae
+from tests.unit.test_steering import vector_for
 
 ITEMS = sl.load_pairs([
     {"question": "is the movie good ?\n(A) yes\n(B) no", "answer_matching_behavior": "(A)",

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.steering.engine import generate, steer
-from sas_lens.steering.vectors import DenseVector, SASVector, sae_fingerprint
+from sas_lens.loading.saes import sae_fingerprint
+from sas_lens.steering.engine import steer
+from sas_lens.steering.generation import generate
+from sas_lens.steering.vectors import DenseVector, SASVector
 from tests.conftest import leftover_hooks
 from tests.helpers import ARCHITECTURES, HOOK, random_sae, tiny_model
 
@@ -134,8 +136,8 @@ def test_generate_returns_continuations(model):
     [
         (lambda sae, vec: ({vec: float("nan")}, sae), ValueError, "finite"),
         (lambda sae, vec: ({vec: float("inf")}, sae), ValueError, "finite"),
-        (lambda sae, vec: ({vec: 1.0}, None), sl.IncompatibleSAEError, "No SAE given"),
-        (lambda sae, vec: ({vec: 1.0}, random_sae("jumprelu", seed=3)), sl.IncompatibleSAEError, "built on another SAE"),
+        (lambda sae, vec: ({vec: 1.0}, None), sl.errors.IncompatibleSAEError, "No SAE given"),
+        (lambda sae, vec: ({vec: 1.0}, random_sae("jumprelu", seed=3)), sl.errors.IncompatibleSAEError, "built on another SAE"),
         (lambda sae, vec: ({"not a vector": 1.0}, sae), TypeError, "SASVector, DenseVector or a topic swap"),
     ],
 )

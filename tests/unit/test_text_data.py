@@ -4,7 +4,11 @@ import pytest
 import torch
 
 from sas_lens.errors import DataError
-from sas_lens.loading.text_data import iter_documents, iter_token_sequences, resolve_text_files
+from sas_lens.loading.text_data import (
+    iter_documents,
+    iter_token_sequences,
+    resolve_text_files,
+)
 
 
 def test_empty_folder_is_refused(tmp_path):

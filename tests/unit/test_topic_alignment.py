@@ -8,8 +8,14 @@ import torch
 
 import sas_lens as sl
 from sas_lens.steering.engine import steer
-from sas_lens.topic.alignment import (TopicAlignment, latent_scores, reference_activations, reference_prompts,
-                                      squared_distances, topic_scores)
+from sas_lens.topic.alignment import (
+    TopicAlignment,
+    latent_scores,
+    reference_activations,
+    reference_prompts,
+    squared_distances,
+    topic_scores,
+)
 from tests.helpers import HOOK, random_sae
 
 REFERENCE = ["the movie was good", "the market price fell", "i love this story", "the team won"]
@@ -143,12 +149,12 @@ def test_alignment_saves_and_refuses_another_sae(topic, tmp_path):
     sae, alignment = topic
     loaded = TopicAlignment.load(alignment.save(tmp_path / "sport"), sae=sae)
     assert torch.equal(loaded.scores, alignment.scores) and loaded.name == "sport"
-    with pytest.raises(sl.IncompatibleSAEError, match="another SAE"):
+    with pytest.raises(sl.errors.IncompatibleSAEError, match="another SAE"):
         TopicAlignment.load(tmp_path / "sport.safetensors", sae=random_sae("jumprelu", seed=7))
 
 
 def test_shipped_reference_set_and_bad_input(model):
     prompts = reference_prompts()
     assert len(prompts) == 150 and len(set(prompts)) == 150
-    with pytest.raises(sl.DataError, match="non-empty alignment text"):
+    with pytest.raises(sl.errors.DataError, match="non-empty alignment text"):
         topic_scores(model, random_sae("jumprelu"), ["", "  "], REFERENCE, embed_fn=hand_embeddings)

@@ -7,8 +7,16 @@ import torch
 
 import sas_lens as sl
 from sas_lens.errors import DataError
-from sas_lens.evaluation.runner import EvalConfig, plan_cells, run_evaluation
-from sas_lens.topic.evaluation import NEUTRAL_PROMPTS, finetune_on_texts, load_topic_texts, topic_similarity
+from sas_lens.evaluation.config import EvalConfig
+from sas_lens.evaluation.plan import plan_cells
+from sas_lens.evaluation.runner import run_evaluation
+from sas_lens.topic.alignment import TopicAlignment
+from sas_lens.topic.evaluation import (
+    NEUTRAL_PROMPTS,
+    finetune_on_texts,
+    load_topic_texts,
+    topic_similarity,
+)
 from tests.helpers import random_sae
 
 TEXTS = ["the movie was good and the story was fun", "i love the music of the film",
@@ -64,7 +72,7 @@ def test_topic_cells_measure_unsteered_amplify_swap_and_finetune(model, topic_fi
     prompts = list(NEUTRAL_PROMPTS[:2])
     unsteered = records[("amplify", 0.0)]
     assert unsteered["answers"] == sl.generate(model, prompts, max_new_tokens=3)
-    alignment = sl.TopicAlignment.load(tmp_path / "run" / "topics" / "films.safetensors", sae=sae)
+    alignment = TopicAlignment.load(tmp_path / "run" / "topics" / "films.safetensors", sae=sae)
     amplified = sl.generate(model, prompts, steering={alignment.vector(8): 4.0}, sae=sae, max_new_tokens=3)
     assert records[("amplify", 4.0)]["answers"] == amplified
     similarity = float(topic_similarity(amplified, TEXTS).mean())

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.steering.build_vectors import dense_vector, sas_from_codes, sas_vector
 from sas_lens.errors import IncompatibleSAEError
+from sas_lens.steering.build_vectors import dense_vector, sas_from_codes, sas_vector
 from sas_lens.steering.extraction import collect_residuals
 from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
 from tests.helpers import random_sae

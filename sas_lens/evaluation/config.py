@@ -1,0 +1,135 @@
+"""What an evaluation run measures: :class:`EvalConfig`, read from TOML or JSON by :func:`load_config`.
+
+Example:
+    >>> cfg = EvalConfig(behaviours=("sycophancy",), data_dir="datasets/caa", layers=(9, 12))
+    >>> cfg.grid("dense")
+    (-4.0, 0.0, 4.0)
+    >>> cfg.sae_for(12)
+    False
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sas_lens.errors import DataError
+from sas_lens.evaluation.behaviour import METHODS
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate. ``lams`` and ``cost_lams`` map a method to its λ grid (a list applies to all)."""
+
+    behaviours: tuple[str, ...]
+    data_dir: str
+    model: str | None = None  # None: the embedded Gemma 3 270M; else a TransformerLens name, e.g. "gemma-2-2b"
+    device: str | None = None  # None: CUDA when available
+    layers: tuple[int, ...] = (9,)
+    methods: tuple[str, ...] = METHODS
+    lams: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    cost_lams: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    # layer → a shipped name or folder, or [release, sae_id] (e.g. Gemma Scope); None: the shipped default
+    saes: dict[str, Any] = field(default_factory=lambda: {"9": None})
+    heldout_text: str | None = None
+    train_pairs: int = 200
+    test_items: int = 50
+    open_ended: int = 10
+    mmlu: int = 100
+    truthfulqa: int = 100
+    perplexity_tokens: int = 10_000
+    max_new_tokens: int = 40
+    tau: float = 0.7
+    layer_sweep_behaviour: str | None = None  # other layers: only this behaviour's A/B sweep
+    judge: dict[str, Any] | None = None
+    topics: dict[str, str] = field(default_factory=dict)  # name → "demo:<topic>" or a file, one text per line
+    topic_strengths: tuple[float, ...] = (2.0, 4.0, 8.0)  # "amplify"
+    topic_swap: tuple[float, ...] = (1.0,)  # "swap" blends, in [0, 1]
+    topic_swap_k: int = 32
+    topic_latents: int = 64
+    topic_min_prompts: int = 5  # amplify picks latents firing on at least this many reference prompts
+    topic_prompts: int = 12
+    finetune_steps: int = 30  # 0: no fine-tuning baseline
+
+    def __post_init__(self) -> None:
+        if not self.behaviours and not self.topics:
+            raise ValueError("The evaluation config names no behaviours and no topics.")
+        if not all(0 <= x <= 1 for x in self.topic_swap):
+            raise ValueError(f"topic_swap blends must lie in [0, 1], got {self.topic_swap}.")
+        if not all(math.isfinite(x) for x in self.topic_strengths):
+            raise ValueError(f"topic_strengths must be finite, got {self.topic_strengths}.")
+        if self.topics and self.sae_for(self.layers[0]) is False:
+            raise ValueError(f"Topics are scored on the SAE of the main layer {self.layers[0]}; name it in saes.")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
+        for name in ("lams", "cost_lams"):
+            for method, grid in getattr(self, name).items():
+                if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in grid):
+                    raise ValueError(f"{name}[{method!r}] must hold finite numbers, got {grid}.")
+
+    def grid(self, method: str, costs: bool = False) -> tuple[float, ...]:
+        grids = self.cost_lams if costs else self.lams
+        default = (-1.0, 0.0, 1.0) if method == "prompting" else ((-4.0, 4.0) if costs else (-4.0, 0.0, 4.0))
+        grid = tuple(float(x) for x in grids.get(method, default))
+        return tuple(sorted(set(grid) | {0.0})) if costs else grid
+
+    def sae_for(self, layer: int) -> Any:
+        """The SAE for ``layer``: a shipped name, a folder or ``[release, sae_id]`` (None: the shipped
+        default), or False when the config names none."""
+        return self.saes[str(layer)] if str(layer) in self.saes else False
+
+
+def load_config(path: str | Path) -> EvalConfig:
+    """Read an :class:`EvalConfig` from a ``.json`` or ``.toml`` file; paths in it are relative to the file.
+
+    Args:
+        path: the config file; its keys are :class:`EvalConfig`'s fields.
+
+    Raises:
+        DataError: the file is missing, not valid TOML/JSON, or names unknown settings.
+
+    Example:
+        >>> cfg = sl.load_config("configs/caa_eval.toml")   # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No such evaluation config: {path}.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            raw = tomllib.loads(text)
+        else:
+            raw = json.loads(text)
+    except ValueError as err:
+        raise DataError(f"{path} is not valid {path.suffix[1:].upper()}: {err}") from err
+    known = set(EvalConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise DataError(f"{path}: unknown settings {unknown}; known: {sorted(known)}.")
+    for key in ("data_dir", "heldout_text"):  # relative to the config file
+        if raw.get(key) and not Path(raw[key]).is_absolute():
+            raw[key] = str((path.parent / raw[key]).resolve())
+    for key in ("behaviours", "layers", "methods"):
+        if key in raw:
+            raw[key] = tuple(raw[key])
+    for key in ("topic_strengths", "topic_swap"):
+        if key in raw:
+            raw[key] = tuple(float(x) for x in raw[key])
+    for name, source in raw.get("topics", {}).items():  # files relative to the config file too
+        if not str(source).startswith("demo:") and not Path(source).is_absolute():
+            raw["topics"][name] = str((path.parent / source).resolve())
+    for key in ("lams", "cost_lams"):
+        if key in raw:
+            raw[key] = {method: tuple(float(x) for x in grid) for method, grid in raw[key].items()}
+    try:
+        return EvalConfig(**raw)
+    except TypeError as err:
+        raise DataError(f"{path}: {err}") from err
+
+

@@ -1,0 +1,32 @@
+"""Planning an evaluation run: every (kind, behaviour, layer, method, λ) cell, in the order they are run."""
+
+from __future__ import annotations
+
+from sas_lens.evaluation.config import EvalConfig
+
+Cell = tuple[str, str, int, str, float]
+
+
+def plan_cells(cfg: EvalConfig) -> list[Cell]:
+    """Every (kind, behaviour, layer, method, λ) of the run, in the order they are run."""
+    cells = []
+    main_layer = cfg.layers[0]
+    for behaviour in cfg.behaviours:
+        for layer in cfg.layers:
+            if layer != main_layer and behaviour != (cfg.layer_sweep_behaviour or behaviour):
+                continue
+            for method in cfg.methods:
+                if method == "sas" and cfg.sae_for(layer) is False:
+                    continue
+                if method == "prompting" and layer != main_layer:
+                    continue  # prompting does not depend on the layer
+                cells += [("ab", behaviour, layer, method, lam) for lam in cfg.grid(method)]
+                if layer == main_layer:
+                    for kind in ("capability", "open"):
+                        cells += [(kind, behaviour, layer, method, lam) for lam in cfg.grid(method, costs=True)]
+    for topic in cfg.topics:
+        cells += [("topic", topic, main_layer, "amplify", lam) for lam in sorted({0.0, *cfg.topic_strengths})]
+        cells += [("topic", topic, main_layer, "swap", lam) for lam in cfg.topic_swap]
+        if cfg.finetune_steps:
+            cells.append(("topic", topic, main_layer, "finetune", float(cfg.finetune_steps)))
+    return cells

@@ -1,0 +1,123 @@
+"""Model, SAEs, data, vectors and residuals of an evaluation run, each loaded or built once, on first use."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sas_lens.errors import DataError
+from sas_lens.evaluation.config import EvalConfig
+from sas_lens.evaluation.plan import plan_cells
+
+
+class EvalResources:
+    """Model, SAEs, data and vectors, each loaded or built on first use."""
+
+    def __init__(self, cfg: EvalConfig, out_dir: Path, model=None):
+        self.cfg, self.out_dir, self._model = cfg, out_dir, model
+        self._saes: dict[int, Any] = {}
+        self._vectors: dict[tuple[str, int, str], Any] = {}
+        self._data: dict[tuple, Any] = {}
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sas_lens.loading.models import load_model
+
+            self._model = load_model(self.cfg.model, device=self.cfg.device)
+        return self._model
+
+    def sae(self, layer: int):
+        if layer not in self._saes:
+            from sas_lens.loading.saes import load_sae
+
+            spec = self.cfg.sae_for(layer)
+            release, sae_id = spec if isinstance(spec, (list, tuple)) else (spec, None)
+            self._saes[layer] = load_sae(release, sae_id=sae_id, model=self.model)
+        return self._saes[layer]
+
+    def path(self, *parts: str) -> Path:
+        path = Path(self.cfg.data_dir, *parts)
+        if not path.exists():
+            raise DataError(f"{path} is missing; data_dir must follow CAA's layout (see sas_lens.evaluation.runner).")
+        return path
+
+    def pairs(self, behaviour: str, split: str):
+        from sas_lens.loading.pairs import load_pairs
+
+        key = ("pairs", behaviour, split)
+        if key not in self._data:
+            if split == "train":
+                self._data[key] = load_pairs(self.path("generate", behaviour, "generate_dataset.json"),
+                                             name=behaviour, limit=self.cfg.train_pairs)
+            else:
+                self._data[key] = load_pairs(self.path("test", behaviour, "test_dataset_ab.json"),
+                                             name=behaviour, limit=self.cfg.test_items)
+        return self._data[key]
+
+    def open_questions(self, behaviour: str) -> list[str]:
+        key = ("open", behaviour)
+        if key not in self._data:
+            records = json.loads(self.path("test", behaviour, "test_dataset_open_ended.json").read_text())
+            self._data[key] = [r["question"] for r in records[: self.cfg.open_ended]]
+        return self._data[key]
+
+    def capability_items(self, name: str):
+        from sas_lens.evaluation.capability import load_capability_items
+
+        key = ("capability", name)
+        if key not in self._data:
+            file = {"mmlu": ("test", "mmlu", "mmlu.json"), "truthfulqa": ("test", "truthfulqa", "truthful_qa.json")}
+            self._data[key] = load_capability_items(self.path(*file[name]), limit=getattr(self.cfg, name))
+        return self._data[key]
+
+    def topic(self, name: str):
+        """The topic's alignment texts, their embedding centroid, its
+        :class:`~sas_lens.topic.alignment.TopicAlignment` and the seconds scoring took, computed once."""
+        key = ("topic", name)
+        if key not in self._data:
+            from sas_lens.topic.alignment import topic_scores
+            from sas_lens.topic.evaluation import load_topic_texts, topic_centroid
+
+            texts = load_topic_texts(self.cfg.topics[name])
+            started = time.perf_counter()
+            alignment = topic_scores(self.model, self.sae(self.cfg.layers[0]), texts, name=name)
+            align_s = time.perf_counter() - started
+            self._data[key] = (texts, topic_centroid(texts), alignment, align_s)
+            alignment.save(self.out_dir / "topics" / f"{name}.safetensors")
+        return self._data[key]
+
+    def vector(self, behaviour: str, layer: int, method: str):
+        """The behaviour's vector of ``method`` at ``layer`` (``None`` for prompting), built once and saved."""
+        if method == "prompting":
+            return None
+        key = (behaviour, layer, method)
+        if key not in self._vectors:
+            from sas_lens.steering.vectors import load_vector
+
+            file = self.out_dir / "vectors" / f"{behaviour}-L{layer}-{method}.safetensors"
+            if file.exists():
+                self._vectors[key] = load_vector(file, model=self.model)
+            else:
+                from sas_lens.steering.build_vectors import dense_vector, sas_vector
+
+                pairs, residuals = self.pairs(behaviour, "train"), self.residuals(behaviour)
+                if method == "sas":
+                    vector = sas_vector(self.model, self.sae(layer), pairs, tau=self.cfg.tau, residuals=residuals)
+                else:
+                    vector = dense_vector(self.model, pairs, layer=layer, residuals=residuals)
+                vector.save(file)
+                self._vectors[key] = vector
+        return self._vectors[key]
+
+    def residuals(self, behaviour: str):
+        """The training pairs' residuals at every layer the run steers ``behaviour`` at, in one pass."""
+        key = ("residuals", behaviour)
+        if key not in self._data:
+            from sas_lens.steering.extraction import collect_residuals
+
+            layers = sorted({layer for _, b, layer, _, _ in plan_cells(self.cfg) if b == behaviour})
+            self._data[key] = collect_residuals(self.model, self.pairs(behaviour, "train"), layers)
+        return self._data[key]

@@ -1,0 +1,53 @@
+"""The finished cells of an evaluation run, appended to ``cells.jsonl`` as each one ends (what makes runs resumable)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Fields of a record that say which cell it is, as opposed to what was measured in it.
+CELL_FIELDS = ("key", "kind", "behaviour", "layer", "method", "lam", "seconds")
+
+
+def cell_key(kind: str, behaviour: str, layer: int, method: str, lam: float) -> str:
+    """The cell's key in ``cells.jsonl``: ``kind|behaviour|L<layer>|method|λ``."""
+    return f"{kind}|{behaviour}|L{layer}|{method}|{lam:g}"
+
+
+class CellStore:
+    """Finished cells, one JSON line each, appended (and flushed) as soon as a cell is done."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.cells: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut off by an interruption: that cell is redone
+                    self.cells[record["key"]] = record
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.cells
+
+    def add(self, record: dict) -> None:
+        self.cells[record["key"]] = record
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+            handle.flush()
+
+    def unsteered(self, kind: str, behaviour: str) -> dict | None:
+        """The figures of a finished λ = 0 cell of this kind and behaviour, if any.
+
+        At λ = 0 every method is the same unsteered model on the same items (no vector, no
+        instruction) at every layer, so the cell is measured once and shared.
+        """
+        for record in self.cells.values():
+            if record["kind"] == kind and record["behaviour"] == behaviour and record["lam"] == 0:
+                if "measured_in" in record:
+                    continue
+                shared = {k: v for k, v in record.items() if k not in CELL_FIELDS}
+                return {**shared, "measured_in": record["key"]}
+        return None

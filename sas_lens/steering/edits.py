@@ -1,0 +1,253 @@
+"""The edit protocol: what the hook engine asks of anything that steers, and the SAS and dense edits.
+
+A key of a steering dict (``{key: λ}``) is :class:`Steerable`: it names its hook and,
+given the model, its strength and the SAEs passed to ``steer``, checks that it fits and
+returns an :class:`Edit`. An edit computes ``δ(a)``, the change to the residual ``a``
+at its hook; the engine adds the edits of one hook, each computed from the unsteered
+``a``. Edits of one kind that compose inside a space of their own (SAS vectors on one
+SAE add their ``λᵢvᵢ`` before σ) merge first, through :meth:`Edit.merge`.
+
+A new kind of edit (conditional steering, a topic swap) implements these two
+protocols; the engine does not change.
+
+SAS (Algorithm 2 of the paper), with the SAE's reconstruction error Δ kept:
+
+    ã = â(σ(f(a) + Σᵢ λᵢvᵢ)) + Δ,   Δ = a − â(f(a))
+      = a + (σ(f(a) + Σᵢ λᵢvᵢ) − f(a)) · W_dec
+
+so λ = 0 is exactly the unsteered model. Only latents in the union S of the vectors'
+supports can change, so the edit needs the encoder columns and decoder rows of S
+alone (``[tokens, d_model] x [d_model, |S|]`` products), plus, for TopK SAEs, the full
+encoding that decides which latents are active. σ is the SAE's own: JumpReLU keeps
+``s·[s > θ]``; ReLU and TopK SAEs use ReLU (the top k are not re-selected). An SAE that
+normalises each token at run time (``constant_norm_rescale``, ``layer_norm``) encodes the
+normalised ``a`` and its decoder output is scaled back per token, so the edit is that
+token's scale times the code difference times ``W_dec``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from sas_lens.errors import IncompatibleSAEError
+from sas_lens.loading.saes import check_hook_exists, check_sae_fits, sae_hook_name
+from sas_lens.typing import Float, Tensor
+
+SUPPORTED_ARCHITECTURES = ("jumprelu", "standard", "topk", "batchtopk")
+# Per-token input normalisations the edit undoes; the others SAELens applies at
+# run time are identities ("expected_average_only_in" and whitening are folded
+# into the weights when an SAE is loaded).
+PER_TOKEN_NORMALISATIONS = ("constant_norm_rescale", "layer_norm")
+RUN_TIME_IDENTITY_NORMALISATIONS = ("none", "expected_average_only_in", "covariance_whitening")
+
+
+@runtime_checkable
+class Edit(Protocol):
+    """A change ``δ(a)`` to the residual at one hook, computed in float32 from the unsteered ``a``."""
+
+    hook_name: str
+
+    def delta(self, a: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]: ...
+
+    def merge(self, other: "Edit") -> "Edit | None":
+        """One edit doing both ``self`` and ``other``, when they compose before acting; else ``None``."""
+        ...
+
+
+@runtime_checkable
+class Steerable(Protocol):
+    """A key of a steering dict: SAS and dense vectors, a topic swap, a conditional vector."""
+
+    name: str
+    hook_name: str | None
+
+    def edit(self, model, strength: float, saes: "SAESet") -> Edit:
+        """Check that this fits ``model`` (and its SAE among ``saes``) and return its edit at ``strength``.
+
+        Raises before any hook exists, with a message that says what to do.
+        """
+        ...
+
+
+class SAESet:
+    """The SAEs given to ``steer`` (one, a list, or a dict), looked up by hook and identity."""
+
+    def __init__(self, sae=None):
+        if sae is None:
+            saes = []
+        elif isinstance(sae, Mapping):
+            saes = list(sae.values())
+        elif isinstance(sae, (list, tuple)):
+            saes = list(sae)
+        else:
+            saes = [sae]
+        self.by_hook: dict[str, list] = defaultdict(list)
+        for one in saes:
+            self.by_hook[sae_hook_name(one)].append(one)
+
+    def find(self, what: str, hook: str, identity, model):
+        """The given SAE that ``identity`` (a :class:`~sas_lens.steering.provenance.SAEIdentity`) names at
+        ``hook``, checked to fit ``model`` and to be steerable; ``what`` names the object needing it."""
+        candidates = self.by_hook.get(hook, [])
+        match = [s for s in candidates if identity.matches(s)]
+        if not match and candidates:
+            identity.check(candidates[0], what)  # raises, saying which SAE it needs
+        if not match:
+            raise IncompatibleSAEError(
+                f"No SAE given for {what} (hook {hook}, needs {identity.describe()}). "
+                "Pass the SAE it was built on: steer(model, {vec: λ}, sae=sae)."
+            )
+        check_sae_fits(match[0], model)
+        check_steerable(match[0])
+        return match[0]
+
+
+def check_steerable(sae) -> None:
+    """Raise :class:`IncompatibleSAEError` if sas_lens cannot compute an exact edit through ``sae``."""
+    architecture = sae.cfg.architecture()
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise IncompatibleSAEError(
+            f"sas_lens cannot steer through a {architecture!r} SAE yet; supported: {list(SUPPORTED_ARCHITECTURES)}."
+        )
+    normalisation = sae.cfg.normalize_activations
+    if normalisation not in PER_TOKEN_NORMALISATIONS + RUN_TIME_IDENTITY_NORMALISATIONS:
+        raise IncompatibleSAEError(
+            f"sas_lens does not know the input normalisation {normalisation!r} of this SAE; supported: "
+            f"{list(PER_TOKEN_NORMALISATIONS + RUN_TIME_IDENTITY_NORMALISATIONS)}."
+        )
+    if getattr(sae.cfg, "reshape_activations", "none") != "none":
+        raise IncompatibleSAEError(
+            f"This SAE reshapes its input (reshape_activations={sae.cfg.reshape_activations!r}, an attention-output "
+            "SAE); sas_lens steers residual-stream SAEs."
+        )
+
+
+@dataclass(frozen=True)
+class DenseEdit:
+    """CAA: ``δ(a) = Σ λᵢvᵢ`` at every position."""
+
+    hook_name: str
+    added: Float[Tensor, " d_model"]
+
+    @classmethod
+    def checked(cls, model, hook_name: str, added: Tensor) -> "DenseEdit":
+        check_hook_exists(model, hook_name)
+        if added.shape != (model.cfg.d_model,):
+            raise IncompatibleSAEError(
+                f"The dense vector has {added.shape[0]} dimensions but the model has d_model={model.cfg.d_model}."
+            )
+        return cls(hook_name, added.to(model.cfg.device, torch.float32))
+
+    def delta(self, a: Tensor) -> Tensor:
+        return self.added.expand_as(a)
+
+    def merge(self, other: Edit) -> "DenseEdit | None":
+        if isinstance(other, DenseEdit) and other.hook_name == self.hook_name:
+            return DenseEdit(self.hook_name, self.added + other.added)
+        return None
+
+
+@dataclass(frozen=True)
+class SparseEdit:
+    """SAS through one SAE: ``δ(a) = out_scale(a)·(σ(f(a)_S + shift) − f(a)_S)·W_dec[S]``.
+
+    ``shift`` is ``Σ λᵢvᵢ`` as a dense ``[d_sae]`` tensor on the model's device; the slice
+    of the SAE it touches is taken once, in float32, on first use (after merging).
+    """
+
+    hook_name: str
+    sae: object
+    shift: Float[Tensor, " d_sae"]
+
+    def merge(self, other: Edit) -> "SparseEdit | None":
+        if isinstance(other, SparseEdit) and other.sae is self.sae:
+            return SparseEdit(self.hook_name, self.sae, self.shift + other.shift)
+        return None
+
+    @functools.cached_property
+    def _slice(self) -> "_SparseSlice":
+        return _SparseSlice.build(self.sae, self.shift, self.shift.device)
+
+    def delta(self, a: Tensor) -> Tensor:
+        return self._slice.delta(a)
+
+
+@dataclass(frozen=True)
+class _SparseSlice:
+    """The slice of one SAE that a shift touches, in float32."""
+
+    W_enc: torch.Tensor  # [d_model, |S|]
+    b_enc: torch.Tensor  # [|S|]
+    W_dec: torch.Tensor  # [|S|, d_model]
+    threshold: torch.Tensor | None  # [|S|] for JumpReLU
+    b_dec_in: torch.Tensor  # subtracted from the input before encoding
+    shift: torch.Tensor  # Σ λᵢ vᵢ on S
+    support: torch.Tensor  # S
+    normalisation: str  # the SAE's per-token input normalisation, or "none"
+    sae: object | None  # kept only for TopK, whose activity needs the full encoding
+
+    @classmethod
+    def build(cls, sae, shift: Tensor, device) -> "_SparseSlice":
+        support = torch.nonzero(shift).squeeze(-1)
+        architecture = sae.cfg.architecture()
+        f32 = dict(device=device, dtype=torch.float32)
+        normalisation = sae.cfg.normalize_activations
+        return cls(
+            W_enc=sae.W_enc.detach()[:, support].to(**f32),
+            b_enc=sae.b_enc.detach()[support].to(**f32),
+            W_dec=sae.W_dec.detach()[support].to(**f32),
+            threshold=sae.threshold.detach()[support].to(**f32) if architecture == "jumprelu" else None,
+            b_dec_in=(sae.b_dec.detach() * sae.cfg.apply_b_dec_to_input).to(**f32),
+            shift=shift[support].to(**f32),
+            support=support.to(device),
+            normalisation=normalisation if normalisation in PER_TOKEN_NORMALISATIONS else "none",
+            sae=sae if architecture in ("topk", "batchtopk") else None,
+        )
+
+    def sigma(self, s: Tensor) -> Tensor:
+        if self.threshold is not None:
+            return s.relu() * (s > self.threshold)
+        return s.relu()
+
+    def normalise(self, a: Tensor) -> tuple[Tensor, Tensor | float]:
+        """The SAE's input for ``a`` and the per-token factor its decoder output is scaled back by.
+
+        Mirrors SAELens's run-time ``constant_norm_rescale`` and ``layer_norm``.
+        """
+        if self.normalisation == "constant_norm_rescale":
+            coeff = a.shape[-1] ** 0.5 / a.norm(dim=-1, keepdim=True)
+            return a * coeff, 1 / coeff
+        if self.normalisation == "layer_norm":
+            centred = a - a.mean(dim=-1, keepdim=True)
+            std = centred.std(dim=-1, keepdim=True)
+            return centred / (std + 1e-5), std
+        return a, 1.0
+
+    def delta(self, a: Tensor) -> Tensor:
+        x, out_scale = self.normalise(a)
+        if self.sae is not None:  # TopK: which latents are active depends on all of them
+            codes = self.sae.encode(a.to(self.sae.dtype)).float()[..., self.support]
+        else:
+            codes = self.sigma((x - self.b_dec_in) @ self.W_enc + self.b_enc)
+        return out_scale * ((self.sigma(codes + self.shift) - codes) @ self.W_dec)
+
+
+def merge_edits(edits: Iterable[Edit]) -> dict[str, list[Edit]]:
+    """Edits grouped by hook, each merged with the earlier ones it composes with."""
+    by_hook: dict[str, list[Edit]] = defaultdict(list)
+    for edit in edits:
+        group = by_hook[edit.hook_name]
+        for i, earlier in enumerate(group):
+            merged = earlier.merge(edit)
+            if merged is not None:
+                group[i] = merged
+                break
+        else:
+            group.append(edit)
+    return by_hook
