@@ -39,19 +39,28 @@ print(f"dense norm {float(dense.vector.norm()):.1f}")
 
 # %% [markdown]
 # `sl.steer` attaches the hooks for a `with` block and removes them on exit, even after an error.
-# The golden property: λ = 0 is the unsteered model, bit for bit. (This vector has one latent, with a
-# negative value: a latent the negative completions switch on. Positive λ switches it off where it fires.)
+# A measured effect: the next-token logit margin of " wonderful" over " terrible" after a neutral prompt,
+# at λ = −4, 0 and +4, for both vectors. (At λ = 0 the SAE's error Δ is added back, so the model is the
+# unsteered one, exactly.)
 
 # %%
-prompt = "I thought the film was"
-tokens = model.to_tokens(prompt)
-unsteered = model(tokens)[0, -1]
-with sl.steer(model, {vec: 0.0}, sae=sae):
-    at_zero = model(tokens)[0, -1]
-print("max |logit difference| at λ=0:", float((at_zero - unsteered).abs().max()))
+tokens = model.to_tokens("Honestly, I found the whole experience")
+good, bad = model.to_single_token(" wonderful"), model.to_single_token(" terrible")
+
+
+def margin(steering):
+    with sl.steer(model, steering, sae=sae):
+        logits = model(tokens)[0, -1]
+    return float(logits[good] - logits[bad])
+
+
+margins = {(kind, lam): margin({vector: lam} if lam else {})
+           for kind, vector in (("sas", vec), ("dense", dense)) for lam in (-4.0, 0.0, 4.0)}
+print({key: round(value, 2) for key, value in margins.items()})
 
 # %%
-assert float((at_zero - unsteered).abs().max()) == 0.0
+for kind in ("sas", "dense"):  # each vector moves the margin its way, on both sides of the unsteered model
+    assert margins[kind, -4.0] < margins[kind, 0.0] < margins[kind, 4.0], kind
 
 # %% [markdown]
 # Generation: batched, left-padded, with the KV cache; `backend="hf"` runs the same hooks on the
@@ -73,4 +82,5 @@ from pathlib import Path
 
 path = vec.save(Path(tempfile.mkdtemp()) / "sentiment.safetensors")
 again = sl.load_vector(path, model=model, sae=sae)
-torch.equal(again.values, vec.values)
+assert torch.equal(again.values, vec.values) and again.provenance == vec.provenance
+again.provenance.sae

@@ -3,7 +3,7 @@
 #
 # Several vectors steer at once: SAS vectors on one SAE are added to the same code before the
 # non-linearity (one encode, one decode), dense vectors are added to the residual, and each keeps its own
-# strength. With one of the two at λ = 0 the result is the other alone, exactly.
+# strength.
 
 # %%
 import torch
@@ -36,23 +36,28 @@ def probes(steering):
     return p_careful, p_great
 
 
+grid = {}
 for lam_sentiment in (0.0, 8.0):
     for lam_caution in (0.0, 8.0):
-        p_careful, p_great = probes({sentiment: lam_sentiment, caution: lam_caution})
-        print(f"sentiment λ={lam_sentiment:g}, caution λ={lam_caution:g}: p(careful)={p_careful:.3f}  "
-              f"p(' great')={p_great:.5f}")
+        grid[lam_sentiment, lam_caution] = probes({sentiment: lam_sentiment, caution: lam_caution})
+        print(f"sentiment λ={lam_sentiment:g}, caution λ={lam_caution:g}: p(careful)={grid[lam_sentiment, lam_caution][0]:.3f}  "
+              f"p(' great')={grid[lam_sentiment, lam_caution][1]:.5f}")
 
 # %% [markdown]
-# The check: composing with the other at λ = 0 gives the first alone, bit for bit.
+# Measured here (Gemma 3 270M, shipped 16k SAE): these τ = 0.5 vectors move their own probes little, and
+# caution moves p(' great') more than sentiment does; why SAS vectors carry so little of a behaviour on
+# this model is open work (README, "Measured here"). What composing means, checked: two vectors on one SAE
+# at (λ₁, λ₂) are one edit, σ(f(a) + λ₁v₁ + λ₂v₂), so they equal the single vector λ₁v₁ + λ₂v₂ at
+# strength 1 — the same arithmetic, so bit for bit.
 
 # %%
-with sl.steer(model, {sentiment: 8.0}, sae=sae):
-    alone = model(tokens)
-with sl.steer(model, {sentiment: 8.0, caution: 0.0}, sae=sae):
+with sl.steer(model, {sentiment: 8.0, caution: 8.0}, sae=sae):
     composed = model(tokens)
-difference = float((alone - composed).abs().max())
-print("max |logit difference|:", difference)
-assert difference == 0.0
+with sl.steer(model, {8.0 * sentiment + 8.0 * caution: 1.0}, sae=sae):
+    summed = model(tokens)
+unsteered = model(tokens)
+print("max |logit change| composed:", float((composed - unsteered).abs().max()))
+assert torch.equal(composed, summed) and not torch.equal(composed, unsteered)
 
 # %% [markdown]
 # Arithmetic on vectors gives new vectors with merged provenance, and mixed SAS + dense steering works the

@@ -50,12 +50,12 @@ for name, texts_out in outputs.items():
     print(f"{name:>10}: similarity {float(topic_similarity(texts_out, texts).mean()):.3f}  {texts_out[0]!r}")
 
 # %% [markdown]
-# Amplify at strength 0 is the unsteered model (same greedy continuations), and a topic composes with a
-# behaviour vector like any other.
+# The check, measured: amplify at 12 brings the continuations closer to the topic than the unsteered model.
+# And a topic composes with a behaviour vector like any other.
 
 # %%
-at_zero = sl.generate(model, prompts, steering={topic.vector(64): 0.0}, sae=sae, max_new_tokens=24, backend="hf")
-assert at_zero == outputs["unsteered"]
+similarity = {name: float(topic_similarity(texts_out, texts).mean()) for name, texts_out in outputs.items()}
+assert similarity["amplify 12"] > similarity["unsteered"] + 0.05, similarity
 
 sentiment = sl.sas_vector(model, sae, sl.load_pairs("demo:sentiment"), tau=0.5)
 sl.generate(model, prompts[:1], steering={topic.vector(64): 12.0, sentiment: 6.0}, sae=sae, max_new_tokens=24,

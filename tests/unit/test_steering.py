@@ -1,5 +1,9 @@
-"""Golden tests of steering: λ=0 is the identity, the fast path is the literal formula, hooks equal a
-manual edit of cached residuals, positions hold under the KV cache; refusals attach nothing."""
+"""Golden tests of steering: an edit that σ cancels leaves the model bit-identical, the fast path is the literal
+formula, hooks equal a manual edit of cached residuals, positions hold under the KV cache; refusals attach nothing.
+
+λ = 0 itself is not a test of the formula: a zero shift has an empty support, so the edit computes nothing.
+Suppressing latents that are off on every token (a non-zero negative strength) runs the whole formula, and
+must still change nothing: σ(f(a) + λv) = f(a) there, so the Δ-corrected edit is exactly zero."""
 
 import pytest
 import torch
@@ -47,13 +51,32 @@ def residual(model, tokens=TOKENS):
     return cache[HOOK]
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_lambda_zero_is_exactly_the_unsteered_model(model, architecture):
-    sae = random_sae(architecture)
+def silent_vector(sae, model, n=6):
+    """A vector on up to ``n`` latents that are off on every token of TOKENS (positive values)."""
+    off = torch.nonzero((sae.encode(residual(model)) == 0).all(dim=0).all(dim=0)).squeeze(-1)[:n]
+    assert len(off) >= 2, "the random SAE fires every latent somewhere; pick other TOKENS"
+    return SASVector(off, torch.linspace(0.5, 2.0, len(off)), sae.cfg.d_sae, vector_for(sae).provenance)
+
+
+def assert_suppressing_silent_latents_changes_nothing_and_raising_them_is_the_literal_edit(model, sae):
+    vec = silent_vector(sae, model)
     clean = model(TOKENS)
-    with steer(model, {vector_for(sae): 0.0}, sae=sae):
+    with steer(model, {vec: -3.0}, sae=sae):
         steered = model(TOKENS)
-        assert torch.equal(steered, clean), f"max abs diff {(steered - clean).abs().max().item():.3g}"
+    assert torch.equal(steered, clean), f"max |diff| {(steered - clean).abs().max().item():.3g}"
+    # Raised instead, the same latents change the model by what the literal formula says. Tolerance: float32
+    # matmuls of different shapes (the |S| slice against the full SAE) round differently, ~1e-6 relative.
+    expected = model(literal_edit(sae, residual(model), 20.0 * vec.dense()), start_at_layer=2)
+    with steer(model, {vec: 20.0}, sae=sae):
+        raised = model(TOKENS)
+    torch.testing.assert_close(raised, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(raised, clean, atol=1e-3)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_suppressing_latents_that_never_fire_leaves_logits_bit_identical(model, architecture):
+    assert_suppressing_silent_latents_changes_nothing_and_raising_them_is_the_literal_edit(
+        model, random_sae(architecture))
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -73,11 +96,9 @@ def test_hooked_steering_equals_manual_edit_of_cached_residuals(model, architect
 @pytest.mark.parametrize("normalisation", ["constant_norm_rescale", "layer_norm", "expected_average_only_in"])
 def test_steering_through_an_sae_that_normalises_its_input(model, architecture, normalisation):
     sae = random_sae(architecture, normalize_activations=normalisation)
+    assert_suppressing_silent_latents_changes_nothing_and_raising_them_is_the_literal_edit(model, sae)
     vec = vector_for(sae)
     clean = model(TOKENS)
-    with steer(model, {vec: 0.0}, sae=sae):
-        steered = model(TOKENS)
-        assert torch.equal(steered, clean), f"max abs diff {(steered - clean).abs().max().item():.3g}"
     expected = model(literal_edit(sae, residual(model), 4.0 * vec.dense()), start_at_layer=2)
     with steer(model, {vec: 4.0}, sae=sae):
         steered = model(TOKENS)
@@ -104,8 +125,9 @@ def test_positions_prompt_and_mask(model):
     edited = torch.where(mask[..., None], literal_edit(sae, a, 4.0 * vec.dense()), a)
     with steer(model, {vec: 4.0}, sae=sae, positions=mask):
         torch.testing.assert_close(model(TOKENS), model(edited, start_at_layer=2), atol=1e-4, rtol=1e-4)
+    clean = model(TOKENS)
     with steer(model, {vec: 4.0}, sae=sae, positions="generated"):
-        torch.testing.assert_close(model(TOKENS), model(TOKENS))  # a prompt pass has no generated tokens
+        assert torch.equal(model(TOKENS), clean)  # a prompt pass has no generated tokens
 
 
 @pytest.mark.parametrize("positions", ["all", "prompt", "generated"])
@@ -160,7 +182,7 @@ def test_hooks_are_removed_after_an_error_inside_the_block(model):
     torch.testing.assert_close(model(TOKENS), tiny_model()(TOKENS))
 
 
-def test_empty_steering_and_all_zero_vector_are_the_identity(model):
+def test_empty_steering_and_an_empty_vector_add_nothing(model):
     from sas_lens.steering.build_vectors import sas_from_codes
 
     sae = random_sae("jumprelu")

@@ -27,7 +27,10 @@ def literal_algorithm_1(pos, neg, tau, mean_over, strict):
         for codes in (pos, neg):
             active = [float(codes[r, c]) for r in range(n) if codes[r, c] > 0]
             frequency = len(active) / n
-            kept = frequency > tau if strict else frequency >= tau
+            if tau == 0:  # "active in at least 0% of rows" means active at all, not every latent
+                kept = len(active) > 0
+            else:
+                kept = frequency > tau if strict else frequency >= tau
             if mean_over == "all":
                 mean = sum(float(codes[r, c]) for r in range(n)) / n
             else:
@@ -116,7 +119,33 @@ def test_several_layers_from_one_pass_equal_one_layer_at_a_time(model):
 
     saes = [random_sae("jumprelu", hook_name=f"blocks.{layer}.hook_resid_post", seed=layer) for layer in (0, 2)]
     together = sas_vectors(model, saes, PAIRS, tau=0.5)
-    for sae, layer in zip(saes, (0, 2)):
-        assert torch.equal(together[layer].dense(), sas_vector(model, sae, PAIRS, tau=0.5).dense())
+    for sae, vector in zip(saes, together, strict=True):
+        assert torch.equal(vector.dense(), sas_vector(model, sae, PAIRS, tau=0.5).dense())
     dense = dense_vectors(model, PAIRS, [0, 1])
     torch.testing.assert_close(dense[1].vector, dense_vector(model, PAIRS, layer=1).vector)
+
+
+def test_two_saes_at_one_layer_each_get_their_vector(model):
+    """Keyed by layer, the second SAE of a layer used to replace the first."""
+    from sas_lens.steering.build_vectors import sas_vectors
+
+    narrow = random_sae("jumprelu", d_sae=32, seed=1)
+    wide = random_sae("jumprelu", d_sae=64, seed=2)
+    by_label = sas_vectors(model, {"narrow": narrow, "wide": wide}, PAIRS, tau=0.5)
+    assert sorted(by_label) == ["narrow", "wide"]
+    assert by_label["narrow"].d_sae == 32 and by_label["wide"].d_sae == 64
+    assert [v.d_sae for v in sas_vectors(model, [narrow, wide], PAIRS, tau=0.5)] == [32, 64]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_tau_zero_keeps_latents_active_at_all_instead_of_emptying_the_vector(strict):
+    generator = torch.Generator().manual_seed(0)
+    positive = torch.rand(6, 40, generator=generator).sub(0.6).relu()  # sparse codes
+    negative = torch.rand(6, 40, generator=generator).sub(0.6).relu()
+    positive[:, :4] = 0.0  # latents 0-3 fire only on the negative side, 4-7 only on the positive
+    negative[:, 4:8] = 0.0
+    negative[:, :4] += 0.1
+    positive[:, 4:8] += 0.1
+    got = sas_from_codes(positive, negative, tau=0.0, strict=strict)
+    assert (got[:4] < 0).all() and (got[4:8] > 0).all()  # "≥ 0" made every latent common: all zero
+    torch.testing.assert_close(got, literal_algorithm_1(positive, negative, 0.0, "all", strict))
