@@ -21,8 +21,8 @@ import re
 import shutil
 from pathlib import Path
 
-from sas_lens.evaluation.results import topic_table
 from sas_lens.evaluation.config import EvalConfig
+from sas_lens.evaluation.results import topic_table
 from sas_lens.evaluation.runner import run_evaluation
 from sas_lens.loading.models import cache_dir
 

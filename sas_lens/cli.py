@@ -1,9 +1,81 @@
-"""The ``sas-lens`` command line: a thin layer over the Python API, importing it lazily."""
+"""The ``sas-lens`` command line: a thin layer over the Python API, importing it lazily.
+
+Every argument is checked before anything is loaded (argparse types below, then each
+command's ``check``), and every user error ends with one line on stderr and status 2;
+a real crash still shows its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from pathlib import Path
+
+from sas_lens.errors import SASLensError
+
+
+class UsageError(SASLensError):
+    """A command-line argument that cannot work, found before anything was loaded."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``sas-lens extract: error: ...``) and status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind, *, low=None, high=None, low_open=False, what="a number"):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) or (
+                high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, low=1, what="a positive integer")
+layer_index = _number(int, low=0, what="a layer index (0 or more)")
+unit_interval = _number(float, low=0.0, high=1.0, what="a number in [0, 1]")
+positive_float = _number(float, low=0.0, low_open=True, what="a positive number")
+finite_float = _number(float, what="a finite number")
+
+
+def existing_file(text: str) -> str:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {text}")
+    return text
+
+
+def sae_spec(text: str) -> str:
+    """A shipped SAE's short name or an SAELens folder (the CLI does not download)."""
+    from sas_lens.errors import suggest
+    from sas_lens.loading import saes
+
+    if text in saes.shipped_saes() or Path(text).expanduser().is_dir():
+        return text
+    shipped = sorted(saes.shipped_saes())
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a shipped SAE ({shipped}) nor a folder.{suggest(text, shipped)}")
+
+
+def _check_texts(paths) -> None:
+    from sas_lens.loading.text_data import resolve_text_files
+
+    if paths:
+        resolve_text_files(paths)  # raises DataError: missing, empty or binary input
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -13,19 +85,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_sae(args: argparse.Namespace) -> int:
-    from sas_lens.sae_training.train import SAETrainingConfig, train_sae
+def _check_train_sae(args: argparse.Namespace) -> None:
+    import torch
 
-    cfg = SAETrainingConfig(
-        layer=args.layer, hook_point=args.hook_point, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens, batch_size=args.batch_size,
-        lr=args.lr, context_size=args.context_size, device=args.device, seed=args.seed,
-    )
+    from sas_lens.sae_training.train import SAETrainingConfig
+
+    _check_texts(args.texts)
+    try:
+        args.training_config = SAETrainingConfig(
+            layer=args.layer, hook_point=args.hook_point, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens,
+            batch_size=args.batch_size, lr=args.lr, context_size=args.context_size, seed=args.seed,
+            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),  # load_model's default
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _train_sae(args: argparse.Namespace) -> int:
     from sas_lens.loading.models import load_model
     from sas_lens.loading.saes import check_hook_exists
-    from sas_lens.loading.text_data import resolve_text_files
+    from sas_lens.sae_training.train import train_sae
 
-    resolve_text_files(args.texts)  # fail on bad input before spending time on the model
-    model = load_model(args.model, device=args.device)
+    cfg = args.training_config
+    model = load_model(args.model, device=cfg.device)
     check_hook_exists(model, cfg.hook_name)
     sae = train_sae(cfg, out_dir=args.out, model=model, texts=args.texts, work_dir=args.work_dir,
                     cache_dir=args.cache_dir)
@@ -35,14 +117,11 @@ def _train_sae(args: argparse.Namespace) -> int:
 
 def _eval_sae(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from sas_lens.loading.models import load_model
     from sas_lens.loading.saes import load_sae
-    from sas_lens.loading.text_data import resolve_text_files
     from sas_lens.sae_training.evaluate import evaluate_sae
 
-    resolve_text_files(args.texts)
     model = load_model(args.model, device=args.device)
     sae = load_sae(args.sae, model=model)
     folder = Path(args.sae) if Path(args.sae).is_dir() else Path(args.out or ".")
@@ -56,13 +135,18 @@ def _eval_sae(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_extract(args: argparse.Namespace) -> None:
+    from sas_lens.loading.pairs import load_pairs
+
+    args.loaded_pairs = load_pairs(args.pairs, limit=args.limit)  # bad data fails before the model loads
+
+
 def _extract(args: argparse.Namespace) -> int:
     from sas_lens.loading.models import load_model
-    from sas_lens.loading.pairs import load_pairs
     from sas_lens.loading.saes import load_sae
     from sas_lens.steering.build_vectors import dense_vector, sas_vector
 
-    pairs = load_pairs(args.pairs, limit=args.limit)  # bad data fails before the model loads
+    pairs = args.loaded_pairs
     model = load_model(args.model, device=args.device)
     if args.dense:
         vector = dense_vector(model, pairs, layer=args.layer, read=args.read)
@@ -75,14 +159,17 @@ def _extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_steer(args: argparse.Namespace) -> None:
+    if len(args.strength) not in (1, len(args.vectors)):
+        raise UsageError(f"give one --strength, or one per vector ({len(args.vectors)}); got {len(args.strength)}.")
+
+
 def _steer(args: argparse.Namespace) -> int:
     from sas_lens.loading.models import load_model
     from sas_lens.loading.saes import load_sae
     from sas_lens.steering.generation import generate
     from sas_lens.steering.vectors import load_vector
 
-    if len(args.strength) not in (1, len(args.vectors)):
-        raise SystemExit("sas-lens steer: give one --strength, or one per vector.")
     strengths = args.strength * len(args.vectors) if len(args.strength) == 1 else args.strength
     model = load_model(args.model, device=args.device)
     sae = load_sae(args.sae, model=model)
@@ -100,9 +187,7 @@ def _index(args: argparse.Namespace) -> int:
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.loading.models import load_model
     from sas_lens.loading.saes import load_sae
-    from sas_lens.loading.text_data import resolve_text_files
 
-    resolve_text_files(args.texts)
     model = load_model(args.model, device=args.device)
     sae = load_sae(args.sae, model=model)
     index = latent_index(model, sae, args.texts, n_tokens=args.tokens, context_size=args.context_size,
@@ -111,6 +196,22 @@ def _index(args: argparse.Namespace) -> int:
     print(f"indexed {index.n_tokens} tokens for {sae.cfg.d_sae} latents ({dead:.1%} never fired); "
           f"cached in {index.metadata['cached_at']}")
     return 0
+
+
+def _check_report(args: argparse.Namespace) -> None:
+    _check_texts(args.index_texts)
+
+
+def _check_demo(args: argparse.Namespace) -> None:
+    _check_texts(args.corpus)
+
+
+def _check_index(args: argparse.Namespace) -> None:
+    _check_texts(args.texts)
+
+
+def _check_eval_sae(args: argparse.Namespace) -> None:
+    _check_texts(args.texts)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -151,21 +252,28 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_align(args: argparse.Namespace) -> None:
+    from sas_lens.loading.text_data import iter_documents, resolve_text_files
+    from sas_lens.topic.alignment import demo_topic_texts
+
+    if args.demo_topic:
+        args.alignment_texts = demo_topic_texts(args.demo_topic)
+    elif args.texts:
+        args.alignment_texts = [line for doc in iter_documents(resolve_text_files(args.texts))
+                                for line in doc.splitlines() if line.strip()][: args.limit]
+    else:
+        raise UsageError("give alignment text files, or --demo-topic NAME.")
+    if not args.alignment_texts:
+        raise UsageError(f"no non-empty lines in {args.texts}.")
+
+
 def _align(args: argparse.Namespace) -> int:
     from sas_lens.analysis.attribution import logit_lens
     from sas_lens.loading.models import load_model
     from sas_lens.loading.saes import load_sae
-    from sas_lens.topic.alignment import demo_topic_texts, topic_scores
+    from sas_lens.topic.alignment import topic_scores
 
-    if args.demo_topic:
-        texts = demo_topic_texts(args.demo_topic)
-    else:
-        from sas_lens.loading.text_data import iter_documents, resolve_text_files
-
-        texts = [line for doc in iter_documents(resolve_text_files(args.texts)) for line in doc.splitlines()
-                 if line.strip()][: args.limit]
-    if not texts:
-        raise SystemExit("sas-lens align: give alignment text files, or --demo-topic NAME.")
+    texts = args.alignment_texts
     name = args.name or args.demo_topic or "topic"
     model = load_model(args.model, device=args.device)
     sae = load_sae(args.sae, model=model)
@@ -178,13 +286,17 @@ def _align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_eval(args: argparse.Namespace) -> None:
+    from sas_lens.evaluation.config import load_config
+
+    args.loaded_config = load_config(args.config)  # a bad config fails before the model loads
+
+
 def _eval(args: argparse.Namespace) -> int:
     from sas_lens.evaluation.results import summary_table, topic_table
-    from sas_lens.evaluation.config import load_config
     from sas_lens.evaluation.runner import run_evaluation
 
-    cfg = load_config(args.config)  # a bad config fails before the model loads
-    records = run_evaluation(cfg, args.out)
+    records = run_evaluation(args.loaded_config, args.out)
     for table in (summary_table(records), topic_table(records)):
         if len(table):
             print(table.round(3).to_string(index=False))
@@ -193,118 +305,145 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sas-lens", description="Sparse activation steering on TransformerLens + SAELens.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _model_options() -> argparse.ArgumentParser:
+    """``--model`` and ``--device``, shared by every command that loads a model (defaults as in the API)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--model", default=None,
+                        help="TransformerLens model name (default: the embedded Gemma 3 270M)")
+    parent.add_argument("--device", default=None, help="torch device (default: CUDA when available, as load_model)")
+    return parent
 
+
+def _add_demo(commands, model) -> None:
     demo = commands.add_parser("demo", help="run the main job on the embedded Gemma 3 270M")
     demo.add_argument("--out", default="sas_lens_output", help="folder for everything the demo writes")
     demo.add_argument("--corpus", nargs="*", default=None,
                       help="text files for the latents' top contexts (default: the demo pair texts)")
-    demo.add_argument("--index-tokens", type=int, default=100_000, help="corpus tokens to index")
-    demo.set_defaults(run=_demo)
+    demo.add_argument("--index-tokens", type=positive_int, default=100_000, help="corpus tokens to index")
+    demo.set_defaults(run=_demo, check=_check_demo)
 
-    train = commands.add_parser("train-sae", help="train a BatchTopK (JumpReLU inference) SAE on a residual hook")
+
+def _add_train_sae(commands, model) -> None:
+    train = commands.add_parser("train-sae", parents=[model],
+                                help="train a BatchTopK (JumpReLU inference) SAE on a residual hook")
     train.add_argument("texts", nargs="+", help="text files, folders of them, or hf:<dataset id>")
     train.add_argument("--out", required=True, help="SAELens folder to write")
-    train.add_argument("--model", default=None, help="TransformerLens model name (default: the embedded Gemma 3 270M)")
-    train.add_argument("--layer", type=int, required=True, help="trains on blocks.<layer>.<hook point>")
+    train.add_argument("--layer", type=layer_index, required=True, help="trains on blocks.<layer>.<hook point>")
     train.add_argument("--hook-point", default="hook_resid_post", help="hook within the block (default: hook_resid_post)")
-    train.add_argument("--d-sae", type=int, default=16384)
-    train.add_argument("--k", type=int, default=64, help="mean active latents per token (BatchTopK)")
-    train.add_argument("--tokens", type=int, default=2_000_000, help="distinct training tokens")
-    train.add_argument("--batch-size", type=int, default=4096)
-    train.add_argument("--lr", type=float, default=4e-4)
-    train.add_argument("--context-size", type=int, default=128)
-    train.add_argument("--device", default="cpu")
+    train.add_argument("--d-sae", type=positive_int, default=16384)
+    train.add_argument("--k", type=positive_int, default=64, help="mean active latents per token (BatchTopK)")
+    train.add_argument("--tokens", type=positive_int, default=2_000_000, help="distinct training tokens")
+    train.add_argument("--batch-size", type=positive_int, default=4096)
+    train.add_argument("--lr", type=positive_float, default=4e-4)
+    train.add_argument("--context-size", type=positive_int, default=128)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--work-dir", default=None, help="checkpoints, and the activation cache (default: <out>.work)")
     train.add_argument("--cache-dir", default=None, help="activation cache to build or reuse (shared by SAEs of one hook)")
-    train.set_defaults(run=_train_sae)
+    train.set_defaults(run=_train_sae, check=_check_train_sae)
 
-    evaluate = commands.add_parser("eval-sae", help="explained variance, CE loss recovered, L0, dead/dense latents")
-    evaluate.add_argument("sae", help="SAELens folder or shipped short name")
+
+def _add_eval_sae(commands, model) -> None:
+    evaluate = commands.add_parser("eval-sae", parents=[model],
+                                   help="explained variance, CE loss recovered, L0, dead/dense latents")
+    evaluate.add_argument("sae", type=sae_spec, help="SAELens folder or shipped short name")
     evaluate.add_argument("texts", nargs="+", help="held-out text files or folders (never used in training)")
-    evaluate.add_argument("--model", default=None, help="TransformerLens model name (default: the embedded Gemma 3 270M)")
-    evaluate.add_argument("--tokens", type=int, default=100_000, help="tokens for EV, L0, dead and dense latents")
-    evaluate.add_argument("--loss-sequences", type=int, default=64, help="128-token sequences for the loss figures")
+    evaluate.add_argument("--tokens", type=positive_int, default=100_000, help="tokens for EV, L0, dead and dense latents")
+    evaluate.add_argument("--loss-sequences", type=positive_int, default=64, help="128-token sequences for the loss figures")
     evaluate.add_argument("--cache-dir", default=None, help="keep held-out activations here (reused across SAEs)")
     evaluate.add_argument("--out", default=None, help="JSON path (default: eval.json in the SAE folder)")
-    evaluate.add_argument("--device", default="cpu")
-    evaluate.set_defaults(run=_eval_sae)
-    extract = commands.add_parser("extract", help="build a steering vector from contrastive pairs")
+    evaluate.set_defaults(run=_eval_sae, check=_check_eval_sae)
+
+
+def _add_extract(commands, model) -> None:
+    extract = commands.add_parser("extract", parents=[model], help="build a steering vector from contrastive pairs")
     extract.add_argument("pairs", help="demo:<name>, or a CAA .json, .jsonl or .csv file")
     extract.add_argument("--out", required=True, help="vector file to write (.safetensors)")
-    extract.add_argument("--sae", default=None, help="SAE (shipped short name or folder; default: the shipped 16k)")
+    extract.add_argument("--sae", type=sae_spec, default=None,
+                         help="SAE (shipped short name or folder; default: the shipped 16k)")
     extract.add_argument("--dense", action="store_true", help="build the dense CAA vector instead")
-    extract.add_argument("--layer", type=int, default=9, help="layer of a dense vector (SAS: the SAE's layer)")
-    extract.add_argument("--tau", type=float, default=0.7)
+    extract.add_argument("--layer", type=layer_index, default=9, help="layer of a dense vector (SAS: the SAE's layer)")
+    extract.add_argument("--tau", type=unit_interval, default=0.7, help="frequency filter of Algorithm 1, in [0, 1]")
     extract.add_argument("--read", choices=["mean", "last"], default="mean")
     extract.add_argument("--mean-over", choices=["all", "active"], default="all")
-    extract.add_argument("--limit", type=int, default=None, help="use the first N pairs")
-    extract.add_argument("--model", default=None)
-    extract.add_argument("--device", default="cpu")
-    extract.set_defaults(run=_extract)
+    extract.add_argument("--limit", type=positive_int, default=None, help="use the first N pairs")
+    extract.set_defaults(run=_extract, check=_check_extract)
 
-    steer = commands.add_parser("steer", help="unsteered and steered continuations side by side")
-    steer.add_argument("vectors", nargs="+", help="vector files from `sas-lens extract`")
+
+def _add_steer(commands, model) -> None:
+    steer = commands.add_parser("steer", parents=[model], help="unsteered and steered continuations side by side")
+    steer.add_argument("vectors", nargs="+", type=existing_file, help="vector files from `sas-lens extract`")
     steer.add_argument("--prompt", dest="prompts", action="append", required=True)
-    steer.add_argument("--strength", type=float, action="append", required=True, help="λ (once, or once per vector)")
-    steer.add_argument("--sae", default=None)
-    steer.add_argument("--max-new-tokens", type=int, default=30)
-    steer.add_argument("--model", default=None)
-    steer.add_argument("--device", default="cpu")
-    steer.set_defaults(run=_steer)
+    steer.add_argument("--strength", type=finite_float, action="append", required=True,
+                       help="λ (once, or once per vector)")
+    steer.add_argument("--sae", type=sae_spec, default=None)
+    steer.add_argument("--max-new-tokens", type=positive_int, default=30)
+    steer.set_defaults(run=_steer, check=_check_steer)
 
-    index = commands.add_parser("index", help="index every SAE latent's top contexts and frequency over a corpus")
+
+def _add_index(commands, model) -> None:
+    index = commands.add_parser("index", parents=[model],
+                                help="index every SAE latent's top contexts and frequency over a corpus")
     index.add_argument("texts", nargs="+", help="text files or folders")
-    index.add_argument("--sae", default=None, help="SAE (shipped short name or folder; default: the shipped 16k)")
-    index.add_argument("--tokens", type=int, default=300_000)
-    index.add_argument("--context-size", type=int, default=64)
-    index.add_argument("--n-top", type=int, default=20, help="contexts kept per latent")
+    index.add_argument("--sae", type=sae_spec, default=None,
+                       help="SAE (shipped short name or folder; default: the shipped 16k)")
+    index.add_argument("--tokens", type=positive_int, default=300_000)
+    index.add_argument("--context-size", type=positive_int, default=64)
+    index.add_argument("--n-top", type=positive_int, default=20, help="contexts kept per latent")
     index.add_argument("--rebuild", action="store_true", help="rebuild even if cached")
-    index.add_argument("--model", default=None)
-    index.add_argument("--device", default="cpu")
-    index.set_defaults(run=_index)
+    index.set_defaults(run=_index, check=_check_index)
 
-    report = commands.add_parser("report", help="write a self-contained HTML report of vector files")
-    report.add_argument("vectors", nargs="+", help="vector files from `sas-lens extract`")
-    report.add_argument("--topics", nargs="*", default=[], help="topic alignments (from `sas-lens align`)")
+
+def _add_report(commands, model) -> None:
+    report = commands.add_parser("report", parents=[model], help="write a self-contained HTML report of vector files")
+    report.add_argument("vectors", nargs="+", type=existing_file, help="vector files from `sas-lens extract`")
+    report.add_argument("--topics", nargs="*", type=existing_file, default=[],
+                        help="topic alignments (from `sas-lens align`)")
     report.add_argument("--out", default="sas_lens_report.html")
-    report.add_argument("--sae", default=None, help="the SAE the SAS vectors were built on")
+    report.add_argument("--sae", type=sae_spec, default=None, help="the SAE the SAS vectors were built on")
     report.add_argument("--index-texts", nargs="*", default=None, help="corpus for top contexts (see `index`)")
-    report.add_argument("--index-tokens", type=int, default=300_000)
-    report.add_argument("--compare-saes", nargs="*", default=None,
+    report.add_argument("--index-tokens", type=positive_int, default=300_000)
+    report.add_argument("--compare-saes", nargs="*", type=sae_spec, default=None,
                         help="other SAEs of the same hook: rebuild each SAS vector on them and compare widths")
-    report.add_argument("--eval", default=None, help="an output folder of `sas-lens eval` to include")
-    report.add_argument("--model", default=None)
-    report.add_argument("--device", default="cpu")
-    report.set_defaults(run=_report)
+    report.add_argument("--eval", type=existing_dir, default=None, help="an output folder of `sas-lens eval` to include")
+    report.set_defaults(run=_report, check=_check_report)
 
-    align = commands.add_parser("align", help="score SAE latents against a topic's example texts")
+
+def _add_align(commands, model) -> None:
+    align = commands.add_parser("align", parents=[model], help="score SAE latents against a topic's example texts")
     align.add_argument("texts", nargs="*", help="text files (one example per line) or folders")
     align.add_argument("--demo-topic", default=None, help="a shipped topic text set instead (medicine, sports, business)")
     align.add_argument("--name", default=None)
-    align.add_argument("--limit", type=int, default=200, help="at most this many example lines")
-    align.add_argument("--k", type=int, default=10, help="aligned latents to print")
+    align.add_argument("--limit", type=positive_int, default=200, help="at most this many example lines")
+    align.add_argument("--k", type=positive_int, default=10, help="aligned latents to print")
     align.add_argument("--out", required=True, help="alignment file to write (.safetensors)")
-    align.add_argument("--sae", default=None)
-    align.add_argument("--model", default=None)
-    align.add_argument("--device", default="cpu")
-    align.set_defaults(run=_align)
+    align.add_argument("--sae", type=sae_spec, default=None)
+    align.set_defaults(run=_align, check=_check_align)
 
+
+def _add_eval(commands, model) -> None:
     evaluate_run = commands.add_parser("eval", help="A/B behaviour, capability and open-ended evaluation (resumable)")
-    evaluate_run.add_argument("config", help="a .toml or .json evaluation config (see sas_lens.evaluation.EvalConfig)")
+    evaluate_run.add_argument("config", help="a .toml or .json evaluation config "
+                                             "(see sas_lens.evaluation.config.EvalConfig)")
     evaluate_run.add_argument("--out", default="sas_lens_eval", help="results folder; rerun to resume")
-    evaluate_run.set_defaults(run=_eval)
+    evaluate_run.set_defaults(run=_eval, check=_check_eval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sas-lens`` parser: one sub-command per job, each checking its arguments as it parses them."""
+    parser = _Parser(prog="sas-lens", description="Sparse activation steering on TransformerLens + SAELens.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    model = _model_options()
+    for add in (_add_demo, _add_train_sae, _add_eval_sae, _add_extract, _add_steer, _add_index, _add_report,
+                _add_align, _add_eval):
+        add(commands, model)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``sas-lens``; returns the exit status (2 for a user error, after one line on stderr)."""
     args = build_parser().parse_args(argv)
-    from sas_lens.errors import SASLensError
-
     try:
+        args.check(args)  # everything the arguments can tell, before any model is loaded
         return args.run(args)
     except SASLensError as err:
         print(f"sas-lens {args.command}: error: {err}", file=sys.stderr)

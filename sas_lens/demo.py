@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import resource
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 DEMO_PROMPTS = ["I thought the film was", "Dear team, about tomorrow's meeting:", "After work I usually"]
@@ -35,78 +36,119 @@ TOPIC_MIN_PROMPTS = 5  # a latent's topic score counts once it fires on this man
 
 def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, corpus=None,
              index_tokens: int = 100_000) -> dict:
-    """Run the demo; print what it does and return its timings."""
-    import sas_lens as sl
-    from sas_lens.loading.models import default_model_dir
-    from sas_lens.steering.extraction import collect_residuals
-    from sas_lens.steering.hf_backend import preferred_backend
+    """Run the demo; print what it does and return its timings (seconds, and peak memory in GiB).
 
+    Args:
+        out_dir: the folder for everything the demo writes (vectors, continuations, report).
+        max_new_tokens: tokens per steered continuation.
+        corpus: text files for the latents' top contexts (default: the shipped demo pair texts).
+        index_tokens: corpus tokens to index.
+
+    Example:
+        >>> timings = run_demo("sas_lens_output")   # doctest: +SKIP
+    """
     out_dir = Path(out_dir)
     (out_dir / "vectors").mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.perf_counter()
+    with _timed(timings, "load_model_s"):
+        model, sae, layer = _load(timings)
+    with _timed(timings, "vectors_s"):
+        vectors, held_out = _build_vectors(model, sae, layer, out_dir)
+    print(f"vectors built in {timings['vectors_s']:.1f} s, saved under {out_dir / 'vectors'}")
+    with _timed(timings, "lambda_sweep_s"):
+        sweeps = {name: _lambda_sweep(model, sae, *vectors[name], items) for name, items in held_out.items()}
+    topic = report_path = None
+    if sae is not None:
+        with _timed(timings, "topic_alignment_s"):
+            topic = _align_topic(model, sae)
+        with _timed(timings, "report_s"):
+            report_path = _write_report(model, sae, vectors, out_dir, corpus, index_tokens, sweeps, topic)
+    with _timed(timings, "generation_s"):
+        _show_continuations(model, sae, vectors, topic, out_dir, max_new_tokens)
+    timings["total_s"] = time.perf_counter() - started
+    timings["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"\ncontinuations written to {out_dir / 'continuations.txt'}")
+    if report_path is not None:
+        print(f"report: {report_path.resolve()}")
+    print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    return timings
+
+
+@contextmanager
+def _timed(timings: dict[str, float], key: str):
+    start = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - start
+
+
+def _load(timings: dict[str, float]):
+    """The embedded model, the shipped SAE (``None`` if none ships) and its layer, described as they load."""
+    from sas_lens.errors import NoDefaultSAEError
+    from sas_lens.loading.models import default_model_dir, load_model
+    from sas_lens.loading.saes import hook_layer, load_sae, sae_hook_name
 
     was_cached = (default_model_dir() / "config.json").exists()
     start = time.perf_counter()
-    model = sl.load_model()
-    timings["load_model_s"] = time.perf_counter() - start
+    model = load_model()
     print(f"model: {model.cfg.model_name} (4-bit Q4_K_M weights, dequantised to float32), "
           f"{model.cfg.n_layers} layers, d_model={model.cfg.d_model}")
     print(f"cache: {default_model_dir()} ({'warm' if was_cached else 'cold: converted now'}); "
-          f"load_model(): {timings['load_model_s']:.1f} s")
-
+          f"load_model(): {time.perf_counter() - start:.1f} s")
     try:
-        sae = sl.load_sae(model=model)
-    except sl.errors.NoDefaultSAEError as err:
+        sae = load_sae(model=model)
+    except NoDefaultSAEError as err:
         print(f"no shipped SAE ({err}); showing dense vectors only")
-        sae = None
-    layer = int(sae.cfg.metadata.hook_name.split(".")[1]) if sae is not None else 9
-    if sae is not None:
-        print(f"SAE: {sae.cfg.d_sae} latents at {sae.cfg.metadata.hook_name} ({sae.cfg.architecture()})")
+        return model, None, 9
+    print(f"SAE: {sae.cfg.d_sae} latents at {sae_hook_name(sae)} ({sae.cfg.architecture()})")
+    return model, sae, hook_layer(sae_hook_name(sae))
 
-    start = time.perf_counter()
+
+def _build_vectors(model, sae, layer: int, out_dir: Path):
+    """An SAS and a dense vector per shipped demo set (A/B sets keep their last items out), saved and printed."""
+    from sas_lens.loading.pairs import demo_sets, load_pairs
+    from sas_lens.steering.build_vectors import dense_vector, sas_vector
+    from sas_lens.steering.extraction import collect_residuals
+
     vectors, held_out = {}, {}
-    for name in sl.demo_sets():
-        pairs = sl.load_pairs(f"demo:{name}")
+    for name in demo_sets():
+        pairs = load_pairs(f"demo:{name}")
         if pairs.kind == "ab":
             pairs, held_out[name] = pairs.split(len(pairs) - HELD_OUT_AB_ITEMS)  # the last items held out
         residuals = collect_residuals(model, pairs, layer, progress=False)  # one pass for both vectors
-        dense = sl.dense_vector(model, pairs, layer=layer, residuals=residuals)
+        dense = dense_vector(model, pairs, layer=layer, residuals=residuals)
         dense.save(out_dir / "vectors" / f"{name}.dense.safetensors")
         line = f"  {name:<11} {len(pairs)} {pairs.kind} pairs: dense norm {float(dense.vector.norm()):.0f}"
         sas = None
         if sae is not None:
-            sas = sl.sas_vector(model, sae, pairs, tau=0.7, residuals=residuals)
+            sas = sas_vector(model, sae, pairs, tau=0.7, residuals=residuals)
             sas.save(out_dir / "vectors" / f"{name}.sas.safetensors")
             n_pos, n_neg = int((sas.values > 0).sum()), int((sas.values < 0).sum())
             line += f"; SAS {len(sas)} of {sae.cfg.d_sae} latents ({n_pos} +, {n_neg} -)"
         vectors[name] = (sas, dense)
         print(line)
-    timings["vectors_s"] = time.perf_counter() - start
-    print(f"vectors built in {timings['vectors_s']:.1f} s, saved under {out_dir / 'vectors'}")
+    return vectors, held_out
+
+
+def _align_topic(model, sae):
+    from sas_lens.topic.alignment import demo_topic_texts, topic_scores
 
     start = time.perf_counter()
-    sweeps = {}
-    for name, items in held_out.items():
-        sweeps[name] = _lambda_sweep(model, sae, *vectors[name], items)
-    timings["lambda_sweep_s"] = time.perf_counter() - start
-    topic = None
-    if sae is not None:
-        start = time.perf_counter()
-        topic = sl.topic_scores(model, sae, sl.demo_topic_texts(DEMO_TOPIC), name=DEMO_TOPIC)
-        timings["topic_alignment_s"] = time.perf_counter() - start
-        print(f"\ntopic {DEMO_TOPIC!r}: latents scored against {topic.metadata['n_alignment_texts']} shipped "
-              f"texts in {timings['topic_alignment_s']:.1f} s; most aligned, firing on >= {TOPIC_MIN_PROMPTS} "
-              "reference prompts (latent, score): "
-              + ", ".join(f"{latent} {score:.2f}" for latent, score in topic.top(5, TOPIC_MIN_PROMPTS)))
-        start = time.perf_counter()
-        report_path = _write_report(model, sae, vectors, out_dir, corpus, index_tokens, sweeps, topic)
-        timings["report_s"] = time.perf_counter() - start
+    topic = topic_scores(model, sae, demo_topic_texts(DEMO_TOPIC), name=DEMO_TOPIC)
+    print(f"\ntopic {DEMO_TOPIC!r}: latents scored against {topic.metadata['n_alignment_texts']} shipped "
+          f"texts in {time.perf_counter() - start:.1f} s; most aligned, firing on >= {TOPIC_MIN_PROMPTS} "
+          "reference prompts (latent, score): "
+          + ", ".join(f"{latent} {score:.2f}" for latent, score in topic.top(5, TOPIC_MIN_PROMPTS)))
+    return topic
 
-    start = time.perf_counter()
+
+def _show_continuations(model, sae, vectors: dict, topic, out_dir: Path, max_new_tokens: int) -> None:
+    """Unsteered against steered continuations of the demo prompts: each vector, the topic, both composed."""
+    from sas_lens.steering.generation import generate
+    from sas_lens.steering.hf_backend import preferred_backend
+
     backend = preferred_backend(model)
-    unsteered = sl.generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend=backend)
-    report = []
+    unsteered = generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend=backend)
     runs = []
     for name, (sas, dense) in vectors.items():
         if sas is not None:
@@ -120,23 +162,15 @@ def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, 
         if sas is not None and len(sas):
             runs.append((f"{COMPOSED} SAS λ={SAS_STRENGTH:g} + topic {DEMO_TOPIC!r} strength {TOPIC_STRENGTH:g}, "
                          "composed", {sas: SAS_STRENGTH, amplify: TOPIC_STRENGTH}))
+    report = []
     for label, steering in runs:
-        steered = sl.generate(model, DEMO_PROMPTS, steering=steering, sae=sae,
-                              max_new_tokens=max_new_tokens, backend=backend)
+        steered = generate(model, DEMO_PROMPTS, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
+                           backend=backend)
         print(f"\n[{label}]")
         for prompt, before, after in zip(DEMO_PROMPTS, unsteered, steered):
             print(f"  {prompt!r}\n     unsteered: {before!r}\n     steered:   {after!r}")
             report.append(f"[{label}] {prompt}\n  - {before}\n  + {after}\n")
-    timings["generation_s"] = time.perf_counter() - start
     (out_dir / "continuations.txt").write_text("\n".join(report))
-
-    timings["total_s"] = time.perf_counter() - started
-    timings["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"\ncontinuations written to {out_dir / 'continuations.txt'}")
-    if sae is not None:
-        print(f"report: {report_path.resolve()}")
-    print("timings: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    return timings
 
 
 def _lambda_sweep(model, sae, sas, dense, items):
@@ -163,7 +197,6 @@ def _lambda_sweep(model, sae, sas, dense, items):
 def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens: int, sweeps: dict,
                   topic) -> Path:
     """Print each SAS vector's top latents and write the HTML report; returns its path."""
-    import sas_lens as sl
     from sas_lens.analysis.attribution import top_latents
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.analysis.monosemanticity import compare_widths
@@ -194,7 +227,9 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
             cells = "  ".join(f"{matrix.jaccard.loc[name, other]:.2f}/{matrix.weighted_jaccard.loc[name, other]:.2f}"
                               for other in matrix.names)
             print(f"  {name:<11} {cells}")
-    shipped = [sl.load_sae(name, model=model) for name in sl.shipped_saes()]
+    from sas_lens.loading.saes import load_sae, shipped_saes
+
+    shipped = [load_sae(name, model=model) for name in shipped_saes()]
     others = [s for s in shipped if sae_fingerprint(s) != sae_fingerprint(sae) and s.cfg.metadata.hook_name ==
               sae.cfg.metadata.hook_name]
     width_table = None
@@ -222,12 +257,11 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
 
 
 def _demo_texts() -> list[str]:
-    import sas_lens as sl
-    from sas_lens.loading.pairs import ABItem
+    from sas_lens.loading.pairs import ABItem, demo_sets, load_pairs
 
     texts = []
-    for name in sl.demo_sets():
-        for pair in sl.load_pairs(f"demo:{name}"):
+    for name in demo_sets():
+        for pair in load_pairs(f"demo:{name}"):
             if isinstance(pair, ABItem):
                 texts.append(pair.question)
             else:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import tempfile
 
-import torch
-
 WORDS = (
     "the a movie film was is good great bad awful happy sad and but very not i you it this that "
     "of to in on with for love hate story plot actor music ending boring fun dark bright cat dog "

@@ -79,15 +79,3 @@ def perplexity(model, texts, *, steering: Mapping | None = None, sae=None, n_tok
     if counted == 0:
         raise DataError(f"{texts} holds fewer than {context_size} tokens of text; cannot measure perplexity.")
     return math.exp(total_loss / counted)
-
-
-def text_perplexity(model, prompt: str, continuation: str) -> float:
-    """Perplexity of ``continuation`` after ``prompt`` under the (unsteered) model."""
-    prompt_ids = model.to_tokens(prompt)
-    full = model.to_tokens(prompt + continuation)
-    n_new = full.shape[1] - prompt_ids.shape[1]
-    if n_new <= 0:
-        return float("nan")
-    with torch.no_grad():
-        loss = model(full, return_type="loss", loss_per_token=True)[0, -n_new:]
-    return math.exp(float(loss.double().mean()))

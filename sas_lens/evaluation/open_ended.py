@@ -1,18 +1,18 @@
-"""Scoring open-ended steered answers offline: behaviour by embeddings, fluency, and an optional LLM judge.
+r"""Scoring open-ended steered answers offline: behaviour by embeddings, fluency, and an optional LLM judge.
 
 - Behaviour score: ``cos(e(answer), mean e(matching exemplars)) − cos(e(answer), mean
   e(non-matching exemplars))`` with all-MiniLM-L6-v2 embeddings; positive means the
   answer reads more like the behaviour. The exemplars are the texts of the
   matching and non-matching choices of the behaviour's A/B items.
-- Fluency: perplexity of the answer under the unsteered model, and distinct-n (the
-  share of an answer's n-grams that are distinct; repetition lowers it).
+- Fluency (:mod:`sas_lens.steering.fluency`): perplexity of the answer under the unsteered
+  model, and distinct-n (the share of an answer's n-grams that are distinct).
 - LLM judge (off unless configured): any OpenAI-compatible ``/chat/completions``
   endpoint, with AxBench's rubric: concept, instruction, fluency, each 0–2.
 
 Example:
+    >>> choice_texts(ABItem("Is it safe?\n(A) Yes\n(B) Not without a guide", "B", "A"))
+    {'A': 'Yes', 'B': 'Not without a guide'}
     >>> score = behaviour_scores(answers, *choice_exemplars(items))   # doctest: +SKIP
-    >>> distinct_n("I love the gym. I love the gym.", 2)   # 4 distinct bigrams of 7
-    0.5714285714285714
 """
 
 from __future__ import annotations
@@ -57,13 +57,6 @@ def behaviour_scores(answers: list[str], matching: list[str], other: list[str]) 
 
     answers_e = embed(answers)
     return answers_e @ centroid(matching) - answers_e @ centroid(other)
-
-
-def distinct_n(text: str, n: int = 2) -> float:
-    """Distinct n-grams over all n-grams of the whitespace tokens (1.0 for texts shorter than n)."""
-    words = text.split()
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 1.0
 
 
 AXBENCH_RUBRIC = """Rate the response on three criteria, each 0, 1 or 2.

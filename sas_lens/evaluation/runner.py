@@ -32,7 +32,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from sas_lens.evaluation.behaviour import ab_cell, mean_ci
@@ -77,12 +76,8 @@ def _run_capability(res: EvalResources, behaviour, layer, method, lam) -> dict:
 
 def _run_open(res: EvalResources, behaviour, layer, method, lam) -> dict:
     from sas_lens.evaluation.behaviour import instruction_for
-    from sas_lens.evaluation.capability import text_perplexity
-    from sas_lens.evaluation.open_ended import (
-        behaviour_scores,
-        choice_exemplars,
-        distinct_n,
-    )
+    from sas_lens.evaluation.open_ended import behaviour_scores, choice_exemplars
+    from sas_lens.steering.fluency import fluency
     from sas_lens.steering.generation import generate
     from sas_lens.steering.hf_backend import preferred_backend
 
@@ -94,13 +89,11 @@ def _run_open(res: EvalResources, behaviour, layer, method, lam) -> dict:
     answers = generate(res.model, prompts, steering=steering, sae=sae, max_new_tokens=res.cfg.max_new_tokens,
                        backend=preferred_backend(res.model))
     scores = behaviour_scores(answers, *choice_exemplars(res.pairs(behaviour, "test")))
-    plain_prompts = [f"Question: {q}\nAnswer:" for q in questions]
-    perplexities = torch.tensor([text_perplexity(res.model, p, a) for p, a in zip(plain_prompts, answers)])
+    plain_prompts = [f"Question: {q}\nAnswer:" for q in questions]  # fluency as the unsteered model reads it
+    figures = fluency(res.model, plain_prompts, answers)
     mean, low, high = mean_ci(scores)
     out = {"behaviour_score": mean, "behaviour_ci_low": low, "behaviour_ci_high": high,
-           "answer_perplexity": float(perplexities.nanmedian()),
-           "distinct_2": float(torch.tensor([distinct_n(a, 2) for a in answers]).mean()),
-           "answers": answers}
+           "answer_perplexity": figures["perplexity"], "distinct_2": figures["distinct_2"], "answers": answers}
     if res.cfg.judge:
         from sas_lens.evaluation.open_ended import JudgeConfig, judge
 

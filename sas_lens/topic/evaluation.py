@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 import time
 from pathlib import Path
 
@@ -70,14 +69,9 @@ def _similarity(texts: list[str], centroid: Float[Tensor, " dim"]) -> Float[Tens
 def generation_scores(model, prompts: list[str], texts: list[str], centroid: Float[Tensor, " dim"]) -> dict:
     """Topic similarity to ``centroid`` (from :func:`topic_centroid`; mean over texts), fluency (median
     perplexity under ``model``, unsteered), repetition (distinct-2)."""
-    from sas_lens.evaluation.capability import text_perplexity
-    from sas_lens.evaluation.open_ended import distinct_n
+    from sas_lens.steering.fluency import fluency
 
-    perplexities = [text_perplexity(model, p, t) for p, t in zip(prompts, texts)]
-    finite = [x for x in perplexities if math.isfinite(x)]
-    return {"topic_similarity": float(_similarity(texts, centroid).mean()),
-            "perplexity": float(torch.tensor(finite).median()) if finite else None,
-            "distinct_2": sum(distinct_n(t, 2) for t in texts) / len(texts)}
+    return {"topic_similarity": float(_similarity(texts, centroid).mean()), **fluency(model, prompts, texts)}
 
 
 def finetune_on_texts(model, texts: list[str], *, steps: int = 30, lr: float = 1e-4, batch_size: int = 4,

@@ -65,6 +65,58 @@ def test_extract_then_steer(tmp_path, capsys, monkeypatch, tiny_default):
     assert code == 0 and "unsteered:" in out and "steered (p x 3, p x 3)" in out
 
 
+@pytest.fixture
+def no_model(monkeypatch):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("a model was loaded before the "
+                                                                         "arguments were checked"))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["extract", "demo:sentiment", "--out", "v", "--tau", "1.5"], "argument --tau: 1.5 is not a number in [0, 1]"),
+    (["extract", "demo:sentiment", "--out", "v", "--layer", "-1"], "--layer: -1 is not a layer index (0 or more)"),
+    (["extract", "demo:sentiment", "--out", "v", "--sae", "16kk"], "Did you mean '16k'"),
+    (["extract", "demo:sentment", "--out", "v"], "No demo pair set 'sentment'"),
+    (["steer", "missing.safetensors", "--prompt", "hi", "--strength", "1"], "no such file: missing.safetensors"),
+    (["steer", "{vec}", "--prompt", "hi", "--strength", "nan"], "--strength: nan is not a finite number"),
+    (["steer", "{vec}", "{vec}", "--prompt", "hi", "--strength", "1", "--strength", "2", "--strength", "3"],
+     "one per vector (2); got 3"),
+    (["train-sae", "{texts}", "--layer", "1", "--out", "s", "--k", "100", "--d-sae", "64"], "k=100 cannot exceed"),
+    (["train-sae", "{texts}", "--layer", "1", "--out", "s", "--lr", "0"], "--lr: 0 is not a positive number"),
+    (["index", "{texts}", "--tokens", "0"], "--tokens: 0 is not a positive integer"),
+    (["align", "--out", "x"], "give alignment text files, or --demo-topic NAME"),
+    (["report", "{vec}", "--eval", "nowhere"], "no such folder: nowhere"),
+    (["eval", "missing.toml"], "No such evaluation config"),
+])
+def test_every_user_error_is_one_line_and_status_2_before_any_model_loads(argv, message, tmp_path, capsys,
+                                                                          monkeypatch, no_model):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vec.safetensors").write_bytes(b"")
+    (tmp_path / "a.txt").write_text("the movie was good")
+    argv = [a.format(vec="vec.safetensors", texts="a.txt") for a in argv]
+    with pytest.raises(SystemExit) as raised:  # argparse's own errors exit; the checks after it return 2
+        raise SystemExit(cli.main(argv))
+    err = capsys.readouterr().err
+    assert raised.value.code == 2
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_real_crash_still_shows_its_traceback(tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(models, "load_model", crash)
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        cli.main(["extract", "demo:sentiment", "--out", str(tmp_path / "v")])
+
+
+def test_device_default_matches_the_api():
+    import inspect
+
+    args = cli.build_parser().parse_args(["extract", "demo:sentiment", "--out", "v"])
+    assert args.device is inspect.signature(models.load_model).parameters["device"].default is None
+
+
 def test_extract_refuses_bad_pairs_before_loading_a_model(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded before the data was checked"))
     (tmp_path / "bad.json").write_text("[]")
@@ -79,6 +131,7 @@ def test_extract_index_and_report_with_a_width_comparison(tmp_path, capsys, monk
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
     by_name = {None: random_sae("jumprelu", d_sae=48), "wide": random_sae("jumprelu", d_sae=96, seed=1)}
     monkeypatch.setattr(saes, "load_sae", lambda name=None, **kwargs: by_name[name])
+    monkeypatch.setattr(saes, "shipped_saes", lambda: {"16k": tmp_path, "wide": tmp_path})
     pairs = tmp_path / "p.jsonl"
     pairs.write_text('{"prompt": "the movie was", "positive": " good", "negative": " bad"}\n'
                      '{"prompt": "i", "positive": " love it", "negative": " hate it"}\n')

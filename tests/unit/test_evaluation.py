@@ -18,13 +18,13 @@ from sas_lens.evaluation.behaviour import (
 from sas_lens.evaluation.capability import (
     accuracy,
     load_capability_items,
-    text_perplexity,
 )
-from sas_lens.evaluation.open_ended import choice_exemplars, choice_texts, distinct_n
 from sas_lens.evaluation.config import EvalConfig, load_config
+from sas_lens.evaluation.open_ended import choice_exemplars, choice_texts
 from sas_lens.evaluation.plan import plan_cells
 from sas_lens.evaluation.resources import EvalResources
 from sas_lens.evaluation.runner import run_evaluation
+from sas_lens.steering.fluency import distinct_n, fluency, text_perplexity
 from tests.helpers import random_sae
 from tests.unit.test_scoring import ITEMS, by_hand
 
@@ -100,6 +100,15 @@ def test_text_perplexity_by_hand(model):
     ids = model.to_tokens("the movie was good")[0]
     expected = math.exp(-float(logits[-2, ids[-1]].detach() + logits[-3, ids[-2]].detach()) / 2)
     assert text_perplexity(model, "the movie", " was good") == pytest.approx(expected, rel=1e-4)
+
+
+def test_fluency_summarises_every_caller_the_same_way(model):
+    """Open-ended answers took the NaN-median, topic continuations the finite median: now one rule."""
+    prompts, texts = ["the movie", "the movie", "i"], [" was good", "", " love it"]
+    figures = fluency(model, prompts, texts)
+    finite = sorted(text_perplexity(model, p, t) for p, t in zip(prompts, texts) if t)
+    assert figures["perplexity"] == pytest.approx(sum(finite) / 2)  # the empty text has none: median of two
+    assert figures["distinct_2"] == pytest.approx((1.0 + 1.0 + 1.0) / 3)
 
 
 def test_open_ended_helpers_by_hand():
