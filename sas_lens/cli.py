@@ -37,9 +37,11 @@ def _number(kind, *, low=None, high=None, low_open=False, what="a number"):
             raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
 
+    parse.__doc__ = f"Parse {what}, or say in one line why the text is not one."
     return parse
 
 
+# argparse types: each parses one argument or says, in one line, why it cannot.
 positive_int = _number(int, low=1, what="a positive integer")
 layer_index = _number(int, low=0, what="a layer index (0 or more)")
 unit_interval = _number(float, low=0.0, high=1.0, what="a number in [0, 1]")
@@ -48,12 +50,14 @@ finite_float = _number(float, what="a finite number")
 
 
 def existing_file(text: str) -> str:
+    """The path, if it is a file."""
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return text
 
 
 def existing_dir(text: str) -> str:
+    """The path, if it is a folder."""
     if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"no such folder: {text}")
     return text

@@ -68,6 +68,9 @@ def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tok
     Returns:
         Columns ``latent, value, sign, promotes, suppresses`` (+ ``frequency, contexts``
         with an index, + ``neuronpedia`` where the SAE has a Neuronpedia id).
+
+    Example:
+        >>> sl.top_latents(vec, sae, model, k=5)   # doctest: +SKIP
     """
     import pandas as pd
 
@@ -104,6 +107,15 @@ def trace_latents(model, sae, text: str, latents: list[int]) -> tuple[list[str],
     """Each token of ``text`` and the activations ``[n_tokens, len(latents)]`` of ``latents`` on it.
 
     The BOS token is left out (as in training, its residual is an outlier).
+
+    Args:
+        model: the HookedTransformer ``sae`` reads.
+        sae: the SAE.
+        text: the text to trace.
+        latents: latent ids (e.g. ``vec.indices.tolist()``).
+
+    Example:
+        >>> tokens, acts = sl.trace_latents(model, sae, "What a lovely day", vec.indices.tolist())   # doctest: +SKIP
     """
     check_sae_fits(sae, model)
     hook = sae_hook_name(sae)

@@ -177,6 +177,17 @@ def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -
 
     The cache key covers the model, the SAE's weights, the text files (path, size,
     modification time) and the settings of :func:`build_latent_index`.
+
+    Args:
+        model: the HookedTransformer ``sae`` reads.
+        sae: the SAE whose latents are indexed.
+        texts: text files or folders.
+        rebuild: build even if a cached index exists.
+        **settings: for :func:`build_latent_index` (``n_tokens``, ``context_size``, ``n_top``, ...).
+
+    Example:
+        >>> index = sl.latent_index(model, sae, "corpus/", n_tokens=100_000)   # doctest: +SKIP
+        >>> sl.top_latents(vec, sae, model, index=index)                      # doctest: +SKIP
     """
     from sas_lens.loading.models import cache_dir
 

@@ -29,7 +29,18 @@ from sas_lens.steering.vectors import SASVector
 
 
 def monosemanticity(vector: SASVector) -> dict[str, Any]:
-    """Support size, effective number of latents, and the top-1 / top-5 shares of ``Σ|v|``."""
+    """Support size, effective number of latents, and the top-1 / top-5 shares of ``Σ|v|``.
+
+    Args:
+        vector: an SAS vector.
+
+    Example:
+        >>> import torch
+        >>> from sas_lens.steering.vectors import SASVector
+        >>> figures = monosemanticity(SASVector(torch.tensor([1, 4]), torch.tensor([3.0, -1.0]), 8))
+        >>> figures["support"], round(figures["top1_share"], 2)
+        (2, 0.75)
+    """
     if not isinstance(vector, SASVector):
         raise TypeError(f"monosemanticity needs an SASVector, got {type(vector).__name__}.")
     magnitude = vector.values.abs().double()
@@ -62,6 +73,9 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
 
     Returns:
         ``(table, vectors)``: a DataFrame with one row per SAE, narrowest first, and the vectors.
+
+    Example:
+        >>> table, vectors = sl.width_comparison(model, {"4k": sae_4k, "16k": sae}, "demo:sentiment")  # doctest: +SKIP
     """
     import pandas as pd
 

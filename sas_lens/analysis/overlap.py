@@ -49,6 +49,7 @@ def weighted_jaccard(u: torch.Tensor, v: torch.Tensor) -> float:
 
 
 def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
+    """Cosine similarity in float64; 0 when either vector is zero."""
     return _ratio(float(u.double() @ v.double()), float(u.double().norm() * v.double().norm()))
 
 
@@ -112,6 +113,10 @@ def overlap_matrix(vectors: Sequence[SASVector] | dict[str, SASVector], sae=None
 
     Raises:
         IncompatibleSAEError: the vectors come from different SAEs, or ``sae`` is not theirs.
+
+    Example:
+        >>> matrix = sl.overlap_matrix([sentiment, caution, formality], sae=sae)   # doctest: +SKIP
+        >>> matrix.jaccard                                                       # doctest: +SKIP
     """
     import pandas as pd
 

@@ -191,11 +191,17 @@ def write_report(
     """Write the report to ``path`` and return it.
 
     Args:
+        path: the HTML file to write (self-contained: plotly is inlined).
         vectors: SAS and dense vectors, one card each; the SAS ones of one SAE get an overlap section.
         model, sae: for the top-latent tables (logit lens); ``index`` adds contexts and frequencies.
         width_table: a :func:`~sas_lens.analysis.monosemanticity.width_comparison` table (optionally with a
             ``behaviour`` column) for the width section.
         sections: further sections (e.g. evaluation results), appended in order.
+        title: the page title.
+        k: top latents per SAS vector card.
+
+    Example:
+        >>> sl.write_report("report.html", [vec, dense], model=model, sae=sae)   # doctest: +SKIP
     """
     from plotly.offline import get_plotlyjs
 

@@ -68,6 +68,10 @@ def load_model(
 
     Returns:
         The model, in eval mode.
+
+    Example:
+        >>> model = sl.load_model()                                  # doctest: +SKIP
+        >>> model = sl.load_model("gemma-2-2b", device="cuda")       # doctest: +SKIP
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sae_lens import HookedSAETransformer

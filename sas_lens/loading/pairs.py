@@ -99,7 +99,12 @@ class PairSet(Sequence):
 
 
 def demo_sets() -> list[str]:
-    """Names of the demo pair sets shipped with the package (``load_pairs("demo:<name>")``)."""
+    """Names of the demo pair sets shipped with the package (``load_pairs("demo:<name>")``).
+
+    Example:
+        >>> demo_sets()
+        ['caution', 'formality', 'sentiment', 'topic-food']
+    """
     folder = resources.files("sas_lens") / "data" / "pairs"
     if not folder.is_dir():
         return []
@@ -120,6 +125,11 @@ def load_pairs(source: str | Path | Iterable[Any], *, name: str | None = None, l
         DataError: unknown demo set, unreadable or malformed file, missing keys, empty
             set, or a matching letter that is not among the question's choices. The
             message names the file and the record.
+
+    Example:
+        >>> pairs = load_pairs([{"prompt": "The film was", "positive": " great", "negative": " dull"}])
+        >>> pairs.kind, len(pairs)
+        ('completion', 1)
     """
     if isinstance(source, str) and source.startswith("demo:"):
         demo = source[len("demo:"):]

@@ -38,7 +38,12 @@ _LAYER_IN_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
 
 def shipped_saes() -> dict[str, Path]:
-    """Short name -> folder of every SAE shipped with the package (read from each ``card.json``)."""
+    """Short name -> folder of every SAE shipped with the package (read from each ``card.json``).
+
+    Example:
+        >>> sorted(shipped_saes())
+        ['16k', '4k']
+    """
     found: dict[str, Path] = {}
     if PRETRAINED_DIR.is_dir():
         for card in sorted(PRETRAINED_DIR.glob("*/card.json")):
@@ -71,6 +76,12 @@ def load_sae(
         NoDefaultSAEError: no shipped SAE of that name.
         IncompatibleSAEError, HookNotFoundError, LayerOutOfRangeError: the SAE does
             not fit ``model``.
+
+    Example:
+        >>> sae = load_sae("4k")
+        >>> sae.cfg.d_sae, sae.cfg.metadata.hook_name, sae.cfg.metadata.sae_id
+        (4096, 'blocks.9.hook_resid_post', 'gemma-3-270m-res-l9-4k')
+        >>> sae = sl.load_sae("gemma-scope-2-270m-pt-res", "layer_9_width_16k_l0_medium")  # doctest: +SKIP
     """
     from sae_lens import SAE
 

@@ -125,6 +125,9 @@ def sas_vector(
         style: base-model text or the tokenizer's chat template.
         name: recorded in the metadata (default: the pair set's name).
         residuals: reuse residuals already collected (e.g. for several SAEs or a dense vector).
+
+    Example:
+        >>> vec = sl.sas_vector(model, sae, "demo:sentiment", tau=0.7)   # doctest: +SKIP
     """
     check_sae_fits(sae, model)
     pairs = _pairs(pairs)
@@ -157,7 +160,17 @@ def dense_vector(
     name: str | None = None,
     residuals: ContrastiveResiduals | None = None,
 ) -> DenseVector:
-    """The CAA baseline: mean residual difference at ``blocks.{layer}.hook_resid_post``, same read positions."""
+    """The CAA baseline: mean residual difference at ``blocks.{layer}.hook_resid_post``, same read positions.
+
+    Args:
+        model: a HookedTransformer.
+        pairs: a :class:`~sas_lens.loading.pairs.PairSet` or anything :func:`~sas_lens.loading.pairs.load_pairs` reads.
+        layer: the block whose ``hook_resid_post`` the vector is added at.
+        read, style, batch_size, name, residuals: as for :func:`sas_vector`.
+
+    Example:
+        >>> dense = sl.dense_vector(model, "demo:sentiment", layer=9)   # doctest: +SKIP
+    """
     pairs = _pairs(pairs)
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)

@@ -69,6 +69,20 @@ def ab_probabilities(
     """Normalised probability of the behaviour-matching letter for each A/B item, optionally steered.
 
     Steering applies at every position of the prompt (as in CAA's A/B evaluation).
+
+    Args:
+        model: a HookedTransformer.
+        items: A/B items (a :class:`~sas_lens.loading.pairs.PairSet` of ``ABItem``).
+        steering: ``{vector: λ}`` as for :func:`~sas_lens.steering.engine.steer`; ``None``: unsteered.
+        sae: the SAE(s) the SAS vectors were built on.
+        style: how an item is written as a prompt (base-model text or the chat template).
+        batch_size: items per forward pass.
+
+    Returns:
+        ``p(matching) / (p(matching) + p(other))`` per item, read at the answer letter.
+
+    Example:
+        >>> sl.ab_probabilities(model, sl.load_pairs("demo:caution"), steering={vec: 4.0}, sae=sae).mean()  # doctest: +SKIP
     """
     if items.kind != "ab":
         raise ValueError(f"ab_probabilities needs A/B items; {items.name!r} holds completion pairs.")

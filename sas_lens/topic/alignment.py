@@ -66,7 +66,15 @@ def demo_topics() -> list[str]:
 
 
 def demo_topic_texts(name: str) -> list[str]:
-    """A shipped topic text set (15 sentences written for sas_lens): one of :func:`demo_topics`."""
+    """A shipped topic text set (15 sentences written for sas_lens).
+
+    Args:
+        name: one of :func:`demo_topics` (``"medicine"``, ``"sports"``, ``"business"``).
+
+    Example:
+        >>> len(demo_topic_texts("medicine"))
+        15
+    """
     from sas_lens.errors import suggest
 
     if name not in demo_topics():
@@ -223,10 +231,16 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
     """Score every latent of ``sae`` for closeness to the topic of ``alignment_texts``.
 
     Args:
+        model: the HookedTransformer ``sae`` reads.
+        sae: the SAE whose latents are scored.
         alignment_texts: example texts of the topic.
         reference: the reference prompt set (default: :func:`reference_prompts`).
         name: the topic's name (recorded, and the default name of its vectors).
         embed_fn: texts → normalised embeddings (default: all-MiniLM-L6-v2).
+
+    Example:
+        >>> topic = sl.topic_scores(model, sae, sl.demo_topic_texts("medicine"), name="medicine")  # doctest: +SKIP
+        >>> sl.generate(model, ["Tell me about"], steering={topic.vector(64): 12.0}, sae=sae)     # doctest: +SKIP
     """
     from sas_lens.loading.embeddings import embed
 
