@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from sas_lens.errors import IncompatibleSAEError
-from sas_lens.loading.saes import check_sae_fits, sae_fingerprint, sae_hook_name
+from sas_lens.loading.activations import sae_codes
+from sas_lens.loading.saes import check_sae_fits, sae_fingerprint
 from sas_lens.steering.vectors import SASVector, check_vector_fits
 
 NEURONPEDIA = "https://www.neuronpedia.org"
@@ -118,9 +119,6 @@ def trace_latents(model, sae, text: str, latents: list[int]) -> tuple[list[str],
         >>> tokens, acts = sl.trace_latents(model, sae, "What a lovely day", vec.indices.tolist())   # doctest: +SKIP
     """
     check_sae_fits(sae, model)
-    hook = sae_hook_name(sae)
-    layer = int(hook.split(".")[1])
     tokens = model.to_tokens(text)
-    _, cache = model.run_with_cache(tokens, names_filter=hook, stop_at_layer=layer + 1)
-    codes = sae.encode(cache[hook][0, 1:].to(sae.device, sae.dtype)).float().cpu()
+    codes = sae_codes(model, sae, tokens)[0, 1:]
     return model.tokenizer.convert_ids_to_tokens(tokens[0, 1:].tolist()), codes[:, latents]

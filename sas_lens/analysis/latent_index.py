@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from sas_lens.loading.activations import sae_codes
 from sas_lens.loading.saes import check_sae_fits, sae_fingerprint, sae_hook_name
 from sas_lens.loading.text_data import (
     iter_documents,
@@ -131,8 +132,6 @@ def build_latent_index(
         n_top: contexts kept per latent.
     """
     check_sae_fits(sae, model)
-    hook = sae_hook_name(sae)
-    layer = int(hook.split(".")[1])
     files = resolve_text_files(texts)
     d_sae = sae.cfg.d_sae
     top_values = torch.zeros(n_top, d_sae)
@@ -145,8 +144,7 @@ def build_latent_index(
         if counted >= n_tokens:
             break
         first_row = sum(len(t) for t in kept)
-        _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=hook, stop_at_layer=layer + 1)
-        codes = sae.encode(cache[hook].to(sae.device, sae.dtype)).float().cpu()
+        codes = sae_codes(model, sae, tokens)
         codes[:, 0] = 0.0  # BOS
         flat = codes.reshape(-1, d_sae)
         fire_counts += (flat > 0).sum(0)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sas_lens.loading.activations import activations_at
 from sas_lens.loading.text_data import (
     iter_documents,
     iter_token_sequences,
@@ -111,8 +112,6 @@ def build_activation_cache(
     if n_rows >= n_tokens:
         return ActivationCache(folder)
 
-    layer = int(hook_name.split(".")[1]) if hook_name.startswith("blocks.") else None
-    stop_at_layer = layer + 1 if layer is not None else None
     row_bytes = spec.d_model * 4
     sequences = iter_token_sequences(model.tokenizer, iter_documents(files), context_size, batch_size)
     done_sequences = skip_sequences + n_sequences
@@ -126,11 +125,7 @@ def build_activation_cache(
             seen += tokens.shape[0]
             if seen <= done_sequences:
                 continue
-            with torch.no_grad():
-                _, cache = model.run_with_cache(
-                    tokens.to(model.cfg.device), names_filter=hook_name, stop_at_layer=stop_at_layer
-                )
-            acts = cache[hook_name][:, 1:, :].reshape(-1, spec.d_model).float().cpu().numpy()
+            acts = activations_at(model, hook_name, tokens)[:, 1:, :].reshape(-1, spec.d_model).float().cpu().numpy()
             data.write(acts.tobytes())
             data.flush()
             os.fsync(data.fileno())

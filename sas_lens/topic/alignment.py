@@ -45,7 +45,13 @@ from typing import Any
 import torch
 
 from sas_lens.errors import DataError
-from sas_lens.loading.saes import check_sae_fits, sae_fingerprint, sae_hook_name
+from sas_lens.loading.activations import sae_codes
+from sas_lens.loading.saes import (
+    check_sae_fits,
+    hook_layer,
+    sae_fingerprint,
+    sae_hook_name,
+)
 from sas_lens.steering.provenance import SAEIdentity
 from sas_lens.steering.vectors import SASVector
 from sas_lens.typing import Float, Tensor
@@ -107,16 +113,11 @@ def reference_activations(model, sae, prompts: list[str], batch_size: int = 8) -
     """Step 1: each prompt's mean SAE code over its tokens (BOS and padding excluded)."""
     from sas_lens.loading.prompts import tokenize_with_spans
 
-    hook = sae_hook_name(sae)
-    layer = int(hook.split(".")[1])
     out = torch.empty(len(prompts), sae.cfg.d_sae)
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         tokens, attention, spans = tokenize_with_spans(model.tokenizer, batch, [(0, len(p)) for p in batch])
-        device = model.cfg.device
-        _, cache = model.run_with_cache(tokens.to(device), attention_mask=attention.to(device), names_filter=hook,
-                                        stop_at_layer=layer + 1)
-        codes = sae.encode(cache[hook].to(sae.device, sae.dtype)).float().cpu()
+        codes = sae_codes(model, sae, tokens, attention)
         mask = spans.float()[..., None]
         out[start : start + len(batch)] = (codes * mask).sum(1) / mask.sum(1).clamp_min(1)
     return out
@@ -258,7 +259,7 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
     mean_activation = weights.sum(0) / active.sum(0).clamp_min(1)
     hook = sae_hook_name(sae)
     metadata = {
-        "name": name, "model_name": model.cfg.model_name, "hook_name": hook, "layer": int(hook.split(".")[1]),
+        "name": name, "model_name": model.cfg.model_name, "hook_name": hook, "layer": hook_layer(hook),
         "sae_fingerprint": sae_fingerprint(sae), "d_sae": sae.cfg.d_sae,
         "n_alignment_texts": len(alignment_texts), "n_reference_prompts": len(reference),
         "alignment_texts": alignment_texts[:20], "scoring_s": round(time.perf_counter() - started, 3),

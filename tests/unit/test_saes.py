@@ -1,6 +1,7 @@
 """Loading SAEs and refusing ones that do not fit the model, before anything is attached."""
 
 import pytest
+import torch
 
 import sas_lens as sl
 from sas_lens.loading import saes as saes_module
@@ -59,3 +60,22 @@ def test_unknown_short_name_lists_shipped(tmp_path, monkeypatch):
     assert sl.load_sae().cfg.d_sae == 48
     with pytest.raises(sl.errors.NoDefaultSAEError, match="Did you mean '16k'"):
         sl.load_sae("16K")
+
+
+def test_a_shipped_sae_says_which_it_is_so_vectors_record_the_sae_they_need(tmp_path):
+    """Vectors built on a shipped SAE used to record "release": null, "id": null."""
+    from sas_lens.steering.provenance import Provenance, SAEIdentity
+    from sas_lens.steering.vectors import SASVector, load_vector
+
+    sae = sl.load_sae("4k")
+    identity = SAEIdentity.of(sae)
+    assert (identity.release, identity.id, identity.d_sae) == ("sas_lens", "gemma-3-270m-res-l9-4k", 4096)
+    assert identity.describe() == "sl.load_sae('sas_lens', 'gemma-3-270m-res-l9-4k')"
+    again = sl.load_sae("sas_lens", "gemma-3-270m-res-l9-4k")  # what describe() says works
+    assert SAEIdentity.of(again) == identity
+    vec = SASVector(torch.tensor([5]), torch.tensor([1.0]), 4096, Provenance(name="v", sae=identity))
+    saved = load_vector(vec.save(tmp_path / "v"), sae=again)
+    assert saved.metadata["sae"] == {"release": "sas_lens", "id": "gemma-3-270m-res-l9-4k", "d_sae": 4096,
+                                     "architecture": "jumprelu"}
+    with pytest.raises(sl.errors.IncompatibleSAEError, match=r"sl.load_sae\('sas_lens', 'gemma-3-270m-res-l9-4k'\)"):
+        load_vector(vec.save(tmp_path / "v"), sae=sl.load_sae("16k"))

@@ -149,3 +149,21 @@ def test_tau_zero_keeps_latents_active_at_all_instead_of_emptying_the_vector(str
     got = sas_from_codes(positive, negative, tau=0.0, strict=strict)
     assert (got[:4] < 0).all() and (got[4:8] > 0).all()  # "≥ 0" made every latent common: all zero
     torch.testing.assert_close(got, literal_algorithm_1(positive, negative, 0.0, "all", strict))
+
+
+def test_files_written_before_typed_provenance_still_load(tmp_path):
+    """The header layout of the first version (metadata dict, sae_fingerprint beside an "sae" object)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    header = {"kind": "sas", "d_sae": 48, "name": "old", "model_name": "tiny-random", "layer": 1,
+              "hook_name": "blocks.1.hook_resid_post", "sas_lens_version": "0.1.0",
+              "sae": {"release": None, "id": None, "d_sae": 48, "architecture": "jumprelu"},
+              "sae_fingerprint": "0123456789abcdef", "extraction": {"tau": 0.7, "read": "mean over completion"}}
+    save_file({"indices": torch.tensor([2, 7]), "values": torch.tensor([0.5, -1.0])}, tmp_path / "old.safetensors",
+              metadata={"format": "sas_lens.vector/1", "sas_lens": json.dumps(header)})
+    vec = load_vector(tmp_path / "old.safetensors")
+    assert vec.name == "old" and vec.layer == 1 and vec.provenance.sae.fingerprint == "0123456789abcdef"
+    assert vec.provenance.extraction["tau"] == 0.7
+    assert vec.metadata == {k: v for k, v in header.items() if k not in ("kind", "d_sae")}  # written back the same
