@@ -89,13 +89,28 @@ def tokenize_with_spans(tokenizer, texts: list[str], spans: list[tuple[int, int]
             raise ValueError(f"No token covers characters {start}:{end} of {text!r}.")
         rows.append(ids)
         masks.append(mask)
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.bool)
-    span_mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, (ids, mask) in enumerate(zip(rows, masks)):
-        tokens[i, width - len(ids):] = torch.tensor(ids)
-        attention[i, width - len(ids):] = True
-        span_mask[i, width - len(ids):] = torch.tensor(mask)
+    tokens, attention = left_pad(tokenizer, rows)
+    span_mask = torch.zeros_like(attention)
+    span_mask[attention] = torch.tensor([flag for mask in masks for flag in mask])  # row by row, as attention
     return tokens, attention, span_mask
+
+
+def left_pad(tokenizer, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows as one left-padded ``[batch, pos]`` tensor and its boolean attention mask.
+
+    Left padding keeps every row's last token at the last position, where generation and
+    A/B scoring read; the pad id is the tokenizer's (0 if it has none).
+
+    Example:
+        >>> tokens, attention = left_pad(None, [[5, 6, 7], [8]])
+        >>> tokens.tolist(), attention.sum(1).tolist()
+        ([[5, 6, 7], [0, 0, 8]], [3, 1])
+    """
+    pad = getattr(tokenizer, "pad_token_id", None)
+    width = max(len(row) for row in rows)
+    tokens = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        tokens[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        attention[i, width - len(row):] = True
+    return tokens, attention

@@ -15,7 +15,12 @@ from collections.abc import Mapping
 import torch
 
 from sas_lens.loading.pairs import ABItem, PairSet
-from sas_lens.loading.prompts import PromptStyle, format_ab, tokenize_with_spans
+from sas_lens.loading.prompts import (
+    PromptStyle,
+    format_ab,
+    left_pad,
+    tokenize_with_spans,
+)
 from sas_lens.steering.engine import steering_hooks
 from sas_lens.typing import Float, Tensor
 
@@ -88,17 +93,11 @@ def ab_probabilities(
         raise ValueError(f"ab_probabilities needs A/B items; {items.name!r} holds completion pairs.")
     prompts = [_letter_prompt(model, item, style) for item in items]
     hooks = steering_hooks(model, steering or {}, sae=sae)
-    pad = model.tokenizer.pad_token_id or 0
     out = torch.empty(len(prompts))
     with model.hooks(fwd_hooks=hooks):
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
-            width = max(len(context) for context, _, _ in batch)
-            tokens = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.bool)
-            for i, (context, _, _) in enumerate(batch):
-                tokens[i, width - len(context):] = torch.tensor(context)
-                attention[i, width - len(context):] = True
+            tokens, attention = left_pad(model.tokenizer, [context for context, _, _ in batch])
             device = model.cfg.device
             logits = last_position_logits(model, tokens.to(device), attention.to(device)).float()
             pair_logits = torch.stack(

@@ -53,7 +53,7 @@ from sas_lens.loading.saes import (
     sae_hook_name,
 )
 from sas_lens.steering.provenance import SAEIdentity
-from sas_lens.steering.vectors import SASVector
+from sas_lens.steering.vectors import SASVector, read_with_header, save_with_header
 from sas_lens.typing import Float, Tensor
 
 _FORMAT = "sas_lens.topic/1"
@@ -195,29 +195,17 @@ class TopicAlignment:
         return TopicSwap(self, k)
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            path = path.with_name(path.name + ".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {"scores": self.scores.contiguous(), "mean_activation": self.mean_activation.contiguous()}
+        """Write the scores and their provenance to one ``.safetensors`` file (like a vector)."""
+        tensors = {"scores": self.scores, "mean_activation": self.mean_activation}
         if self.n_firing is not None:
-            tensors["n_firing"] = self.n_firing.contiguous()
-        save_file(tensors, path, metadata={"format": _FORMAT, "sas_lens": json.dumps(self.metadata)})
-        return path
+            tensors["n_firing"] = self.n_firing
+        return save_with_header(path, tensors, self.metadata, _FORMAT)
 
     @classmethod
     def load(cls, path: str | Path, *, sae=None) -> "TopicAlignment":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-            if header.get("format") != _FORMAT:
-                raise ValueError(f"{path} is not a sas_lens topic alignment (format {header.get('format')!r}).")
-            alignment = cls(handle.get_tensor("scores"), handle.get_tensor("mean_activation"),
-                            json.loads(header["sas_lens"]),
-                            handle.get_tensor("n_firing") if "n_firing" in handle.keys() else None)
+        """Read a file written by :meth:`save`; with ``sae``, refuse one scored on another SAE."""
+        tensors, header = read_with_header(path, _FORMAT, "topic alignment")
+        alignment = cls(tensors["scores"], tensors["mean_activation"], header, tensors.get("n_firing"))
         if sae is not None:
             alignment.sae_identity.check(sae, f"The topic alignment {alignment.name!r} (score it again with "
                                               "topic_scores(model, sae, texts))")
