@@ -128,33 +128,63 @@ def train_sae(
     Returns:
         The trained SAE (a JumpReLU ``sae_lens.SAE``).
     """
-    from sae_lens import SAE, BatchTopKTrainingSAEConfig
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.saes.sae import SAEMetadata
-    from sae_lens.training.sae_trainer import SAETrainer
-
-    from sas_lens.loading.models import DEFAULT_MODEL, load_model
+    from sae_lens import SAE
 
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
-    cache_dir = Path(cache_dir) if cache_dir else work_dir / "activations"
-    checkpoints = work_dir / "checkpoints"
     started = time.perf_counter()
-
-    cache = _existing_complete_cache(cache_dir, cfg.n_tokens)
-    if cache is None:
-        if texts is None:
-            raise ValueError("No complete activation cache yet, so texts= is needed to build one.")
-        if model is None:
-            model = load_model(model_name)
-        cache = build_activation_cache(
-            model, cfg.hook_name, texts, cache_dir, cfg.n_tokens,
-            context_size=cfg.context_size, model_name=model_name,
-        )
+    cache = _activation_cache(cfg, Path(cache_dir) if cache_dir else work_dir / "activations", model, model_name,
+                              texts)
     caching_s = time.perf_counter() - started
     dim_scale = _dim_scale(cache, cfg, work_dir) if cfg.balance_dims else None
     model_name = model_name or (model.cfg.model_name if model is not None else cache.spec.model_name)
-    d_model = cache.spec.d_model
+
+    sae = _new_training_sae(cfg, cache.spec.d_model, model_name)
+    trainer = _trainer(cfg, sae, cache, work_dir / "checkpoints", dim_scale)
+    steps_before = trainer.n_training_steps
+    train_started = time.perf_counter()
+    trainer.fit()
+    train_s = time.perf_counter() - train_started
+    _calibrate_threshold(sae, cache, cfg, dim_scale)
+
+    steps_run = trainer.n_training_steps - steps_before
+    record = {
+        "settings": asdict(cfg),
+        "model_name": model_name,
+        "hook_name": cfg.hook_name,
+        "sources": list(cache.spec.sources),
+        "distinct_tokens": len(cache),
+        "tokens_seen": trainer.n_training_samples,
+        "activation_caching_s": round(caching_s, 1),
+        "training_s_this_run": round(train_s, 1),
+        "training_tokens_per_s": round(steps_run * cfg.batch_size / train_s, 1) if steps_run else None,
+        "device": cfg.device,
+        "torch_threads": torch.get_num_threads(),
+    }
+    _save_atomically(sae, out_dir, dim_scale, record)
+    return SAE.load_from_disk(out_dir, device=cfg.device)
+
+
+def _activation_cache(cfg: SAETrainingConfig, cache_dir: Path, model, model_name: str | None, texts) -> ActivationCache:
+    """The complete cache in ``cache_dir``, or one built (or finished) there from ``texts``."""
+    from sas_lens.loading.models import load_model
+
+    cache = _existing_complete_cache(cache_dir, cfg.n_tokens)
+    if cache is not None:
+        return cache
+    if texts is None:
+        raise ValueError("No complete activation cache yet, so texts= is needed to build one.")
+    if model is None:
+        model = load_model(model_name)
+    return build_activation_cache(model, cfg.hook_name, texts, cache_dir, cfg.n_tokens,
+                                  context_size=cfg.context_size, model_name=model_name)
+
+
+def _new_training_sae(cfg: SAETrainingConfig, d_model: int, model_name: str | None) -> FastBatchTopKTrainingSAE:
+    from sae_lens import BatchTopKTrainingSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    from sas_lens.loading.models import DEFAULT_MODEL
 
     sae_cfg = BatchTopKTrainingSAEConfig(
         d_in=d_model,
@@ -178,10 +208,16 @@ def train_sae(
     )
     with torch.random.fork_rng():  # seeded initialisation without touching the caller's RNG
         torch.manual_seed(cfg.seed)
-        sae = FastBatchTopKTrainingSAE(sae_cfg)
-    n_samples = cfg.n_steps * cfg.batch_size
+        return FastBatchTopKTrainingSAE(sae_cfg)
+
+
+def _trainer(cfg: SAETrainingConfig, sae, cache: ActivationCache, checkpoints: Path, dim_scale):
+    """SAELens's trainer for ``sae`` on random batches of ``cache``, resumed from the latest checkpoint if any."""
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
     trainer_cfg = SAETrainerConfig(
-        total_training_samples=n_samples,
+        total_training_samples=cfg.n_steps * cfg.batch_size,
         train_batch_size_samples=cfg.batch_size,
         lr=cfg.lr,
         lr_warm_up_steps=cfg.warmup_steps,
@@ -207,7 +243,7 @@ def train_sae(
         # Estimated here from its own batches (fit() would draw them from the training
         # stream), so that training batch i is the same whether or not a run resumed.
         trainer.activation_scaler.estimate_scaling_factor(
-            d_in=d_model,
+            d_in=cache.spec.d_model,
             data_provider=random_batches(cache, cfg.batch_size, cfg.seed + 1, 0, dim_scale),
             n_batches_for_norm_estimate=trainer_cfg.n_batches_for_norm_estimate,
         )
@@ -216,36 +252,20 @@ def train_sae(
     # SAELens lists checkpoint thresholds from 0; drop those a resumed run has passed.
     trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= trainer.n_training_samples]
     trainer.data_provider = random_batches(cache, cfg.batch_size, cfg.seed, trainer.n_training_steps, dim_scale)
-    steps_before = trainer.n_training_steps
-    train_started = time.perf_counter()
-    trainer.fit()
-    train_s = time.perf_counter() - train_started
-    _calibrate_threshold(sae, cache, cfg, dim_scale)
+    return trainer
 
+
+def _save_atomically(sae, out_dir: Path, dim_scale, record: dict) -> None:
+    """Write the inference SAE (dimension scale folded in) and ``training.json``; ``out_dir`` appears whole."""
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     sae.save_inference_model(staging)
     if dim_scale is not None:
         _fold_dim_scale(staging, dim_scale)
-    steps_run = trainer.n_training_steps - steps_before
-    record = {
-        "settings": asdict(cfg),
-        "model_name": model_name,
-        "hook_name": cfg.hook_name,
-        "sources": list(cache.spec.sources),
-        "distinct_tokens": len(cache),
-        "tokens_seen": trainer.n_training_samples,
-        "activation_caching_s": round(caching_s, 1),
-        "training_s_this_run": round(train_s, 1),
-        "training_tokens_per_s": round(steps_run * cfg.batch_size / train_s, 1) if steps_run else None,
-        "device": cfg.device,
-        "torch_threads": torch.get_num_threads(),
-    }
     (staging / "training.json").write_text(json.dumps(record, indent=2))
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
-    return SAE.load_from_disk(out_dir, device=cfg.device)
 
 
 # Dimensions whose variance exceeds this multiple of the median are scaled down
