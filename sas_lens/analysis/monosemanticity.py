@@ -98,7 +98,7 @@ def compare_widths(model, saes, vectors: list[SASVector]):
     """:func:`width_comparison` for each vector's own pair set and settings, stacked with a ``behaviour`` column.
 
     Each vector is rebuilt on every SAE in ``saes`` from the pair source and the
-    τ / read / mean-over settings recorded in its metadata.
+    τ / read / mean-over settings recorded in its provenance.
     """
     import pandas as pd
 
@@ -106,7 +106,7 @@ def compare_widths(model, saes, vectors: list[SASVector]):
 
     tables = []
     for vector in vectors:
-        extraction = vector.metadata.get("extraction", {})
+        extraction = vector.provenance.extraction
         source = extraction.get("pairs", {}).get("source")
         if not source or source == "<in memory>":
             raise ValueError(f"{vector.name!r} records no pair file to rebuild it from; use width_comparison().")

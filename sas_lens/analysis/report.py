@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import html
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,15 +55,16 @@ def _context_html(context: str) -> str:
 
 
 def _metadata_rows(vector) -> list[dict[str, str]]:
-    meta = vector.metadata
-    extraction = meta.get("extraction", {})
+    provenance = vector.provenance
+    extraction = provenance.extraction
+    sae = provenance.sae
     fields = {
-        "model": meta.get("model_name"), "hook": meta.get("hook_name"),
+        "model": provenance.model_name, "hook": provenance.hook_name,
         "pairs": extraction.get("pairs", {}).get("name"),
         "read": extraction.get("read"),
         "τ": extraction.get("tau"),
-        "SAE": json.dumps(meta["sae"]) if "sae" in meta else None,
-        "sas_lens": meta.get("sas_lens_version"),
+        "SAE": (f"{sae.release}/{sae.id}" if sae.release else "unrecorded") + f", d_sae={sae.d_sae}" if sae else None,
+        "sas_lens": provenance.sas_lens_version,
     }
     return [{"field": html.escape(k), "value": html.escape(str(v))} for k, v in fields.items() if v is not None]
 
