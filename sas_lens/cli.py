@@ -37,7 +37,10 @@ def _number(kind, *, low=None, high=None, low_open=False, what="a number"):
             raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
 
-    parse.__doc__ = f"Parse {what}, or say in one line why the text is not one."
+    parse.__doc__ = (f"Parse {what}, or say in one line why the text is not one.\n\n"
+                     "Args:\n    text: the argument as typed.\n\n"
+                     f"Example:\n    >>> build_parser().parse_args(['extract', 'x', '--out', 'v', '--tau', 'text'])"
+                     "  # doctest: +SKIP\n")
     return parse
 
 
@@ -50,21 +53,43 @@ finite_float = _number(float, what="a finite number")
 
 
 def existing_file(text: str) -> str:
-    """The path, if it is a file."""
+    """The path, if it is a file.
+
+    Args:
+        text: the argument as typed.
+
+    Example:
+        >>> existing_file("vec.safetensors")  # doctest: +SKIP
+    """
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
     return text
 
 
 def existing_dir(text: str) -> str:
-    """The path, if it is a folder."""
+    """The path, if it is a folder.
+
+    Args:
+        text: the argument as typed.
+
+    Example:
+        >>> existing_dir("eval_out")  # doctest: +SKIP
+    """
     if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"no such folder: {text}")
     return text
 
 
 def sae_spec(text: str) -> str:
-    """A shipped SAE's short name or an SAELens folder (the CLI does not download)."""
+    """A shipped SAE's short name or an SAELens folder (the CLI does not download).
+
+    Args:
+        text: the argument as typed.
+
+    Example:
+        >>> sae_spec("16k")
+        '16k'
+    """
     from sas_lens.errors import suggest
     from sas_lens.loading import saes
 
@@ -433,7 +458,12 @@ def _add_eval(commands, model) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``sas-lens`` parser: one sub-command per job, each checking its arguments as it parses them."""
+    """The ``sas-lens`` parser: one sub-command per job, each checking its arguments as it parses them.
+
+    Example:
+        >>> build_parser().parse_args(["extract", "demo:sentiment", "--out", "v"]).tau
+        0.7
+    """
     parser = _Parser(prog="sas-lens", description="Sparse activation steering on TransformerLens + SAELens.")
     commands = parser.add_subparsers(dest="command", required=True)
     model = _model_options()
@@ -444,7 +474,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``sas-lens``; returns the exit status (2 for a user error, after one line on stderr)."""
+    """Run ``sas-lens``; returns the exit status (2 for a user error, after one line on stderr).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Example:
+        >>> main(["extract", "demo:sentiment", "--out", "v", "--tau", "0.5"])  # doctest: +SKIP
+    """
     args = build_parser().parse_args(argv)
     try:
         args.check(args)  # everything the arguments can tell, before any model is loaded

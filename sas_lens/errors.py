@@ -39,7 +39,17 @@ class DataError(SASLensError, ValueError):
 
 
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
-    """Return ``" Did you mean 'a', 'b'?"`` for the closest choices, or ``""``."""
+    """Return ``" Did you mean 'a', 'b'?"`` for the closest choices, or ``""``.
+
+    Args:
+        name: what was asked for.
+        choices: what exists.
+        n: at most this many suggestions.
+
+    Example:
+        >>> suggest("16kk", ["16k", "4k"])
+        " Did you mean '16k'?"
+    """
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.6)
     if not close:
         return ""

@@ -17,7 +17,16 @@ import torch
 
 
 def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
-    """A random ``HookedSAETransformer`` (Gemma-like: RMS norm, rotary, gated GELU) with Gemma 3's tokenizer."""
+    """A random ``HookedSAETransformer`` (Gemma-like: RMS norm, rotary, gated GELU) with Gemma 3's tokenizer.
+
+    Args:
+        n_layers: blocks.
+        d_model: residual width.
+        seed: weight seed.
+
+    Example:
+        >>> model = tiny_model()  # doctest: +SKIP
+    """
     from sae_lens import HookedSAETransformer
     from transformer_lens import HookedTransformerConfig
     from transformers import AutoTokenizer
@@ -38,7 +47,23 @@ def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
 
 def random_sae(architecture: str = "jumprelu", *, d_in: int, d_sae: int = 48, hook_name: str,
                model_name: str = "tiny-random", seed: int = 0, k: int = 6, normalize_activations: str = "none"):
-    """A random SAELens SAE (``"jumprelu"``, ``"standard"`` or ``"topk"``) whose latents fire on random residuals."""
+    """A random SAELens SAE (``"jumprelu"``, ``"standard"`` or ``"topk"``) whose latents fire on random residuals.
+
+    Args:
+        architecture: the SAE's architecture.
+        d_in: the residual width.
+        d_sae: latents.
+        hook_name: the hook it reads.
+        model_name: recorded in its metadata.
+        seed: weight seed.
+        k: TopK's k.
+        normalize_activations: SAELens's input normalisation.
+
+    Example:
+        >>> sae = random_sae("topk", d_in=64, hook_name="blocks.1.hook_resid_post")
+        >>> sae.cfg.d_sae
+        48
+    """
     from sae_lens import (
         JumpReLUSAE,
         JumpReLUSAEConfig,
@@ -71,7 +96,18 @@ def random_sae(architecture: str = "jumprelu", *, d_in: int, d_sae: int = 48, ho
 
 
 def save_random_sae(model, layer: int, folder: str | Path, d_sae: int = 256, seed: int = 0) -> Path:
-    """A random JumpReLU SAE on ``blocks.{layer}.hook_resid_post`` of ``model``, saved in SAELens's format."""
+    """A random JumpReLU SAE on ``blocks.{layer}.hook_resid_post`` of ``model``, saved in SAELens's format.
+
+    Args:
+        model: the model it is for.
+        layer: its block.
+        folder: where to save it.
+        d_sae: latents.
+        seed: weight seed.
+
+    Example:
+        >>> sae = sl.load_sae(save_random_sae(tiny_model(), 1, "sae"))  # doctest: +SKIP
+    """
     sae = random_sae("jumprelu", d_in=model.cfg.d_model, d_sae=d_sae, hook_name=f"blocks.{layer}.hook_resid_post",
                      model_name=model.cfg.model_name, seed=seed)
     folder = Path(folder)

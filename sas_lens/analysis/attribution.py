@@ -30,7 +30,17 @@ NEURONPEDIA = "https://www.neuronpedia.org"
 
 
 def logit_lens(sae, model, latents: list[int], n_tokens: int = 5) -> list[tuple[list[str], list[str]]]:
-    """For each latent, the ``n_tokens`` tokens its decoder row promotes most and suppresses most."""
+    """For each latent, the ``n_tokens`` tokens its decoder row promotes most and suppresses most.
+
+    Args:
+        sae: the SAE whose decoder rows are read.
+        model: the model whose unembedding and tokenizer are used.
+        latents: latent ids.
+        n_tokens: tokens per list.
+
+    Example:
+        >>> promotes, suppresses = logit_lens(sae, model, [10402], 5)[0]  # doctest: +SKIP
+    """
     if not latents:
         return []
     directions = sae.W_dec.detach()[latents].to(model.W_U.device, model.W_U.dtype)
@@ -42,13 +52,29 @@ def logit_lens(sae, model, latents: list[int], n_tokens: int = 5) -> list[tuple[
 
 
 def neuronpedia_url(sae, latent: int) -> str | None:
-    """The latent's Neuronpedia page, when the SAE's metadata names its Neuronpedia id."""
+    """The latent's Neuronpedia page, when the SAE's metadata names its Neuronpedia id.
+
+    Args:
+        sae: an SAE (Gemma Scope SAEs name their Neuronpedia id; shipped ones do not).
+        latent: the latent id.
+
+    Example:
+        >>> neuronpedia_url(sae, 10402)   # None for the shipped SAEs  # doctest: +SKIP
+    """
     neuronpedia_id = getattr(sae.cfg.metadata, "neuronpedia_id", None)
     return f"{NEURONPEDIA}/{neuronpedia_id}/{latent}" if neuronpedia_id else None
 
 
 def mark_context(context: dict[str, Any]) -> str:
-    """One top-activating context as text, the peak token marked «so»."""
+    """One top-activating context as text, the peak token marked «so».
+
+    Args:
+        context: a context of a :class:`~sas_lens.analysis.latent_index.LatentIndex` (``before``, ``token``, ``after``).
+
+    Example:
+        >>> mark_context({"before": "I", "token": " love", "after": " it"})
+        'I« love» it'
+    """
     return f"{context['before']}«{context['token']}»{context['after']}".replace("\n", "⏎")
 
 

@@ -16,7 +16,15 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), hei
 
 
 def top_latents_figure(table, title: str = "Top latents") -> go.Figure:
-    """Horizontal bars of a :func:`~sas_lens.analysis.attribution.top_latents` table; hover shows the logit lens."""
+    """Horizontal bars of a :func:`~sas_lens.analysis.attribution.top_latents` table; hover shows the logit lens.
+
+    Args:
+        table: the DataFrame :func:`~sas_lens.analysis.attribution.top_latents` returns.
+        title: the figure's title.
+
+    Example:
+        >>> top_latents_figure(sl.top_latents(vec, sae, model)).show()  # doctest: +SKIP
+    """
     rows = table.iloc[::-1]  # the largest on top
     hover = [f"promotes: {', '.join(map(str, up))}<br>suppresses: {', '.join(map(str, down))}"
              for up, down in zip(rows["promotes"], rows["suppresses"])]
@@ -30,7 +38,16 @@ def top_latents_figure(table, title: str = "Top latents") -> go.Figure:
 
 
 def overlap_heatmap(matrix, measure: str = "jaccard", title: str | None = None) -> go.Figure:
-    """Heatmap of one measure of an :class:`~sas_lens.analysis.overlap.OverlapMatrix`."""
+    """Heatmap of one measure of an :class:`~sas_lens.analysis.overlap.OverlapMatrix`.
+
+    Args:
+        matrix: from :func:`~sas_lens.analysis.overlap.overlap_matrix`.
+        measure: ``jaccard``, ``weighted_jaccard``, ``jaccard_pos``, ``jaccard_neg`` or ``cosine_decoded``.
+        title: the figure's title (default: the measure).
+
+    Example:
+        >>> overlap_heatmap(sl.overlap_matrix([a, b, c]), "weighted_jaccard")  # doctest: +SKIP
+    """
     table = matrix.measure(measure)
     if table is None:
         raise ValueError(f"This overlap matrix has no {measure!r}; pass sae= to overlap_matrix for it.")
@@ -50,6 +67,14 @@ def monosemanticity_figure(table, title: str = "Monosemanticity across SAE width
     ``table``: rows indexed by SAE label with ``d_sae, support, effective_latents, top1_share``
     (from :func:`~sas_lens.analysis.monosemanticity.width_comparison`); several behaviours may be
     stacked with a ``behaviour`` column.
+
+    Args:
+        table: see above.
+        title: the figure's title.
+
+    Example:
+        >>> table, _ = sl.width_comparison(model, {"4k": sae_4k, "16k": sae}, "demo:sentiment")  # doctest: +SKIP
+        >>> monosemanticity_figure(table)  # doctest: +SKIP
     """
     fig = go.Figure()
     groups = table.groupby("behaviour") if "behaviour" in table else [("", table)]
@@ -69,7 +94,18 @@ def monosemanticity_figure(table, title: str = "Monosemanticity across SAE width
 
 def token_activation_figure(tokens: list[str], activations, latents: list[int],
                             title: str = "Latent activation per token") -> go.Figure:
-    """Heatmap of :func:`~sas_lens.analysis.attribution.trace_latents`: latents down, tokens across."""
+    """Heatmap of :func:`~sas_lens.analysis.attribution.trace_latents`: latents down, tokens across.
+
+    Args:
+        tokens: the tokens, as :func:`~sas_lens.analysis.attribution.trace_latents` returns them.
+        activations: ``[n_tokens, len(latents)]``.
+        latents: the latent ids (row labels).
+        title: the figure's title.
+
+    Example:
+        >>> tokens, acts = sl.trace_latents(model, sae, "What a day", [10402])  # doctest: +SKIP
+        >>> token_activation_figure(tokens, acts, [10402])  # doctest: +SKIP
+    """
     fig = go.Figure(go.Heatmap(
         z=activations.T.tolist(), x=list(range(len(tokens))), y=[f"latent {i}" for i in latents],
         colorscale="Viridis", customdata=[tokens] * len(latents), hovertemplate="%{customdata}: %{z:.3g}<extra></extra>",
@@ -83,6 +119,17 @@ def lambda_sweep_figure(results, title: str = "Behaviour probability across λ")
     """λ curves with confidence bands: one line per ``method`` (and ``behaviour`` if present).
 
     ``results``: a DataFrame with ``method, lam, mean, ci_low, ci_high``.
+
+    Args:
+        results: see above.
+        title: the figure's title.
+
+    Example:
+        >>> import pandas as pd
+        >>> fig = lambda_sweep_figure(pd.DataFrame({"method": ["sas"] * 2, "lam": [0.0, 4.0], "mean": [0.5, 0.6],
+        ...                                       "ci_low": [0.45, 0.55], "ci_high": [0.55, 0.65]}))
+        >>> len(fig.data) >= 1
+        True
     """
     fig = go.Figure()
     keys = ["behaviour", "method"] if "behaviour" in results else ["method"]
@@ -100,7 +147,16 @@ def lambda_sweep_figure(results, title: str = "Behaviour probability across λ")
 
 
 def layer_lambda_heatmap(results, value: str = "mean", title: str = "Behaviour probability, layer × λ") -> go.Figure:
-    """Heatmap of ``value`` over ``layer`` (rows) and ``lam`` (columns)."""
+    """Heatmap of ``value`` over ``layer`` (rows) and ``lam`` (columns).
+
+    Args:
+        results: a DataFrame with ``layer``, ``lam`` and ``value`` columns (e.g. A/B cells of ``sas-lens eval``).
+        value: the column to colour by.
+        title: the figure's title.
+
+    Example:
+        >>> layer_lambda_heatmap(ab_cells[ab_cells.method == "dense"])  # doctest: +SKIP
+    """
     table = results.pivot_table(index="layer", columns="lam", values=value)
     fig = go.Figure(go.Heatmap(z=table.values, x=[str(c) for c in table.columns], y=[str(i) for i in table.index],
                                colorscale="RdBu", zmid=0.5, text=table.round(2).values, texttemplate="%{text}"))

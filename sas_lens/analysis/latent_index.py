@@ -130,6 +130,9 @@ def build_latent_index(
         n_tokens: tokens to index (BOS excluded); the corpus may run out first.
         context_size: tokens per sequence, BOS included.
         n_top: contexts kept per latent.
+
+    Example:
+        >>> index = build_latent_index(model, sae, "corpus/", n_tokens=50_000)   # uncached; sl.latent_index caches  # doctest: +SKIP
     """
     check_sae_fits(sae, model)
     files = resolve_text_files(texts)

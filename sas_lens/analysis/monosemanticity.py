@@ -99,6 +99,14 @@ def compare_widths(model, saes, vectors: list[SASVector]):
 
     Each vector is rebuilt on every SAE in ``saes`` from the pair source and the
     τ / read / mean-over settings recorded in its provenance.
+
+    Args:
+        model: the HookedTransformer the SAEs read.
+        saes: SAEs of one hook, of different widths.
+        vectors: SAS vectors whose provenance names a loadable pair set.
+
+    Example:
+        >>> compare_widths(model, [sae, sl.load_sae("4k", model=model)], [vec])  # doctest: +SKIP
     """
     import pandas as pd
 

@@ -38,23 +38,55 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def jaccard(u: torch.Tensor, v: torch.Tensor) -> float:
-    """Jaccard of two boolean masks."""
+    """Jaccard of two boolean masks.
+
+    Args:
+        u, v: boolean masks of one shape (supports).
+
+    Example:
+        >>> jaccard(torch.tensor([True, True, False]), torch.tensor([True, False, True]))
+        0.3333333333333333
+    """
     return _ratio(float((u & v).sum()), float((u | v).sum()))
 
 
 def weighted_jaccard(u: torch.Tensor, v: torch.Tensor) -> float:
-    """``Σ min(|u|, |v|) / Σ max(|u|, |v|)`` of two dense vectors."""
+    """``Σ min(|u|, |v|) / Σ max(|u|, |v|)`` of two dense vectors.
+
+    Args:
+        u, v: dense vectors of one shape.
+
+    Example:
+        >>> weighted_jaccard(torch.tensor([2.0, 0.0]), torch.tensor([1.0, -1.0]))
+        0.3333333333333333
+    """
     a, b = u.abs().double(), v.abs().double()
     return _ratio(float(torch.minimum(a, b).sum()), float(torch.maximum(a, b).sum()))
 
 
 def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
-    """Cosine similarity in float64; 0 when either vector is zero."""
+    """Cosine similarity in float64; 0 when either vector is zero.
+
+    Args:
+        u, v: vectors of one shape.
+
+    Example:
+        >>> cosine(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]))
+        0.0
+    """
     return _ratio(float(u.double() @ v.double()), float(u.double().norm() * v.double().norm()))
 
 
 def pair_overlap(u: SASVector, v: SASVector, sae=None) -> dict[str, float]:
-    """Every overlap measure of two vectors of one SAE (``cosine_decoded`` only with ``sae``)."""
+    """Every overlap measure of two vectors of one SAE (``cosine_decoded`` only with ``sae``).
+
+    Args:
+        u, v: SAS vectors of one SAE.
+        sae: that SAE, for the cosine of the decoded directions.
+
+    Example:
+        >>> pair_overlap(sentiment, caution, sae)["weighted_jaccard"]  # doctest: +SKIP
+    """
     _check_same_sae([u, v])
     a, b = u.dense(), v.dense()
     out = {
@@ -71,7 +103,14 @@ def pair_overlap(u: SASVector, v: SASVector, sae=None) -> dict[str, float]:
 
 
 def shared_latents(u: SASVector, v: SASVector):
-    """The latents in both supports, with each vector's value, largest joint magnitude first."""
+    """The latents in both supports, with each vector's value, largest joint magnitude first.
+
+    Args:
+        u, v: SAS vectors of one SAE.
+
+    Example:
+        >>> shared_latents(sentiment, caution).head()  # doctest: +SKIP
+    """
     import pandas as pd
 
     _check_same_sae([u, v])

@@ -70,7 +70,17 @@ def _metadata_rows(vector) -> list[dict[str, str]]:
 
 
 def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str:
-    """The HTML card of one vector: provenance, and for SAS vectors their monosemanticity and top latents."""
+    """The HTML card of one vector: provenance, and for SAS vectors their monosemanticity and top latents.
+
+    Args:
+        vector: an SAS or dense vector.
+        model, sae: for the top-latent table (logit lens).
+        index: a latent index, for contexts and frequencies.
+        k: top latents shown.
+
+    Example:
+        >>> html = vector_card(vec, model=model, sae=sae)  # doctest: +SKIP
+    """
     from sas_lens.analysis.monosemanticity import monosemanticity
 
     parts = [f"<div class='card'><h3>{html.escape(vector.name)}</h3>",
@@ -109,7 +119,15 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
 
 
 def overlap_section(vectors: Sequence[SASVector], sae=None) -> Section:
-    """Heatmaps of Jaccard and weighted Jaccard, and the latents each pair shares."""
+    """Heatmaps of Jaccard and weighted Jaccard, and the latents each pair shares.
+
+    Args:
+        vectors: SAS vectors of one SAE.
+        sae: that SAE (adds the decoded cosine).
+
+    Example:
+        >>> sl.write_report("r.html", [], sections=[overlap_section([a, b, c], sae)])  # doctest: +SKIP
+    """
     from sas_lens.analysis.figures import overlap_heatmap
     from sas_lens.analysis.overlap import overlap_matrix, shared_latents
 
@@ -134,7 +152,18 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
                   min_prompts: int = 5) -> Section:
     """Each topic alignment's most aligned latents among those firing on ``min_prompts`` reference prompts
     (the ones "amplify" steers with): score, how many prompts they fire on, and with ``model``/``sae``
-    what they promote."""
+    what they promote.
+
+    Args:
+        alignments: :class:`~sas_lens.topic.alignment.TopicAlignment` objects.
+        model, sae: for the logit lens of each latent.
+        index: a latent index, for contexts.
+        k: latents per topic.
+        min_prompts: see above.
+
+    Example:
+        >>> sl.write_report("r.html", [], sections=[topic_section([topic], model=model, sae=sae)])  # doctest: +SKIP
+    """
     from sas_lens.steering.vectors import check_vector_fits
 
     parts = []
@@ -164,7 +193,14 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
 
 
 def monosemanticity_section(width_table) -> Section:
-    """The width comparison from :func:`~sas_lens.analysis.monosemanticity.width_comparison`."""
+    """The width comparison from :func:`~sas_lens.analysis.monosemanticity.width_comparison`.
+
+    Args:
+        width_table: the table, optionally with a ``behaviour`` column.
+
+    Example:
+        >>> section = monosemanticity_section(compare_widths(model, [sae, sae_4k], [vec]))  # doctest: +SKIP
+    """
     from sas_lens.analysis.figures import monosemanticity_figure
 
     table = width_table.reset_index()

@@ -45,7 +45,16 @@ INSTRUCTIONS: dict[str, tuple[str, str]] = {
 
 
 def instruction_for(behaviour: str, sign: float, instructions: dict[str, tuple[str, str]] | None = None) -> str:
-    """The prompting baseline's instruction for ``behaviour`` (``sign`` > 0: for it; < 0: against it)."""
+    """The prompting baseline's instruction for ``behaviour`` (``sign`` > 0: for it; < 0: against it).
+
+    Args:
+        behaviour: a CAA behaviour name (or any name: a generic instruction is used).
+        sign: the sign of λ.
+        instructions: ``{behaviour: (for, against)}`` to use instead of the built-in ones.
+
+    Example:
+        >>> instruction_for("sycophancy", 1.0)  # doctest: +SKIP
+    """
     table = {**INSTRUCTIONS, **(instructions or {})}
     toward, away = table.get(behaviour, (f"Answer in a way that shows {behaviour}.",
                                          f"Answer in a way that avoids {behaviour}."))
@@ -53,7 +62,15 @@ def instruction_for(behaviour: str, sign: float, instructions: dict[str, tuple[s
 
 
 def with_instruction(items: PairSet, instruction: str) -> PairSet:
-    """The same A/B items, each question preceded by ``instruction``."""
+    """The same A/B items, each question preceded by ``instruction``.
+
+    Args:
+        items: A/B items.
+        instruction: the text put before each question.
+
+    Example:
+        >>> with_instruction(items, instruction_for("sycophancy", -1.0))  # doctest: +SKIP
+    """
     if not instruction:
         return items
     pairs = tuple(replace(item, question=f"{instruction}\n\n{item.question}") for item in items)
@@ -63,7 +80,24 @@ def with_instruction(items: PairSet, instruction: str) -> PairSet:
 def ab_cell(model, items: PairSet, method: str, vector, lam: float, *, sae=None, behaviour: str | None = None,
             instructions: dict[str, tuple[str, str]] | None = None, style: PromptStyle = PromptStyle(),
             batch_size: int = 8) -> Float[Tensor, " n"]:
-    """Per-item p(matching letter) for one method at strength ``lam``."""
+    """Per-item p(matching letter) for one method at strength ``lam``.
+
+    Args:
+        model: a HookedTransformer.
+        items: the behaviour's A/B test items.
+        method: ``"sas"``, ``"dense"`` or ``"prompting"``.
+        vector: the method's vector (``None`` for prompting).
+        lam: the strength (prompting: its sign picks the instruction).
+        sae: the SAE of an SAS vector.
+        behaviour: the behaviour's name (for the prompting instruction).
+        instructions: see :func:`instruction_for`.
+        style: how items are written as prompts.
+        batch_size: items per forward pass.
+
+    Example:
+        >>> p = ab_cell(model, test_items, "sas", vec, 4.0, sae=sae)  # doctest: +SKIP
+        >>> mean_ci(p)  # doctest: +SKIP
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if not math.isfinite(lam):
@@ -78,7 +112,16 @@ def ab_cell(model, items: PairSet, method: str, vector, lam: float, *, sae=None,
 
 
 def mean_ci(values: torch.Tensor, z: float = 1.96) -> tuple[float, float, float]:
-    """Mean and a normal-approximation 95% confidence interval (``z`` standard errors)."""
+    """Mean and a normal-approximation 95% confidence interval (``z`` standard errors).
+
+    Args:
+        values: one measurement per item.
+        z: standard errors on each side.
+
+    Example:
+        >>> [round(x, 3) for x in mean_ci(torch.tensor([0.4, 0.6]))]   # standard error 0.1
+        [0.5, 0.304, 0.696]
+    """
     values = values.double()
     mean = float(values.mean())
     if len(values) < 2:

@@ -34,7 +34,16 @@ _KEYS = ("prompt", "correct", "incorrect")
 
 
 def load_capability_items(path: str | Path, *, limit: int | None = None, name: str | None = None) -> PairSet:
-    """Read a CAA-format MMLU / TruthfulQA file as A/B items whose "matching" letter is the correct one."""
+    """Read a CAA-format MMLU / TruthfulQA file as A/B items whose "matching" letter is the correct one.
+
+    Args:
+        path: the JSON file (CAA's ``test/mmlu/mmlu.json`` layout).
+        limit: keep the first ``limit`` items.
+        name: the set's name (default: the file's stem).
+
+    Example:
+        >>> mmlu = load_capability_items("CAA/datasets/test/mmlu/mmlu.json", limit=100)  # doctest: +SKIP
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"No such capability file: {path}. Give CAA's mmlu.json or truthful_qa.json.")
@@ -56,7 +65,18 @@ def load_capability_items(path: str | Path, *, limit: int | None = None, name: s
 
 def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None,
              style: PromptStyle = PromptStyle()) -> dict[str, float]:
-    """Accuracy (p(correct) > 1/2) and mean p(correct) on capability items."""
+    """Accuracy (p(correct) > 1/2) and mean p(correct) on capability items.
+
+    Args:
+        model: a HookedTransformer.
+        items: from :func:`load_capability_items`.
+        steering: ``{vector: λ}``; ``None``: unsteered.
+        sae: the SAE(s) of the SAS vectors.
+        style: how items are written as prompts.
+
+    Example:
+        >>> accuracy(model, mmlu, steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
+    """
     p = ab_probabilities(model, items, steering=steering, sae=sae, style=style)
     return {"accuracy": float((p > 0.5).double().mean()), "p_correct": float(p.double().mean()), "n": len(p)}
 
@@ -64,7 +84,20 @@ def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None
 @torch.no_grad()
 def perplexity(model, texts, *, steering: Mapping | None = None, sae=None, n_tokens: int = 20_000,
                context_size: int = 128, batch_size: int = 8) -> float:
-    """Perplexity over the first ``n_tokens`` text tokens of ``texts`` (files or folders), optionally steered."""
+    """Perplexity over the first ``n_tokens`` text tokens of ``texts`` (files or folders), optionally steered.
+
+    Args:
+        model: a HookedTransformer.
+        texts: held-out text files or folders.
+        steering: ``{vector: λ}``; ``None``: unsteered.
+        sae: the SAE(s) of the SAS vectors.
+        n_tokens: tokens to score.
+        context_size: tokens per sequence.
+        batch_size: sequences per forward pass.
+
+    Example:
+        >>> perplexity(model, "heldout.txt", steering={vec: 4.0}, sae=sae, n_tokens=10_000)  # doctest: +SKIP
+    """
     hooks = steering_hooks(model, steering or {}, sae=sae)
     files = resolve_text_files(texts)
     context_size = min(context_size, model.cfg.n_ctx)

@@ -31,12 +31,27 @@ _CHOICE_TEXT = re.compile(r"\(([A-Z])\)\s*(.*?)(?=\n\s*\([A-Z]\)|\Z)", re.S)
 
 
 def choice_texts(item: ABItem) -> dict[str, str]:
-    """The text of each lettered choice of an A/B question."""
+    """The text of each lettered choice of an A/B question.
+
+    Args:
+        item: an A/B item.
+
+    Example:
+        >>> choice_texts(ABItem("Is it safe?\\n(A) Yes\\n(B) No", "B", "A"))
+        {'A': 'Yes', 'B': 'No'}
+    """
     return {letter: text.strip() for letter, text in _CHOICE_TEXT.findall(item.question)}
 
 
 def choice_exemplars(items: PairSet) -> tuple[list[str], list[str]]:
-    """Texts of the behaviour-matching and of the non-matching choices of ``items``."""
+    """Texts of the behaviour-matching and of the non-matching choices of ``items``.
+
+    Args:
+        items: A/B items.
+
+    Example:
+        >>> matching, other = choice_exemplars(test_items)  # doctest: +SKIP
+    """
     matching, other = [], []
     for item in items:
         texts = choice_texts(item)
@@ -49,7 +64,15 @@ def choice_exemplars(items: PairSet) -> tuple[list[str], list[str]]:
 
 
 def behaviour_scores(answers: list[str], matching: list[str], other: list[str]) -> torch.Tensor:
-    """Per answer: cosine to the matching exemplars' centroid minus cosine to the others'."""
+    """Per answer: cosine to the matching exemplars' centroid minus cosine to the others'.
+
+    Args:
+        answers: the steered answers.
+        matching, other: exemplar texts (from :func:`choice_exemplars`).
+
+    Example:
+        >>> behaviour_scores(answers, *choice_exemplars(test_items)).mean()  # doctest: +SKIP
+    """
     from sas_lens.loading.embeddings import embed
 
     def centroid(texts):
@@ -79,7 +102,17 @@ class JudgeConfig:
 
 
 def judge(config: JudgeConfig, concept: str, instruction: str, response: str) -> dict[str, int]:
-    """AxBench-style 0–2 scores from the configured LLM judge."""
+    """AxBench-style 0–2 scores from the configured LLM judge.
+
+    Args:
+        config: the endpoint, model and key.
+        concept: the behaviour judged.
+        instruction: the question asked.
+        response: the answer judged.
+
+    Example:
+        >>> judge(JudgeConfig(url="http://localhost:8000/v1", model="judge"), "sycophancy", q, a)  # doctest: +SKIP
+    """
     body = json.dumps({
         "model": config.model, "temperature": 0,
         "messages": [{"role": "user", "content": AXBENCH_RUBRIC.format(

@@ -8,7 +8,16 @@ Cell = tuple[str, str, int, str, float]
 
 
 def plan_cells(cfg: EvalConfig) -> list[Cell]:
-    """Every (kind, behaviour, layer, method, λ) of the run, in the order they are run."""
+    """Every (kind, behaviour, layer, method, λ) of the run, in the order they are run.
+
+    Args:
+        cfg: the run's config.
+
+    Example:
+        >>> from sas_lens.evaluation.config import EvalConfig
+        >>> plan_cells(EvalConfig(behaviours=("b",), data_dir=".", methods=("dense",), lams={"dense": (4.0,)}))[0]
+        ('ab', 'b', 9, 'dense', 4.0)
+    """
     cells = []
     main_layer = cfg.layers[0]
     for behaviour in cfg.behaviours:

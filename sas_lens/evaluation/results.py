@@ -13,7 +13,17 @@ from sas_lens.errors import DataError
 
 
 def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_run: int = 0) -> None:
-    """results.json, one CSV per kind, a summary table, and the figures as HTML fragments."""
+    """results.json, one CSV per kind, a summary table, and the figures as HTML fragments.
+
+    Args:
+        records: the run's cells.
+        out_dir: the results folder.
+        wall_s: the run's wall time, recorded.
+        n_run: how many cells this run measured, recorded.
+
+    Example:
+        >>> write_results(records, Path("eval_out"))  # doctest: +SKIP
+    """
     import pandas as pd
 
     (out_dir / "results.json").write_text(json.dumps(
@@ -35,6 +45,12 @@ def summary_table(records: list[dict]):
 
     One row for every k the costs were measured at (the grid's largest λ when there are none), so a
     run can show both a mild and a strong setting side by side.
+
+    Args:
+        records: the run's cells (``results.json``).
+
+    Example:
+        >>> summary_table(sl.run_evaluation(cfg, "eval_out"))  # doctest: +SKIP
     """
     import pandas as pd
 
@@ -65,7 +81,14 @@ def summary_table(records: list[dict]):
 
 
 def topic_table(records: list[dict]):
-    """Per topic and steering: topic similarity, fluency, and the time costs (align, fine-tune, per token)."""
+    """Per topic and steering: topic similarity, fluency, and the time costs (align, fine-tune, per token).
+
+    Args:
+        records: the run's cells (``results.json``).
+
+    Example:
+        >>> topic_table(records)  # doctest: +SKIP
+    """
     import pandas as pd
 
     rows = []
@@ -86,7 +109,14 @@ def topic_table(records: list[dict]):
 
 
 def evaluation_figures(records: list[dict]) -> list:
-    """λ curves per behaviour (main layer), layer × λ heatmaps (layer sweeps), and the fluency-vs-effect trade-off."""
+    """λ curves per behaviour (main layer), layer × λ heatmaps (layer sweeps), and the fluency-vs-effect trade-off.
+
+    Args:
+        records: the run's cells (``results.json``).
+
+    Example:
+        >>> figures = evaluation_figures(records)  # doctest: +SKIP
+    """
     import pandas as pd
     import plotly.graph_objects as go
 
@@ -131,7 +161,14 @@ def evaluation_figures(records: list[dict]) -> list:
 
 
 def evaluation_section(out_dir: str | Path):
-    """A :class:`~sas_lens.analysis.report.Section` of an evaluation's results for ``sas-lens report``."""
+    """A :class:`~sas_lens.analysis.report.Section` of an evaluation's results for ``sas-lens report``.
+
+    Args:
+        out_dir: a results folder of ``sas-lens eval``.
+
+    Example:
+        >>> sl.write_report("r.html", [vec], sections=[evaluation_section("eval_out")])  # doctest: +SKIP
+    """
     from sas_lens.analysis.report import Section
 
     out_dir = Path(out_dir)

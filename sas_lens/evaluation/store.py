@@ -10,7 +10,19 @@ CELL_FIELDS = ("key", "kind", "behaviour", "layer", "method", "lam", "seconds")
 
 
 def cell_key(kind: str, behaviour: str, layer: int, method: str, lam: float) -> str:
-    """The cell's key in ``cells.jsonl``: ``kind|behaviour|L<layer>|method|λ``."""
+    """The cell's key in ``cells.jsonl``: ``kind|behaviour|L<layer>|method|λ``.
+
+    Args:
+        kind: ``ab``, ``capability``, ``open`` or ``topic``.
+        behaviour: the behaviour (or topic).
+        layer: the steered layer.
+        method: the steering method.
+        lam: the strength.
+
+    Example:
+        >>> cell_key("ab", "sycophancy", 9, "sas", 4.0)
+        'ab|sycophancy|L9|sas|4'
+    """
     return f"{kind}|{behaviour}|L{layer}|{method}|{lam:g}"
 
 

@@ -17,7 +17,17 @@ from sas_lens.typing import Float, Int, Tensor
 @torch.no_grad()
 def activations_at(model, hook_name: str, tokens: Int[Tensor, "batch pos"],
                    attention_mask: Tensor | None = None) -> Tensor:
-    """The activations at ``hook_name`` for ``tokens`` (on the model's device); blocks after the hook's are not run."""
+    """The activations at ``hook_name`` for ``tokens`` (on the model's device); blocks after the hook's are not run.
+
+    Args:
+        model: a HookedTransformer.
+        hook_name: any hook of the model.
+        tokens: token ids.
+        attention_mask: for left-padded batches.
+
+    Example:
+        >>> acts = activations_at(model, "blocks.9.hook_resid_post", model.to_tokens("Hello"))  # doctest: +SKIP
+    """
     layer = hook_layer(hook_name)
     device = model.cfg.device
     mask = attention_mask.to(device) if attention_mask is not None else None
@@ -29,6 +39,16 @@ def activations_at(model, hook_name: str, tokens: Int[Tensor, "batch pos"],
 @torch.no_grad()
 def sae_codes(model, sae, tokens: Int[Tensor, "batch pos"],
               attention_mask: Tensor | None = None) -> Float[Tensor, "batch pos d_sae"]:
-    """``f(a)``: the SAE's codes of the activations at its hook, float32 on the CPU."""
+    """``f(a)``: the SAE's codes of the activations at its hook, float32 on the CPU.
+
+    Args:
+        model: the HookedTransformer ``sae`` reads.
+        sae: the SAE.
+        tokens: token ids.
+        attention_mask: for left-padded batches.
+
+    Example:
+        >>> codes = sae_codes(model, sae, model.to_tokens("Hello"))  # doctest: +SKIP
+    """
     acts = activations_at(model, sae_hook_name(sae), tokens, attention_mask)
     return sae.encode(acts.to(sae.device, sae.dtype)).float().cpu()

@@ -36,7 +36,15 @@ def embedding_model():
 
 @torch.no_grad()
 def embed(texts: list[str], batch_size: int = 64) -> Float[Tensor, "n 384"]:
-    """Normalised sentence embeddings of ``texts`` (empty strings embed like any other text)."""
+    """Normalised sentence embeddings of ``texts`` (empty strings embed like any other text).
+
+    Args:
+        texts: the texts.
+        batch_size: texts per batch.
+
+    Example:
+        >>> e = embed(["a match report", "a football game"])  # doctest: +SKIP
+    """
     if not texts:
         return torch.empty(0, 384)
     vectors = embedding_model().encode(list(texts), batch_size=batch_size, convert_to_tensor=True,

@@ -33,12 +33,22 @@ _CACHE_FOLDER = "gemma-3-270m-q4_k_m"
 
 
 def cache_dir() -> Path:
-    """Root of sas_lens's on-disk cache: ``$SAS_LENS_CACHE`` or ``~/.cache/sas_lens``."""
+    """Root of sas_lens's on-disk cache: ``$SAS_LENS_CACHE`` or ``~/.cache/sas_lens``.
+
+    Example:
+        >>> cache_dir().name  # doctest: +SKIP
+        'sas_lens'
+    """
     return Path(os.environ.get("SAS_LENS_CACHE", Path.home() / ".cache" / "sas_lens"))
 
 
 def default_model_dir() -> Path:
-    """Folder holding the converted default model (created by the first ``load_model()``)."""
+    """Folder holding the converted default model (created by the first ``load_model()``).
+
+    Example:
+        >>> default_model_dir().name
+        'gemma-3-270m-q4_k_m'
+    """
     return cache_dir() / "models" / _CACHE_FOLDER
 
 
@@ -115,6 +125,13 @@ def hub_offline(active: bool = True) -> Iterator[None]:
     huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, into a constant; both the
     variable (for libraries that read it later) and the constant are set, and both are
     restored on exit, even after an error.
+
+    Args:
+        active: ``False`` makes the block a no-op (for code that is offline only sometimes).
+
+    Example:
+        >>> with hub_offline():
+        ...     pass   # transformers and huggingface_hub read local files only here
     """
     if not active:
         yield

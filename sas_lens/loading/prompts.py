@@ -49,7 +49,19 @@ def _chat_prefix(user_text: str, tokenizer) -> str:
 
 
 def format_ab(item: ABItem, letter: str, style: PromptStyle = PromptStyle(), tokenizer=None) -> tuple[str, tuple[int, int]]:
-    """The text of ``item`` answered with ``letter``, and the character span of that letter."""
+    """The text of ``item`` answered with ``letter``, and the character span of that letter.
+
+    Args:
+        item: an A/B item.
+        letter: the answer letter (``"A"``).
+        style: base-model text or the chat template.
+        tokenizer: needed for the chat template.
+
+    Example:
+        >>> text, span = format_ab(ABItem("Is it safe?\\n(A) Yes\\n(B) No", "B", "A"), "B")
+        >>> text[span[0]:span[1]]
+        'B'
+    """
     if style.kind == "chat":
         prefix = _chat_prefix(item.question, tokenizer) + "("
     else:
@@ -60,7 +72,18 @@ def format_ab(item: ABItem, letter: str, style: PromptStyle = PromptStyle(), tok
 def format_completion(
     prompt: str, completion: str, style: PromptStyle = PromptStyle(), tokenizer=None
 ) -> tuple[str, tuple[int, int]]:
-    """The text of ``prompt`` + ``completion``, and the character span of the completion."""
+    """The text of ``prompt`` + ``completion``, and the character span of the completion.
+
+    Args:
+        prompt: the prompt.
+        completion: its completion.
+        style: base-model text or the chat template.
+        tokenizer: needed for the chat template.
+
+    Example:
+        >>> format_completion("The film was", " great")
+        ('The film was great', (12, 18))
+    """
     prefix = _chat_prefix(prompt, tokenizer) if style.kind == "chat" else prompt
     return prefix + completion, (len(prefix), len(prefix) + len(completion))
 
@@ -68,12 +91,21 @@ def format_completion(
 def tokenize_with_spans(tokenizer, texts: list[str], spans: list[tuple[int, int]], prepend_bos: bool = True):
     """Tokenize ``texts`` (left-padded) and mark the tokens overlapping each character span.
 
+    Args:
+        tokenizer: a fast (Rust) tokenizer.
+        texts: the texts.
+        spans: a character span per text.
+        prepend_bos: put the BOS token first (unless a text starts with it).
+
     Returns:
         ``(tokens, attention_mask, span_mask)``, each ``[batch, pos]``; ``span_mask`` is
         True on the tokens that overlap the span (the read positions).
 
     Raises:
         ValueError: a span that no token covers (e.g. an empty completion).
+
+    Example:
+        >>> tokens, attention, read = tokenize_with_spans(model.tokenizer, ["The film was great"], [(12, 18)])  # doctest: +SKIP
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("sas_lens needs a fast (Rust) tokenizer to map characters to tokens.")
@@ -100,6 +132,10 @@ def left_pad(tokenizer, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tens
 
     Left padding keeps every row's last token at the last position, where generation and
     A/B scoring read; the pad id is the tokenizer's (0 if it has none).
+
+    Args:
+        tokenizer: the model's tokenizer (``None``: pad with 0).
+        rows: token ids, one list per sequence.
 
     Example:
         >>> tokens, attention = left_pad(None, [[5, 6, 7], [8]])

@@ -131,7 +131,15 @@ def _shipped_folder(short_name: str | Path | None) -> Path:
 
 
 def sae_hook_name(sae) -> str:
-    """The hook an SAE reads, from its SAELens metadata."""
+    """The hook an SAE reads, from its SAELens metadata.
+
+    Args:
+        sae: an SAELens SAE.
+
+    Example:
+        >>> sae_hook_name(sl.load_sae("4k"))
+        'blocks.9.hook_resid_post'
+    """
     hook_name = getattr(sae.cfg.metadata, "hook_name", None)
     if not hook_name:
         raise IncompatibleSAEError(
@@ -142,7 +150,15 @@ def sae_hook_name(sae) -> str:
 
 
 def sae_fingerprint(sae) -> str:
-    """A short hash of an SAE's decoder and biases: two SAEs with the same one are the same SAE."""
+    """A short hash of an SAE's decoder and biases: two SAEs with the same one are the same SAE.
+
+    Args:
+        sae: an SAELens SAE.
+
+    Example:
+        >>> sae_fingerprint(sl.load_sae("4k")) == sae_fingerprint(sl.load_sae("4k"))
+        True
+    """
     digest = hashlib.sha256()
     for tensor in (sae.W_dec[:: max(1, sae.cfg.d_sae // 256)], sae.b_dec, sae.b_enc):
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -151,7 +167,15 @@ def sae_fingerprint(sae) -> str:
 
 
 def sae_release_and_id(sae) -> tuple[str | None, str | None]:
-    """The SAELens release and SAE id an SAE was loaded by (shipped SAEs: ``"sas_lens"`` and their folder name)."""
+    """The SAELens release and SAE id an SAE was loaded by (shipped SAEs: ``"sas_lens"`` and their folder name).
+
+    Args:
+        sae: an SAELens SAE.
+
+    Example:
+        >>> sae_release_and_id(sl.load_sae("4k"))
+        ('sas_lens', 'gemma-3-270m-res-l9-4k')
+    """
     metadata = sae.cfg.metadata
     release = getattr(metadata, "sae_lens_release", None) or getattr(sae.cfg, "release", None)
     sae_id = getattr(metadata, "sae_id", None) or getattr(sae.cfg, "sae_id", None)
@@ -159,13 +183,29 @@ def sae_release_and_id(sae) -> tuple[str | None, str | None]:
 
 
 def hook_layer(hook_name: str) -> int | None:
-    """The block index in ``blocks.L.…`` hook names; ``None`` for other hooks."""
+    """The block index in ``blocks.L.…`` hook names; ``None`` for other hooks.
+
+    Args:
+        hook_name: a TransformerLens hook name.
+
+    Example:
+        >>> hook_layer("blocks.9.hook_resid_post"), hook_layer("hook_embed")
+        (9, None)
+    """
     match = _LAYER_IN_HOOK.match(hook_name)
     return int(match.group(1)) if match else None
 
 
 def check_layer(model, layer: int) -> None:
-    """Raise :class:`LayerOutOfRangeError` unless ``0 <= layer < n_layers``."""
+    """Raise :class:`LayerOutOfRangeError` unless ``0 <= layer < n_layers``.
+
+    Args:
+        model: a HookedTransformer.
+        layer: the layer asked for.
+
+    Example:
+        >>> check_layer(model, 18)   # LayerOutOfRangeError: ... valid layers are 0 to 17  # doctest: +SKIP
+    """
     n_layers = model.cfg.n_layers
     if not 0 <= layer < n_layers:
         raise LayerOutOfRangeError(
@@ -175,7 +215,15 @@ def check_layer(model, layer: int) -> None:
 
 
 def check_hook_exists(model, hook_name: str) -> None:
-    """Raise :class:`HookNotFoundError` (or :class:`LayerOutOfRangeError`) if the model lacks the hook."""
+    """Raise :class:`HookNotFoundError` (or :class:`LayerOutOfRangeError`) if the model lacks the hook.
+
+    Args:
+        model: a HookedTransformer.
+        hook_name: the hook asked for.
+
+    Example:
+        >>> check_hook_exists(model, "blocks.9.hook_resid_pst")   # HookNotFoundError: ... Did you mean  # doctest: +SKIP
+    """
     if hook_name in model.hook_dict:
         return
     layer = hook_layer(hook_name)
@@ -190,10 +238,17 @@ def check_hook_exists(model, hook_name: str) -> None:
 def check_sae_fits(sae, model) -> None:
     """Check, before anything is attached, that ``sae`` can read ``model``'s activations.
 
+    Args:
+        sae: an SAELens SAE.
+        model: a HookedTransformer.
+
     Raises:
         HookNotFoundError: the SAE's hook is not in the model.
         LayerOutOfRangeError: the hook names a layer the model does not have.
         IncompatibleSAEError: the SAE's ``d_in`` differs from the model's ``d_model``.
+
+    Example:
+        >>> check_sae_fits(sl.load_sae("4k"), model)  # doctest: +SKIP
     """
     hook_name = sae_hook_name(sae)
     check_hook_exists(model, hook_name)
@@ -212,6 +267,15 @@ def write_shipped_sae(source: str | Path, short_name: str, card: dict, dtype: to
     Weights are stored in ``dtype`` (bfloat16 by default: half the size, and unlike
     float16 it keeps float32's range, which the encoder needs once the activation
     scale is folded into it); :func:`load_sae` runs them in float32.
+
+    Args:
+        source: a trained SAELens folder.
+        short_name: the name ``load_sae`` will know it by (``"16k"``).
+        card: what the card records (``model``, ``layer``, training settings, evaluation).
+        dtype: the dtype stored on disk.
+
+    Example:
+        >>> write_shipped_sae("runs/l9-16k", "16k", {"model": "gemma-3-270m", "layer": 9})  # doctest: +SKIP
     """
     from safetensors.torch import load_file, save_file
 

@@ -23,9 +23,15 @@ _TEXT_SUFFIXES = {".txt", ".text", ".md", ""}
 def resolve_text_files(sources: str | Path | Iterable[str | Path]) -> list[Path | str]:
     """Expand files and folders into a sorted list of files (``hf:`` ids pass through).
 
+    Args:
+        sources: a path, or several; folders are searched for text files.
+
     Raises:
         DataError: a path that does not exist, a folder with no text files, an empty
             file, or a file that is not UTF-8 text.
+
+    Example:
+        >>> resolve_text_files(["corpus/"])  # doctest: +SKIP
     """
     if isinstance(sources, (str, Path)):
         sources = [sources]
@@ -72,7 +78,14 @@ def _check_text_file(path: Path) -> None:
 
 
 def iter_documents(sources: Iterable[Path | str]) -> Iterator[str]:
-    """Yield the documents of each source in order (see the module docstring)."""
+    """Yield the documents of each source in order (see the module docstring).
+
+    Args:
+        sources: from :func:`resolve_text_files`.
+
+    Example:
+        >>> next(iter_documents(resolve_text_files("corpus/")))[:80]  # doctest: +SKIP
+    """
     for source in sources:
         if isinstance(source, str) and source.startswith("hf:"):
             from datasets import load_dataset
@@ -97,6 +110,15 @@ def iter_token_sequences(
     Documents are joined into one stream (separated by a blank line) and cut into
     chunks of ``context_size - 1`` tokens, so there is no padding and every
     position but the first (BOS) is real text. The last, partial batch is dropped.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        documents: texts, e.g. from :func:`iter_documents`.
+        context_size: tokens per sequence, BOS included.
+        batch_size: sequences per batch.
+
+    Example:
+        >>> batch = next(iter_token_sequences(model.tokenizer, iter_documents(files), 128, 16))  # doctest: +SKIP
     """
     if context_size < 2:
         raise ValueError(f"context_size must be at least 2 (BOS + one token), got {context_size}.")

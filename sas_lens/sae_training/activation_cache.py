@@ -93,6 +93,9 @@ def build_activation_cache(
         skip_sequences: sequences of the token stream to skip first (to keep a
             held-out cache disjoint from the training one).
         model_name: recorded in the spec; defaults to ``model.cfg.model_name``.
+
+    Example:
+        >>> cache = build_activation_cache(model, "blocks.9.hook_resid_post", "corpus/", "acts", 400_000)  # doctest: +SKIP
     """
     from sas_lens.loading.saes import check_hook_exists
 

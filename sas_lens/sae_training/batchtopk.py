@@ -31,6 +31,16 @@ def batch_topk_indices(
     ties), less the zeros, which add nothing to a decode. It reads only the
     ``candidates_per_row`` largest entries of each row; if some row could hide more
     winners than that, it falls back to the flat top-k, so the result is exact.
+
+    Args:
+        acts: ``[n_rows, d_sae]`` pre-activations.
+        k: mean active latents per row.
+        candidates_per_row: how many of each row's largest entries to consider (default: ``4k``).
+
+    Example:
+        >>> rows, cols = batch_topk_indices(torch.tensor([[3.0, 1.0], [2.0, -1.0]]), 1)
+        >>> sorted(zip(rows.tolist(), cols.tolist()))
+        [(0, 0), (1, 0)]
     """
     n_rows, width = acts.shape
     total = int(k * n_rows)
@@ -73,6 +83,18 @@ def sparse_decode(
 
     ``embedding_bag`` sums ``values * W_dec[cols]`` per row without building the
     ``[nnz, d_in]`` product, and its backward gives both gradients.
+
+    Args:
+        rows, cols: the nonzeros' positions, sorted by row.
+        values: their values.
+        W_dec: the decoder.
+        n_rows: rows of the dense matrix.
+
+    Example:
+        >>> W = torch.eye(2)
+        >>> sparse_decode(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([2.0, 3.0]), W, 2)
+        tensor([[0., 2.],
+                [3., 0.]])
     """
     counts = torch.bincount(rows, minlength=n_rows)
     offsets = torch.cumsum(counts, 0) - counts

@@ -62,6 +62,9 @@ def evaluate_sae(
         n_loss_sequences: sequences of ``context_size`` tokens for the loss figures.
         cache_dir: where to keep the held-out activations (reused across SAEs of one hook).
         out_json: where to write the figures.
+
+    Example:
+        >>> figures = evaluate_sae(model, sl.load_sae("16k"), "heldout/", n_tokens=50_000)  # doctest: +SKIP
     """
     check_sae_fits(sae, model)
     hook_name = sae_hook_name(sae)

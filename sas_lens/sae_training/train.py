@@ -87,6 +87,16 @@ def random_batches(
 
     Batch ``i`` depends only on ``(seed, i)``, so a resumed run continues the
     sequence it would have seen. With ``dim_scale`` each batch is divided by it.
+
+    Args:
+        cache: the activation cache.
+        batch_size: rows per batch.
+        seed: the run's seed.
+        start_step: the first batch's index (a resumed run's step).
+        dim_scale: per-dimension divisors, or ``None``.
+
+    Example:
+        >>> batch = next(random_batches(cache, 4096, seed=0, start_step=0))  # doctest: +SKIP
     """
     n = len(cache)
     per_epoch = n // batch_size
@@ -127,6 +137,9 @@ def train_sae(
 
     Returns:
         The trained SAE (a JumpReLU ``sae_lens.SAE``).
+
+    Example:
+        >>> sae = train_sae(SAETrainingConfig(layer=9, d_sae=4096), out_dir="my_sae", texts="corpus/")  # doctest: +SKIP
     """
     from sae_lens import SAE
 
@@ -350,7 +363,14 @@ def _calibrate_threshold(sae, cache: ActivationCache, cfg: SAETrainingConfig, di
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:
-    """The checkpoint with the most training samples whose files are all there."""
+    """The checkpoint with the most training samples whose files are all there.
+
+    Args:
+        checkpoints: the run's checkpoint folder.
+
+    Example:
+        >>> latest_checkpoint(Path("my_sae.work/checkpoints"))  # doctest: +SKIP
+    """
     if not checkpoints.is_dir():
         return None
     complete = [

@@ -181,7 +181,17 @@ def dense_vector(
 
 
 def dense_vectors(model, pairs, layers: Sequence[int], **kwargs: Any) -> dict[int, DenseVector]:
-    """Dense vectors for several layers from one forward pass per batch."""
+    """Dense vectors for several layers from one forward pass per batch.
+
+    Args:
+        model: a HookedTransformer.
+        pairs: as for :func:`dense_vector`.
+        layers: the layers.
+        **kwargs: ``read``, ``style``, ``batch_size``, ``name`` as for :func:`dense_vector`.
+
+    Example:
+        >>> by_layer = dense_vectors(model, "demo:sentiment", [3, 6, 9, 12])  # doctest: +SKIP
+    """
     pairs = _pairs(pairs)
     residuals = collect_residuals(model, pairs, list(layers), read=kwargs.get("read", "mean"),
                                   style=kwargs.get("style", PromptStyle()), batch_size=kwargs.get("batch_size", 8))

@@ -109,7 +109,14 @@ class SAESet:
 
 
 def check_steerable(sae) -> None:
-    """Raise :class:`IncompatibleSAEError` if sas_lens cannot compute an exact edit through ``sae``."""
+    """Raise :class:`IncompatibleSAEError` if sas_lens cannot compute an exact edit through ``sae``.
+
+    Args:
+        sae: an SAELens SAE.
+
+    Example:
+        >>> check_steerable(sl.load_sae("4k"))
+    """
     architecture = sae.cfg.architecture()
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise IncompatibleSAEError(
@@ -239,7 +246,16 @@ class _SparseSlice:
 
 
 def merge_edits(edits: Iterable[Edit]) -> dict[str, list[Edit]]:
-    """Edits grouped by hook, each merged with the earlier ones it composes with."""
+    """Edits grouped by hook, each merged with the earlier ones it composes with.
+
+    Args:
+        edits: edits of any kinds, at any hooks.
+
+    Example:
+        >>> a, b = DenseEdit("h", torch.ones(2)), DenseEdit("h", torch.ones(2))
+        >>> merge_edits([a, b])["h"][0].added
+        tensor([2., 2.])
+    """
     by_hook: dict[str, list[Edit]] = defaultdict(list)
     for edit in edits:
         group = by_hook[edit.hook_name]

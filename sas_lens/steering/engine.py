@@ -77,6 +77,15 @@ def build_hooks(model, steering: Mapping, *, sae=None,
     Everything is checked before any hook exists: λ finite, each key steerable and
     fitting the model, every SAS vector's own SAE among ``sae`` (one SAE, a list, or a
     dict), each SAE fitting the model and steerable through.
+
+    Args:
+        model: a HookedTransformer.
+        steering: ``{key: λ}``.
+        sae: the SAE(s) of the SAS vectors.
+        positions: as for :func:`steer`, or a policy to share.
+
+    Example:
+        >>> hooks, policy = build_hooks(model, {vec: 4.0}, sae=sae)  # doctest: +SKIP
     """
     policy = positions if isinstance(positions, PositionPolicy) else PositionPolicy(positions)
     saes = SAESet(sae)

@@ -37,7 +37,18 @@ class ContrastiveResiduals:
 
 
 def pair_texts(pairs: PairSet, style: PromptStyle, tokenizer) -> tuple[list[str], list[tuple[int, int]]]:
-    """Texts and read spans: the positive side of every pair, then the negative side."""
+    """Texts and read spans: the positive side of every pair, then the negative side.
+
+    Args:
+        pairs: the pairs.
+        style: base-model text or the chat template.
+        tokenizer: needed for the chat template.
+
+    Example:
+        >>> texts, spans = pair_texts(sl.load_pairs("demo:sentiment"), PromptStyle(), None)
+        >>> len(texts) == 2 * len(spans) // 2
+        True
+    """
     positives, negatives = [], []
     for pair in pairs:
         if isinstance(pair, ABItem):
@@ -71,6 +82,10 @@ def collect_residuals(
         read: ``"mean"`` over the completion's tokens, or its ``"last"`` token.
         style: base-model text or the tokenizer's chat template.
         batch_size: texts per forward pass.
+
+    Example:
+        >>> residuals = collect_residuals(model, sl.load_pairs("demo:sentiment"), [6, 9])  # doctest: +SKIP
+        >>> vec = sl.sas_vector(model, sae, "demo:sentiment", residuals=residuals)  # doctest: +SKIP
     """
     if read not in READ_POSITIONS:
         raise ValueError(f"read must be one of {READ_POSITIONS}, got {read!r}.")

@@ -17,7 +17,16 @@ import torch
 
 
 def text_perplexity(model, prompt: str, continuation: str) -> float:
-    """Perplexity of ``continuation`` after ``prompt`` under ``model`` as it is (unsteered unless hooked); NaN if empty."""
+    """Perplexity of ``continuation`` after ``prompt`` under ``model`` as it is (unsteered unless hooked); NaN if empty.
+
+    Args:
+        model: a HookedTransformer.
+        prompt: the context, not scored.
+        continuation: the text scored.
+
+    Example:
+        >>> text_perplexity(model, "The film was", " great")  # doctest: +SKIP
+    """
     prompt_ids = model.to_tokens(prompt)
     full = model.to_tokens(prompt + continuation)
     n_new = full.shape[1] - prompt_ids.shape[1]
@@ -29,7 +38,16 @@ def text_perplexity(model, prompt: str, continuation: str) -> float:
 
 
 def distinct_n(text: str, n: int = 2) -> float:
-    """Distinct n-grams over all n-grams of the whitespace tokens (1.0 for texts shorter than n)."""
+    """Distinct n-grams over all n-grams of the whitespace tokens (1.0 for texts shorter than n).
+
+    Args:
+        text: the text.
+        n: the n-gram length.
+
+    Example:
+        >>> distinct_n("a b a b", 2)
+        0.6666666666666666
+    """
     words = text.split()
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 1.0
@@ -37,6 +55,11 @@ def distinct_n(text: str, n: int = 2) -> float:
 
 def fluency(model, prompts: list[str], texts: list[str]) -> dict[str, float | None]:
     """Median perplexity of ``texts`` after ``prompts`` (finite ones; ``None`` if none) and mean distinct-2.
+
+    Args:
+        model: the HookedTransformer that scores (unsteered, for a fair comparison).
+        prompts: the prompts the texts continue.
+        texts: the continuations.
 
     Example:
         >>> fluency(model, ["Question: hi\\nAnswer:"], [" Hello there."])   # doctest: +SKIP

@@ -19,7 +19,14 @@ from sas_lens.loading.saes import hook_layer
 
 
 def has_hf_twin(model) -> bool:
-    """Whether the fast ``"hf"`` generation backend is available for ``model``."""
+    """Whether the fast ``"hf"`` generation backend is available for ``model``.
+
+    Args:
+        model: a model from :func:`~sas_lens.loading.models.load_model`.
+
+    Example:
+        >>> has_hf_twin(model)  # doctest: +SKIP
+    """
     from sas_lens.loading.models import DEFAULT_MODEL, default_model_dir
 
     return getattr(model, "_sas_lens_hf_model", None) is not None or (
@@ -27,7 +34,14 @@ def has_hf_twin(model) -> bool:
 
 
 def preferred_backend(model) -> str:
-    """``"hf"`` where the model has a transformers twin (faster generation), else ``"tl"``."""
+    """``"hf"`` where the model has a transformers twin (faster generation), else ``"tl"``.
+
+    Args:
+        model: a model from :func:`~sas_lens.loading.models.load_model`.
+
+    Example:
+        >>> sl.generate(model, prompts, backend=preferred_backend(model))  # doctest: +SKIP
+    """
     return "hf" if has_hf_twin(model) else "tl"
 
 
@@ -36,6 +50,12 @@ def hf_model_for(model):
 
     For the embedded default it is read from the converted cache; for any other
     model pass it in with ``load_model(name, hf_model=..., tokenizer=...)``.
+
+    Args:
+        model: a model from :func:`~sas_lens.loading.models.load_model`.
+
+    Example:
+        >>> hf_model = hf_model_for(model)  # doctest: +SKIP
     """
     hf_model = getattr(model, "_sas_lens_hf_model", None)
     if hf_model is not None:
@@ -69,7 +89,16 @@ def _decoder_layers(hf_model):
 
 @contextmanager
 def hf_hooks(hf_model, fwd_hooks):
-    """Attach ``(hook_name, fn)`` pairs (``blocks.L.hook_resid_post`` only) to the HF decoder layers."""
+    """Attach ``(hook_name, fn)`` pairs (``blocks.L.hook_resid_post`` only) to the HF decoder layers.
+
+    Args:
+        hf_model: the transformers twin.
+        fwd_hooks: from :func:`~sas_lens.steering.engine.steering_hooks`.
+
+    Example:
+        >>> with hf_hooks(hf_model, sl.steering_hooks(model, {vec: 4.0}, sae=sae)):  # doctest: +SKIP
+        ...     out = hf_model.generate(ids)  # doctest: +SKIP
+    """
     layers = _decoder_layers(hf_model)
     handles = []
     try:
@@ -97,7 +126,21 @@ def _wrap(fn, name: str):
 
 @torch.no_grad()
 def hf_generate(model, hf_model, tokens, attention_mask, fwd_hooks, *, max_new_tokens, do_sample, **kwargs):
-    """``transformers`` generation of left-padded ``tokens`` with the steering hooks attached."""
+    """``transformers`` generation of left-padded ``tokens`` with the steering hooks attached.
+
+    Args:
+        model: the HookedTransformer (for its tokenizer).
+        hf_model: its transformers twin.
+        tokens: left-padded prompt ids.
+        attention_mask: their mask.
+        fwd_hooks: the steering hooks.
+        max_new_tokens: tokens to generate.
+        do_sample: sample instead of greedy decoding.
+        **kwargs: passed to ``generate``.
+
+    Example:
+        >>> sl.generate(model, prompts, steering={vec: 4.0}, sae=sae, backend="hf")   # the public way  # doctest: +SKIP
+    """
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     with hf_hooks(hf_model, fwd_hooks):
         return hf_model.generate(

@@ -31,6 +31,14 @@ def last_position_logits(model, tokens: Tensor, attention_mask: Tensor | None = 
     Gemma's unembedding (262k tokens) at every position costs more than all the blocks below
     it, and an A/B item reads one position: unembedding only that one made A/B scoring about
     2x faster on the embedded model.
+
+    Args:
+        model: a HookedTransformer.
+        tokens: left-padded token ids.
+        attention_mask: their mask.
+
+    Example:
+        >>> logits = last_position_logits(model, model.to_tokens("The film was"))  # doctest: +SKIP
     """
     residual = model(tokens, attention_mask=attention_mask, stop_at_layer=model.cfg.n_layers)[:, -1]
     if model.cfg.normalization_type is not None:

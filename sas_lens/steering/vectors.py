@@ -221,7 +221,17 @@ class DenseVector(_Provenanced):
 
 
 def save_with_header(path: str | Path, tensors: dict[str, Tensor], header: dict[str, Any], file_format: str) -> Path:
-    """Write ``tensors`` to a ``.safetensors`` file whose header holds ``file_format`` and ``header`` as JSON."""
+    """Write ``tensors`` to a ``.safetensors`` file whose header holds ``file_format`` and ``header`` as JSON.
+
+    Args:
+        path: the file (``.safetensors`` is added if missing).
+        tensors: the tensors to store.
+        header: JSON-serialisable provenance.
+        file_format: the format tag readers check.
+
+    Example:
+        >>> save_with_header("v", {"values": torch.ones(2)}, {"name": "v"}, "sas_lens.vector/1")  # doctest: +SKIP
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -234,7 +244,16 @@ def save_with_header(path: str | Path, tensors: dict[str, Tensor], header: dict[
 
 
 def read_with_header(path: str | Path, file_format: str, what: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """The tensors and JSON header of a file written by :func:`save_with_header` in ``file_format``."""
+    """The tensors and JSON header of a file written by :func:`save_with_header` in ``file_format``.
+
+    Args:
+        path: the file.
+        file_format: the format tag expected.
+        what: what the file should be, for the error message.
+
+    Example:
+        >>> tensors, header = read_with_header("v.safetensors", "sas_lens.vector/1", "vector")  # doctest: +SKIP
+    """
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
@@ -276,7 +295,16 @@ def load_vector(path: str | Path, *, model=None, sae=None) -> SASVector | DenseV
 
 
 def check_vector_fits(vector: SASVector | DenseVector, *, model=None, sae=None) -> None:
-    """Raise :class:`IncompatibleSAEError` if ``vector`` was not built for ``model`` / ``sae``."""
+    """Raise :class:`IncompatibleSAEError` if ``vector`` was not built for ``model`` / ``sae``.
+
+    Args:
+        vector: an SAS or dense vector.
+        model: the model it is to steer.
+        sae: the SAE an SAS vector is to be used with.
+
+    Example:
+        >>> check_vector_fits(vec, model=model, sae=sae)  # doctest: +SKIP
+    """
     provenance = vector.provenance
     if model is not None:
         if provenance.model_name and provenance.model_name != model.cfg.model_name:

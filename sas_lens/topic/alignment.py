@@ -60,13 +60,23 @@ _FORMAT = "sas_lens.topic/1"
 
 
 def reference_prompts() -> list[str]:
-    """The shipped reference prompt set (150 varied sentence openings written for sas_lens)."""
+    """The shipped reference prompt set (150 varied sentence openings written for sas_lens).
+
+    Example:
+        >>> len(reference_prompts())
+        150
+    """
     text = (resources.files("sas_lens") / "data" / "reference_prompts.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def demo_topics() -> list[str]:
-    """Names of the topic text sets shipped for the demo (``demo_topic_texts(name)``)."""
+    """Names of the topic text sets shipped for the demo (``demo_topic_texts(name)``).
+
+    Example:
+        >>> demo_topics()
+        ['business', 'medicine', 'sports']
+    """
     folder = resources.files("sas_lens") / "data" / "topics"
     return sorted(p.name[: -len(".txt")] for p in folder.iterdir() if p.name.endswith(".txt"))
 
@@ -90,7 +100,16 @@ def demo_topic_texts(name: str) -> list[str]:
 
 
 def latent_scores(weights: Float[Tensor, "n_ref d_sae"], sq_distances: Float[Tensor, " n_ref"]) -> Float[Tensor, " d_sae"]:
-    """Step 3: activation-weighted mean of ``d²`` per latent, min–max normalised and flipped; 0 if never active."""
+    """Step 3: activation-weighted mean of ``d²`` per latent, min–max normalised and flipped; 0 if never active.
+
+    Args:
+        weights: each reference prompt's activation of each latent.
+        sq_distances: each reference prompt's ``d²`` to the topic.
+
+    Example:
+        >>> latent_scores(torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0]]), torch.tensor([0.0, 2.0]))
+        tensor([0., 0., 1.])
+    """
     weights = weights.double().clamp_min(0)
     total = weights.sum(0)
     fired = total > 0
@@ -104,13 +123,32 @@ def latent_scores(weights: Float[Tensor, "n_ref d_sae"], sq_distances: Float[Ten
 
 
 def squared_distances(reference: Float[Tensor, "n_ref dim"], alignment: Float[Tensor, "n_align dim"]) -> Float[Tensor, " n_ref"]:
-    """Step 2: ``2 − 2·max_a cos`` between normalised embeddings."""
+    """Step 2: ``2 − 2·max_a cos`` between normalised embeddings.
+
+    Args:
+        reference: normalised embeddings of the reference prompts.
+        alignment: normalised embeddings of the topic's texts.
+
+    Example:
+        >>> squared_distances(torch.eye(2), torch.tensor([[1.0, 0.0]]))
+        tensor([0., 2.])
+    """
     return 2 - 2 * (reference @ alignment.T).max(dim=1).values
 
 
 @torch.no_grad()
 def reference_activations(model, sae, prompts: list[str], batch_size: int = 8) -> Float[Tensor, "n_ref d_sae"]:
-    """Step 1: each prompt's mean SAE code over its tokens (BOS and padding excluded)."""
+    """Step 1: each prompt's mean SAE code over its tokens (BOS and padding excluded).
+
+    Args:
+        model: the HookedTransformer ``sae`` reads.
+        sae: the SAE.
+        prompts: the reference prompts.
+        batch_size: prompts per forward pass.
+
+    Example:
+        >>> weights = reference_activations(model, sae, reference_prompts())  # doctest: +SKIP
+    """
     from sas_lens.loading.prompts import tokenize_with_spans
 
     out = torch.empty(len(prompts), sae.cfg.d_sae)

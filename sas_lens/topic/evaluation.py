@@ -34,7 +34,15 @@ NEUTRAL_PROMPTS = (
 
 
 def load_topic_texts(source: str | Path) -> list[str]:
-    """Alignment texts: ``"demo:<topic>"`` (shipped) or a UTF-8 file with one text per line."""
+    """Alignment texts: ``"demo:<topic>"`` (shipped) or a UTF-8 file with one text per line.
+
+    Args:
+        source: see above.
+
+    Example:
+        >>> len(load_topic_texts("demo:sports"))
+        15
+    """
     from sas_lens.topic.alignment import demo_topic_texts
 
     if str(source).startswith("demo:"):
@@ -49,14 +57,29 @@ def load_topic_texts(source: str | Path) -> list[str]:
 
 
 def topic_centroid(alignment_texts: list[str]) -> Float[Tensor, " dim"]:
-    """The normalised mean of the alignment texts' embeddings."""
+    """The normalised mean of the alignment texts' embeddings.
+
+    Args:
+        alignment_texts: the topic's texts.
+
+    Example:
+        >>> centroid = topic_centroid(sl.demo_topic_texts("medicine"))  # doctest: +SKIP
+    """
     from sas_lens.loading.embeddings import embed
 
     return torch.nn.functional.normalize(embed(alignment_texts).mean(0), dim=0)
 
 
 def topic_similarity(texts: list[str], alignment_texts: list[str]) -> Float[Tensor, " n"]:
-    """Cosine of each text's embedding to the centroid of the alignment texts' embeddings."""
+    """Cosine of each text's embedding to the centroid of the alignment texts' embeddings.
+
+    Args:
+        texts: the texts scored.
+        alignment_texts: the topic's texts.
+
+    Example:
+        >>> topic_similarity(["The patient recovered."], sl.demo_topic_texts("medicine"))  # doctest: +SKIP
+    """
     return _similarity(texts, topic_centroid(alignment_texts))
 
 
@@ -68,7 +91,17 @@ def _similarity(texts: list[str], centroid: Float[Tensor, " dim"]) -> Float[Tens
 
 def generation_scores(model, prompts: list[str], texts: list[str], centroid: Float[Tensor, " dim"]) -> dict:
     """Topic similarity to ``centroid`` (from :func:`topic_centroid`; mean over texts), fluency (median
-    perplexity under ``model``, unsteered), repetition (distinct-2)."""
+    perplexity under ``model``, unsteered), repetition (distinct-2).
+
+    Args:
+        model: the unsteered HookedTransformer (for perplexity).
+        prompts: the prompts.
+        texts: their continuations.
+        centroid: from :func:`topic_centroid`.
+
+    Example:
+        >>> generation_scores(model, prompts, answers, topic_centroid(texts))  # doctest: +SKIP
+    """
     from sas_lens.steering.fluency import fluency
 
     return {"topic_similarity": float(_similarity(texts, centroid).mean()), **fluency(model, prompts, texts)}
@@ -81,6 +114,18 @@ def finetune_on_texts(model, texts: list[str], *, steps: int = 30, lr: float = 1
     Every transformer block is trained; the embedding and unembedding stay frozen (for Gemma
     they are two thirds of the parameters, and a topic needs no new vocabulary). ``model``
     itself is not touched.
+
+    Args:
+        model: the model to copy and tune.
+        texts: the topic's texts.
+        steps: optimiser steps.
+        lr: AdamW's learning rate.
+        batch_size: texts per step.
+        max_length: tokens per text.
+        seed: batch order seed.
+
+    Example:
+        >>> tuned, seconds = finetune_on_texts(model, sl.demo_topic_texts("medicine"), steps=30)  # doctest: +SKIP
     """
     if not texts:
         raise DataError("finetune_on_texts needs at least one text.")

@@ -73,7 +73,17 @@ class SwapEdit:
 
 
 def swap_reconstruction(sae, a: Tensor, scores: Tensor, k: int) -> Tensor:
-    """The original procedure on residuals ``a``: top-k of ``pre ⊙ score`` per token, decoded, error dropped."""
+    """The original procedure on residuals ``a``: top-k of ``pre ⊙ score`` per token, decoded, error dropped.
+
+    Args:
+        sae: the SAE.
+        a: residuals ``[..., d_model]`` in the SAE's dtype.
+        scores: the topic's latent scores.
+        k: latents kept per token.
+
+    Example:
+        >>> swapped = swap_reconstruction(sae, residual, topic.scores, 32)  # doctest: +SKIP
+    """
     codes, pre = _encode_with_pre(sae, a)
     keep = (pre * scores).topk(k, dim=-1).indices
     kept = torch.zeros_like(codes).scatter(-1, keep, codes.gather(-1, keep))
