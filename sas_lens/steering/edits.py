@@ -62,7 +62,7 @@ class Edit(Protocol):
 
 @runtime_checkable
 class Steerable(Protocol):
-    """A key of a steering dict: SAS and dense vectors, a topic swap, a conditional vector."""
+    """A key of a steering dict: SAS and dense vectors, a topic swap, or any other kind that implements it."""
 
     name: str
     hook_name: str | None

@@ -61,8 +61,8 @@ class _Provenanced:
 
     def _require_hook(self) -> str:
         if self.hook_name is None:
-            raise ValueError(f"The vector {self.name!r} records no hook; give it one: "
-                             "vec.renamed(...) or provenance=Provenance(hook_name='blocks.L.hook_resid_post').")
+            raise ValueError(f"The vector {self.name!r} records no hook; build it with one, e.g. "
+                             "provenance={'hook_name': 'blocks.9.hook_resid_post', 'layer': 9}.")
         return self.hook_name
 
 
