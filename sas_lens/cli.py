@@ -185,6 +185,8 @@ def _extract(args: argparse.Namespace) -> int:
     path = vector.save(args.out)
     size = f"{len(vector)} latents" if not args.dense else f"norm {float(vector.vector.norm()):.4g}"
     print(f"{vector!r}: {size}; saved to {path}")
+    if not args.dense:
+        print(vector.diagnostics.summary())
     return 0
 
 

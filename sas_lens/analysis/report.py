@@ -93,6 +93,8 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
         f"<p>{figures['support']} of {vector.d_sae} latents; effective number {figures['effective_latents']:.2f}; "
         f"top-1 share {figures['top1_share']:.2f}, top-5 share {figures['top5_share']:.2f}.</p>"
     )
+    if vector.diagnostics is not None:  # a vector built in this run: why Algorithm 1 kept what it kept
+        parts.append(f"<p class='meta'>{html.escape(vector.diagnostics.summary())}</p>")
     if model is not None and sae is not None and len(vector):
         from sas_lens.analysis.attribution import top_latents
         from sas_lens.analysis.figures import top_latents_figure

@@ -29,6 +29,7 @@ import torch
 from sas_lens.loading.pairs import PairSet, load_pairs
 from sas_lens.loading.prompts import PromptStyle
 from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_hook_name
+from sas_lens.steering.diagnostics import combine_sides, diagnose_codes, side_statistics
 from sas_lens.steering.extraction import ContrastiveResiduals, collect_residuals
 from sas_lens.steering.provenance import Provenance, SAEIdentity
 from sas_lens.steering.vectors import DenseVector, SASVector
@@ -65,22 +66,9 @@ def sas_from_codes(
     if mean_over not in MEAN_OVER:
         raise ValueError(f"mean_over must be one of {MEAN_OVER}, got {mean_over!r}.")
 
-    def side(codes: Tensor) -> tuple[Tensor, Tensor]:
-        active = codes > 0
-        frequency = active.float().mean(0)
-        # τ = 0 keeps the latents active at all: "≥ 0" would keep every latent on both sides, and step 5
-        # would then remove them all.
-        kept = frequency > tau if strict or tau == 0 else frequency >= tau
-        if mean_over == "all":
-            mean = codes.mean(0)
-        else:
-            mean = codes.sum(0) / active.sum(0).clamp_min(1)
-        return kept, torch.where(kept, mean, torch.zeros_like(mean))
-
-    kept_pos, v_pos = side(positive.float())
-    kept_neg, v_neg = side(negative.float())
-    common = kept_pos & kept_neg
-    return torch.where(common, 0.0, v_pos - v_neg)
+    _, kept_pos, mean_pos = side_statistics(positive.float(), tau, mean_over=mean_over, strict=strict)
+    _, kept_neg, mean_neg = side_statistics(negative.float(), tau, mean_over=mean_over, strict=strict)
+    return combine_sides(kept_pos, mean_pos, kept_neg, mean_neg)
 
 
 def _pairs(pairs: PairSet | Any) -> PairSet:
@@ -140,12 +128,13 @@ def sas_vector(
     codes = [sae.encode(r[layer].to(sae.device, sae.dtype)).float().cpu()
              for r in (residuals.positive, residuals.negative)]
     dense = sas_from_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
+    diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
     provenance = Provenance.for_hook(
         model, hook, name=name or pairs.name, sae=SAEIdentity.of(sae),
         extraction={**_extraction_metadata(pairs, residuals, style),
                     "tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">="},
     )
-    return SASVector.from_dense(dense, provenance)
+    return SASVector.from_dense(dense, provenance, diagnostics=diagnostics)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,16 @@ class SASVector(_Provenanced):
         values: their values.
         d_sae: the SAE's width.
         provenance: model, hook, layer, SAE, extraction settings, version (a dict is read as a header).
+        diagnostics: why each latent was kept or dropped
+            (:class:`~sas_lens.steering.diagnostics.SelectionDiagnostics`), for a vector just built by
+            :func:`~sas_lens.steering.build_vectors.sas_vector`; ``None`` after loading or arithmetic.
     """
 
     indices: Indices
     values: Float[Tensor, " nnz"]
     d_sae: int
     provenance: Provenance | Mapping[str, Any] | None = None  # stored as a Provenance (see __post_init__)
+    diagnostics: Any = field(default=None, repr=False)  # not saved: the codes it summarises are not kept
 
     def __post_init__(self) -> None:
         if self.indices.shape != self.values.shape or self.indices.ndim != 1:
@@ -92,9 +96,11 @@ class SASVector(_Provenanced):
         self._set_provenance(self.provenance, d_sae=self.d_sae)
 
     @classmethod
-    def from_dense(cls, dense: Float[Tensor, " d_sae"], provenance: Provenance | Mapping | None = None) -> "SASVector":
+    def from_dense(cls, dense: Float[Tensor, " d_sae"], provenance: Provenance | Mapping | None = None, *,
+                   diagnostics: Any = None) -> "SASVector":
+        """The sparse form of a dense ``[d_sae]`` vector (its nonzero entries)."""
         indices = torch.nonzero(dense).squeeze(-1)
-        return cls(indices, dense[indices].float(), int(dense.shape[0]), provenance)
+        return cls(indices, dense[indices].float(), int(dense.shape[0]), provenance, diagnostics)
 
     def dense(self) -> Float[Tensor, " d_sae"]:
         out = torch.zeros(self.d_sae)
@@ -156,9 +162,10 @@ class SASVector(_Provenanced):
         rows = "".join(
             f"<tr><td>{int(self.indices[i])}</td><td>{float(self.values[i]):+.3f}</td></tr>" for i in order
         )
+        why = f"<p>{html.escape(self.diagnostics.summary())}</p>" if self.diagnostics is not None else ""
         return (
             f"<b>SASVector</b> {html.escape(self.name)}: {len(self)} of {self.d_sae} latents, "
-            f"{html.escape(str(self.hook_name))}"
+            f"{html.escape(str(self.hook_name))}{why}"
             f"<table><tr><th>latent</th><th>value</th></tr>{rows}</table>"
         )
 

@@ -58,7 +58,7 @@ def test_extract_then_steer(tmp_path, capsys, monkeypatch, tiny_default):
     assert cli.main(["extract", str(pairs), "--out", str(tmp_path / "v"), "--tau", "0.5"]) == 0
     assert cli.main(["extract", str(pairs), "--dense", "--layer", "1", "--out", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out
-    assert "latents; saved to" in out and "norm" in out
+    assert "latents; saved to" in out and "norm" in out and "reached τ on the positive side" in out
     code = cli.main(["steer", str(tmp_path / "v.safetensors"), str(tmp_path / "d.safetensors"),
                      "--prompt", "the movie", "--strength", "3", "--max-new-tokens", "3"])
     out = capsys.readouterr().out
