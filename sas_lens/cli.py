@@ -394,7 +394,8 @@ def _add_extract(commands, model) -> None:
     extract.add_argument("--dense", action="store_true", help="build the dense CAA vector instead")
     extract.add_argument("--layer", type=layer_index, default=9, help="layer of a dense vector (SAS: the SAE's layer)")
     extract.add_argument("--tau", type=unit_interval, default=0.7, help="frequency filter of Algorithm 1, in [0, 1]")
-    extract.add_argument("--read", choices=["mean", "last"], default="mean")
+    extract.add_argument("--read", choices=["mean", "last", "tokens", "token_mean"], default="mean",
+                         help="completion pairs: encode the mean residual, the last token's, or every token's")
     extract.add_argument("--mean-over", choices=["all", "active"], default="all")
     extract.add_argument("--limit", type=positive_int, default=None, help="use the first N pairs")
     extract.set_defaults(run=_extract, check=_check_extract)

@@ -111,6 +111,7 @@ def compare_widths(model, saes, vectors: list[SASVector]):
     import pandas as pd
 
     from sas_lens.loading.pairs import load_pairs
+    from sas_lens.steering.extraction import READ_POSITIONS
 
     tables = []
     for vector in vectors:
@@ -120,7 +121,7 @@ def compare_widths(model, saes, vectors: list[SASVector]):
             raise ValueError(f"{vector.name!r} records no pair file to rebuild it from; use width_comparison().")
         settings = {"tau": extraction.get("tau", 0.7), "mean_over": extraction.get("mean_over", "all")}
         read = extraction.get("read", "")
-        if read.startswith(("mean", "last")):
+        if read.split(" ")[0] in READ_POSITIONS:
             settings["read"] = read.split()[0]
         pairs = load_pairs(source, name=vector.name, limit=extraction["pairs"].get("n"))
         table, _ = width_comparison(model, saes, pairs, **settings)

@@ -107,7 +107,9 @@ def sas_vector(
         pairs: a :class:`~sas_lens.loading.pairs.PairSet` or anything :func:`~sas_lens.load_pairs` reads.
         tau: frequency filter: a latent is kept on a side when active in at least
             this fraction of its rows (0.7 keeps more latents, 0.9 purer ones).
-        read: completion pairs: ``"mean"`` over the completion's tokens or its ``"last"``.
+        read: completion pairs: the SAE encodes the ``"mean"`` residual over the completion's tokens
+            or its ``"last"``; or each token's residual, with every token a row of Algorithm 1
+            (``"tokens"``) or each pair's token codes averaged (``"token_mean"``).
         mean_over: a kept latent's mean over ``"all"`` rows (default) or its ``"active"`` rows.
         strict: ``>`` τ instead of ``≥`` τ.
         style: base-model text or the tokenizer's chat template.
@@ -125,8 +127,7 @@ def sas_vector(
         raise ValueError(f"sas_vector needs a residual-stream SAE on blocks.L.hook_resid_post, not {hook!r}.")
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
-    codes = [sae.encode(r[layer].to(sae.device, sae.dtype)).float().cpu()
-             for r in (residuals.positive, residuals.negative)]
+    codes = [side_codes(sae, residuals, layer, side) for side in ("positive", "negative")]
     dense = sas_from_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
     diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
     provenance = Provenance.for_hook(
@@ -135,6 +136,27 @@ def sas_vector(
                     "tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">="},
     )
     return SASVector.from_dense(dense, provenance, diagnostics=diagnostics)
+
+
+def side_codes(sae, residuals: ContrastiveResiduals, layer: int, side: str) -> Float[Tensor, "rows d_sae"]:
+    """SAE codes of one side's rows: one per pair, one per token (``"tokens"``), or per-pair token means.
+
+    Args:
+        sae: the SAE.
+        residuals: from :func:`~sas_lens.steering.extraction.collect_residuals`.
+        layer: the SAE's layer.
+        side: ``"positive"`` or ``"negative"``.
+
+    Example:
+        >>> codes = side_codes(sae, collect_residuals(model, pairs, 9, read="tokens"), 9, "positive")  # doctest: +SKIP
+    """
+    rows, pair = residuals.rows(layer, side)
+    codes = sae.encode(rows.to(sae.device, sae.dtype)).float().cpu()
+    if residuals.read != "token_mean":
+        return codes
+    n_pairs = getattr(residuals, side)[layer].shape[0]
+    sums = torch.zeros(n_pairs, codes.shape[1]).index_add_(0, pair, codes)
+    return sums / torch.bincount(pair, minlength=n_pairs).clamp_min(1)[:, None].float()
 
 
 @torch.no_grad()
@@ -163,7 +185,12 @@ def dense_vector(
     pairs = _pairs(pairs)
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
-    diff = residuals.positive[layer].mean(0) - residuals.negative[layer].mean(0)
+    # Each row weighs the same: a pair (its mean over its read tokens), or with read="tokens" a token.
+    if residuals.read == "tokens":
+        positive, negative = (residuals.rows(layer, side)[0] for side in ("positive", "negative"))
+    else:
+        positive, negative = residuals.positive[layer], residuals.negative[layer]
+    diff = positive.mean(0) - negative.mean(0)
     provenance = Provenance.for_hook(model, f"blocks.{layer}.hook_resid_post", name=name or pairs.name,
                                      extraction=_extraction_metadata(pairs, residuals, style))
     return DenseVector(diff, provenance)

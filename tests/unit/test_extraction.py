@@ -51,3 +51,34 @@ def test_bad_read_and_layer_are_refused(model):
 
     with pytest.raises(LayerOutOfRangeError):
         collect_residuals(model, COMPLETIONS, 5)
+
+
+def token_rows_one_by_one(model, pairs, layer):
+    """Every read token's residual, each text run alone: (positive rows, their pairs, negative rows, pairs)."""
+    texts, spans = pair_texts(pairs, PromptStyle(), model.tokenizer)
+    sides = []
+    for side_texts, side_spans in ((texts[: len(pairs)], spans[: len(pairs)]), (texts[len(pairs):], spans[len(pairs):])):
+        rows, owner = [], []
+        for pair, (text, span) in enumerate(zip(side_texts, side_spans)):
+            tokens, _, mask = tokenize_with_spans(model.tokenizer, [text], [span])
+            _, cache = model.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_post")
+            acts = cache[f"blocks.{layer}.hook_resid_post"][0][mask[0]]
+            rows.append(acts)
+            owner += [pair] * len(acts)
+        sides += [torch.cat(rows), torch.tensor(owner)]
+    return sides
+
+
+@pytest.mark.parametrize("read", ["tokens", "token_mean"])
+def test_token_reads_keep_every_completion_token(read):
+    model = tiny_model(positional_embedding_type="rotary")
+    got = collect_residuals(model, COMPLETIONS, [1], read=read, batch_size=4, progress=False)
+    positive, positive_pair, negative, negative_pair = token_rows_one_by_one(model, COMPLETIONS, 1)
+    rows, pair = got.rows(1, "positive")
+    assert pair.tolist() == positive_pair.tolist() == [0, 0, 0, 1, 1, 1, 2]  # " good and fun", ...
+    torch.testing.assert_close(rows, positive, atol=1e-5, rtol=1e-4)  # batched vs alone: float32 rounding
+    torch.testing.assert_close(got.rows(1, "negative")[0], negative, atol=1e-5, rtol=1e-4)
+    assert got.rows(1, "negative")[1].tolist() == negative_pair.tolist()
+    # the per-pair rows stay the mean over the completion, as with read="mean"
+    mean = collect_residuals(model, COMPLETIONS, [1], read="mean", batch_size=4, progress=False)
+    torch.testing.assert_close(got.positive[1], mean.positive[1])

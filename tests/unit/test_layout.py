@@ -9,7 +9,6 @@ import pkgutil
 import types
 from pathlib import Path
 
-
 import sas_lens as sl
 
 PACKAGE = Path(sl.__file__).parent

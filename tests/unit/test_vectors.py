@@ -167,3 +167,28 @@ def test_files_written_before_typed_provenance_still_load(tmp_path):
     assert vec.name == "old" and vec.layer == 1 and vec.provenance.sae.fingerprint == "0123456789abcdef"
     assert vec.provenance.extraction["tau"] == 0.7
     assert vec.metadata == {k: v for k, v in header.items() if k not in ("kind", "d_sae")}  # written back the same
+
+
+@pytest.mark.parametrize("read", ["tokens", "token_mean"])
+def test_token_read_modes_equal_algorithm_1_on_token_codes(model, read):
+    """"tokens": every completion token is a row of Algorithm 1; "token_mean": each pair's token codes averaged."""
+    from tests.unit.test_extraction import token_rows_one_by_one
+
+    sae = random_sae("jumprelu")
+    positive, positive_pair, negative, negative_pair = token_rows_one_by_one(model, PAIRS, 1)
+    codes = [sae.encode(rows).detach() for rows in (positive, negative)]
+    if read == "token_mean":  # written out pair by pair
+        codes = [torch.stack([c[owner == p].mean(0) for p in range(len(PAIRS))])
+                 for c, owner in zip(codes, (positive_pair, negative_pair))]
+    expected = literal_algorithm_1(*codes, 0.5, "all", False)
+    vec = sas_vector(model, sae, PAIRS, tau=0.5, read=read)
+    assert len(vec) > 0 and vec.metadata["extraction"]["read"] == f"{read} over completion"
+    torch.testing.assert_close(vec.dense(), expected, atol=1e-4, rtol=1e-4)  # batched residuals: float32
+
+
+def test_dense_vector_with_tokens_weighs_every_token_the_same(model):
+    from tests.unit.test_extraction import token_rows_one_by_one
+
+    positive, _, negative, _ = token_rows_one_by_one(model, PAIRS, 1)
+    dense = dense_vector(model, PAIRS, layer=1, read="tokens")
+    torch.testing.assert_close(dense.vector, positive.mean(0) - negative.mean(0), atol=1e-5, rtol=1e-4)
