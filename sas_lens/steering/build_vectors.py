@@ -29,9 +29,15 @@ import torch
 from sas_lens.loading.pairs import PairSet, load_pairs
 from sas_lens.loading.prompts import PromptStyle
 from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_hook_name
-from sas_lens.steering.diagnostics import combine_sides, diagnose_codes, side_statistics
+from sas_lens.steering.diagnostics import diagnose_codes
 from sas_lens.steering.extraction import ContrastiveResiduals, collect_residuals
 from sas_lens.steering.provenance import Provenance, SAEIdentity
+from sas_lens.steering.selection import (
+    SELECTIONS,
+    combine_sides,
+    contrast_from_codes,
+    side_statistics,
+)
 from sas_lens.steering.vectors import DenseVector, SASVector
 from sas_lens.typing import Float, Tensor
 
@@ -94,6 +100,9 @@ def sas_vector(
     read: str = "mean",
     mean_over: str = "all",
     strict: bool = False,
+    selection: str = "paper",
+    top_k: int = 64,
+    rank_by: str = "mean",
     style: PromptStyle = PromptStyle(),
     batch_size: int = 8,
     name: str | None = None,
@@ -112,6 +121,11 @@ def sas_vector(
             (``"tokens"``) or each pair's token codes averaged (``"token_mean"``).
         mean_over: a kept latent's mean over ``"all"`` rows (default) or its ``"active"`` rows.
         strict: ``>`` τ instead of ``≥`` τ.
+        selection: ``"paper"`` (Algorithm 1 as written) or ``"contrast"``: the ``top_k`` latents whose
+            mean code (``rank_by="mean"``) or firing frequency (``"frequency"``) differs most between the
+            sides, valued ``mean⁺ − mean⁻`` (see :mod:`sas_lens.steering.selection`); τ and ``strict``
+            then only feed the diagnostics.
+        top_k, rank_by: the contrastive rule's settings.
         style: base-model text or the tokenizer's chat template.
         name: recorded in the metadata (default: the pair set's name).
         residuals: reuse residuals already collected (e.g. for several SAEs or a dense vector).
@@ -119,6 +133,8 @@ def sas_vector(
     Example:
         >>> vec = sl.sas_vector(model, sae, "demo:sentiment", tau=0.7)   # doctest: +SKIP
     """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
     check_sae_fits(sae, model)
     pairs = _pairs(pairs)
     hook = sae_hook_name(sae)
@@ -128,12 +144,18 @@ def sas_vector(
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
     codes = [side_codes(sae, residuals, layer, side) for side in ("positive", "negative")]
-    dense = sas_from_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
-    diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
+    settings = {"tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">="}
+    if selection == "paper":
+        dense = sas_from_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
+        diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
+    else:
+        dense = contrast_from_codes(*codes, top_k=top_k, rank_by=rank_by, mean_over=mean_over)
+        diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense,
+                                     rule=f"contrast ({rank_by}, top {top_k})")
+        settings.update(selection="contrast", top_k=top_k, rank_by=rank_by)
     provenance = Provenance.for_hook(
         model, hook, name=name or pairs.name, sae=SAEIdentity.of(sae),
-        extraction={**_extraction_metadata(pairs, residuals, style),
-                    "tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">="},
+        extraction={**_extraction_metadata(pairs, residuals, style), **settings},
     )
     return SASVector.from_dense(dense, provenance, diagnostics=diagnostics)
 

@@ -40,7 +40,7 @@ def test_the_summary_says_why_a_vector_is_empty():
     d = diagnose_codes(POSITIVE, NEGATIVE, tau=0.25)  # now 1 and 3 reach τ on both sides as well
     assert d.n_kept == 1
     summary = d.summary()
-    assert summary.startswith("1 latents (0 +, 1 −) from 4 + 4 examples at τ = 0.25")
+    assert summary.startswith("1 latents (0 +, 1 −) from 4 + 4 rows; at τ = 0.25, ")
     assert "3 latents reached τ on the positive side and 4 on the negative side, 3 of them on both" in summary
     assert "largest frequency difference between the sides is 0.50" in summary
     assert "try a lower τ" in summary

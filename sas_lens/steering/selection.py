@@ -1,0 +1,96 @@
+"""Which latents a sparse vector keeps: the paper's rule (Algorithm 1, steps 3–6) and a contrastive one.
+
+``"paper"``: per side, keep a latent active in at least a fraction τ of the rows; take
+each kept latent's mean; zero the latents kept on both sides; subtract. A latent that
+fires on both sides is dropped however unequally it fires.
+
+``"contrast"``: keep the ``top_k`` latents whose statistic differs most between the sides —
+the mean code (``rank_by="mean"``) or the firing frequency (``rank_by="frequency"``) — with
+value ``mean⁺ − mean⁻``; nothing is dropped for firing on both sides.
+
+Example:
+    >>> pos = torch.tensor([[1.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
+    >>> neg = torch.tensor([[1.0, 0.0, 3.0], [0.0, 0.0, 0.0]])
+    >>> contrast_from_codes(pos, neg, top_k=2)   # latents 2 and 1 differ most
+    tensor([ 0.0000,  1.0000, -1.5000])
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sas_lens.typing import Float, Tensor
+
+SELECTIONS = ("paper", "contrast")
+RANK_BY = ("mean", "frequency")
+
+
+def side_statistics(codes: Float[Tensor, "n d_sae"], tau: float, *, mean_over: str = "all",
+                    strict: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """Algorithm 1, step 3 and 4 on one side: each latent's firing frequency, whether it is kept, its mean.
+
+    τ = 0 keeps the latents active at all ("≥ 0" would keep every latent on both sides, and
+    step 5 would then remove them all).
+
+    Args:
+        codes: SAE codes of one side's examples, one row each.
+        tau: the frequency filter.
+        mean_over: a latent's mean over ``"all"`` rows or its ``"active"`` rows.
+        strict: ``>`` τ instead of ``≥`` τ.
+
+    Example:
+        >>> freq, kept, mean = side_statistics(torch.tensor([[2.0, 0.0], [0.0, 0.0]]), tau=0.5)
+        >>> freq.tolist(), kept.tolist(), mean.tolist()
+        ([0.5, 0.0], [True, False], [1.0, 0.0])
+    """
+    active = codes > 0
+    frequency = active.float().mean(0)
+    kept = frequency > tau if strict or tau == 0 else frequency >= tau
+    if mean_over == "all":
+        mean = codes.mean(0)
+    else:
+        mean = codes.sum(0) / active.sum(0).clamp_min(1)
+    return frequency, kept, mean
+
+
+def combine_sides(kept_pos: Tensor, mean_pos: Tensor, kept_neg: Tensor, mean_neg: Tensor) -> Tensor:
+    """Algorithm 1, steps 5 and 6: ``v = v⁺ − v⁻`` over the kept latents, zero where both sides kept one.
+
+    Args:
+        kept_pos, mean_pos, kept_neg, mean_neg: :func:`side_statistics` of each side.
+
+    Example:
+        >>> combine_sides(torch.tensor([True, True]), torch.tensor([1.0, 2.0]),
+        ...               torch.tensor([True, False]), torch.tensor([3.0, 0.0]))
+        tensor([0., 2.])
+    """
+    v_pos = torch.where(kept_pos, mean_pos, torch.zeros_like(mean_pos))
+    v_neg = torch.where(kept_neg, mean_neg, torch.zeros_like(mean_neg))
+    return torch.where(kept_pos & kept_neg, 0.0, v_pos - v_neg)
+
+
+def contrast_from_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[Tensor, "n_neg d_sae"], *,
+                        top_k: int = 64, rank_by: str = "mean", mean_over: str = "all") -> Float[Tensor, " d_sae"]:
+    """The contrastive rule: the ``top_k`` latents that differ most between the sides, valued ``mean⁺ − mean⁻``.
+
+    Args:
+        positive, negative: SAE codes of each side's examples, one row each.
+        top_k: how many latents to keep (fewer if fewer differ at all).
+        rank_by: ``"mean"`` (|mean⁺ − mean⁻|) or ``"frequency"`` (|freq⁺ − freq⁻|, ties broken by the means).
+        mean_over: each side's mean over ``"all"`` rows or its ``"active"`` rows.
+
+    Example:
+        >>> contrast_from_codes(torch.tensor([[4.0, 1.0]]), torch.tensor([[0.0, 1.0]]), top_k=1)
+        tensor([4., 0.])
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}.")
+    if rank_by not in RANK_BY:
+        raise ValueError(f"rank_by must be one of {RANK_BY}, got {rank_by!r}.")
+    freq_pos, _, mean_pos = side_statistics(positive.float(), 0.0, mean_over=mean_over)
+    freq_neg, _, mean_neg = side_statistics(negative.float(), 0.0, mean_over=mean_over)
+    difference = mean_pos - mean_neg
+    score = difference.abs() if rank_by == "mean" else (freq_pos - freq_neg).abs() + 1e-6 * difference.abs()
+    score = torch.where(difference != 0, score, torch.zeros_like(score))
+    keep = score.topk(min(top_k, int((score > 0).sum()))).indices
+    return torch.zeros_like(difference).index_copy_(0, keep, difference[keep])
