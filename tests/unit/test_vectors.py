@@ -192,3 +192,56 @@ def test_dense_vector_with_tokens_weighs_every_token_the_same(model):
     positive, _, negative, _ = token_rows_one_by_one(model, PAIRS, 1)
     dense = dense_vector(model, PAIRS, layer=1, read="tokens")
     torch.testing.assert_close(dense.vector, positive.mean(0) - negative.mean(0), atol=1e-5, rtol=1e-4)
+
+
+def literal_contrast(pos, neg, top_k, rank_by, mean_over):
+    """The contrastive rule latent by latent: rank by |difference|, keep the top k, value mean⁺ − mean⁻."""
+    def stats(codes, c):
+        active = [float(x) for x in codes[:, c] if x > 0]
+        mean = sum(float(x) for x in codes[:, c]) / len(codes) if mean_over == "all" else (
+            sum(active) / len(active) if active else 0.0)
+        return len(active) / len(codes), mean
+
+    scored = []
+    for c in range(pos.shape[1]):
+        (f_pos, m_pos), (f_neg, m_neg) = stats(pos, c), stats(neg, c)
+        if m_pos == m_neg:
+            continue
+        key = abs(m_pos - m_neg) if rank_by == "mean" else (abs(f_pos - f_neg), abs(m_pos - m_neg))
+        scored.append((key, c, m_pos - m_neg))
+    v = torch.zeros(pos.shape[1])
+    for _, c, value in sorted(scored, reverse=True)[:top_k]:
+        v[c] = value
+    return v
+
+
+@pytest.mark.parametrize("rank_by", ["mean", "frequency"])
+@pytest.mark.parametrize("mean_over", ["all", "active"])
+@pytest.mark.parametrize("top_k", [1, 3, 50])
+def test_contrast_rule_equals_the_literal_rule(rank_by, mean_over, top_k):
+    from sas_lens.steering.selection import contrast_from_codes
+
+    generator = torch.Generator().manual_seed(1)
+    pos = torch.rand(5, 12, generator=generator) * (torch.rand(5, 12, generator=generator) > 0.5)
+    neg = torch.rand(6, 12, generator=generator) * (torch.rand(6, 12, generator=generator) > 0.5)
+    neg[:, 0] = 0.0  # a latent that never fires on one side
+    got = contrast_from_codes(pos, neg, top_k=top_k, rank_by=rank_by, mean_over=mean_over)
+    expected = literal_contrast(pos, neg, top_k, rank_by, mean_over)
+    assert int((got != 0).sum()) == min(top_k, 12)
+    torch.testing.assert_close(got, expected)  # the same means, summed in another order: float32
+
+
+def test_contrast_keeps_latents_that_fire_on_both_sides(model):
+    """The paper's rule drops latent 0 (common); the contrastive rule keeps it, as it differs most."""
+    from sas_lens.steering.selection import contrast_from_codes
+
+    pos = torch.tensor([[5.0, 1.0, 0.0], [5.0, 0.0, 0.0]])
+    neg = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    assert sas_from_codes(pos, neg, tau=0.5).tolist() == [0.0, 0.5, -0.5]
+    assert contrast_from_codes(pos, neg, top_k=1).tolist() == [4.0, 0.0, 0.0]
+    sae = random_sae("jumprelu")
+    vec = sas_vector(model, sae, PAIRS, selection="contrast", top_k=5)
+    assert len(vec) == 5 and vec.metadata["extraction"]["selection"] == "contrast"
+    assert "chosen by the contrast (mean, top 5) rule" in vec.diagnostics.summary()
+    with pytest.raises(ValueError, match="selection must be one of"):
+        sas_vector(model, sae, PAIRS, selection="best")
