@@ -127,3 +127,39 @@ def diagnose_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[Tenso
                        value=picked.tolist(), paper_status=paper)
     table = pd.DataFrame(columns, index=pd.Index(seen.tolist(), name="latent"))
     return SelectionDiagnostics(table, tau, (positive.shape[0], negative.shape[0]), rule)
+
+
+@torch.no_grad()
+def gated_share(model, sae, vector, lams, texts: list[str]) -> dict[float, float]:
+    """How much of a vector's edit σ turns into exactly nothing, on ``texts``, at each λ.
+
+    Algorithm 2 passes ``f(a) + λv`` through the SAE's own σ: with JumpReLU, a latent that is
+    off switches on only where ``λ·v`` exceeds its threshold θ, and lowering a latent that is
+    off changes nothing. The share is over (token, support latent) pairs.
+
+    Args:
+        model: the HookedTransformer ``sae`` reads.
+        sae: the SAE the vector was built on.
+        vector: an SAS vector.
+        lams: the strengths to measure.
+        texts: the texts whose tokens are steered (BOS and padding left out).
+
+    Returns:
+        ``{λ: share of edits that are exactly 0}``.
+
+    Example:
+        >>> gated_share(model, sae, vec, [1.0, 4.0], ["The weather this weekend was"])   # doctest: +SKIP
+        {1.0: 0.92, 4.0: 0.92}
+    """
+    from sas_lens.loading.activations import sae_codes
+    from sas_lens.loading.prompts import tokenize_with_spans
+
+    tokens, attention, spans = tokenize_with_spans(model.tokenizer, texts, [(0, len(t)) for t in texts])
+    codes = sae_codes(model, sae, tokens, attention)[spans][:, vector.indices]
+    threshold = sae.threshold.detach().float().cpu()[vector.indices] if sae.cfg.architecture() == "jumprelu" else 0.0
+    shares = {}
+    for lam in lams:
+        shifted = codes + lam * vector.values
+        edited = shifted.relu() * (shifted > threshold)
+        shares[float(lam)] = float(((edited - codes) == 0).float().mean())
+    return shares

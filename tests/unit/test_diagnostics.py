@@ -67,3 +67,21 @@ def test_diagnostics_agree_with_the_vector_at_the_ends_of_tau(tau):
     d = diagnose_codes(POSITIVE, NEGATIVE, tau=tau)
     vector = sas_from_codes(POSITIVE, NEGATIVE, tau=tau)
     assert d.n_kept == int((vector != 0).sum())
+
+
+def test_gated_share_counts_edits_that_sigma_cancels(model):
+    """Latents off everywhere: lowering them is always cancelled; raising them past θ never is."""
+    from sas_lens.loading.activations import sae_codes
+    from sas_lens.loading.prompts import tokenize_with_spans
+    from sas_lens.steering.diagnostics import gated_share
+    from sas_lens.steering.vectors import SASVector
+
+    sae = random_sae("jumprelu")
+    texts = ["the movie was good", "i love this story"]
+    tokens, attention, spans = tokenize_with_spans(model.tokenizer, texts, [(0, len(t)) for t in texts])
+    off = torch.nonzero((sae_codes(model, sae, tokens, attention)[spans] == 0).all(0)).squeeze(-1)[:4]
+    assert len(off) >= 2
+    vec = SASVector(off, torch.linspace(0.5, 2.0, len(off)), sae.cfg.d_sae)
+    shares = gated_share(model, sae, vec, [-5.0, 0.0, 100.0], texts)
+    assert shares[-5.0] == 1.0 and shares[0.0] == 1.0
+    assert shares[100.0] == 0.0  # 100 × 0.5 is above every threshold of the random SAE
