@@ -1,0 +1,54 @@
+"""One strength scale on the tiny model: edit sizes by hand, KL against a manual computation, the matched-cost search."""
+
+import pytest
+import torch
+
+from sas_lens.steering.strength import edit_norm, next_token_kl, strength_for_kl
+from sas_lens.steering.vectors import DenseVector
+from tests.helpers import HOOK, random_sae
+from tests.unit.test_steering import literal_edit, vector_for
+
+TEXTS = ["the movie was good", "i love this story and the music"]
+
+
+def dense_vector_for_tests():
+    return DenseVector(torch.linspace(-1, 1, 16), {"hook_name": HOOK, "layer": 1, "model_name": "tiny-random"})
+
+
+def test_a_dense_edit_is_lambda_times_its_norm_at_every_token(model):
+    dense = dense_vector_for_tests()
+    assert edit_norm(model, dense, TEXTS, lam=-2.5) == pytest.approx(2.5 * float(dense.vector.norm()), rel=1e-6)
+
+
+def test_an_sas_edit_size_is_the_literal_edits_mean_norm(model):
+    from sas_lens.loading.prompts import tokenize_with_spans
+
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae)
+    tokens, attention, read = tokenize_with_spans(model.tokenizer, TEXTS, [(0, len(t)) for t in TEXTS])
+    _, cache = model.run_with_cache(tokens, attention_mask=attention, names_filter=HOOK)
+    a = cache[HOOK]
+    expected = (literal_edit(sae, a, 3.0 * vec.dense()) - a)[read].norm(dim=-1).mean().detach()
+    assert edit_norm(model, vec, TEXTS, sae=sae, lam=3.0) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_kl_is_zero_unsteered_and_matches_a_manual_computation(model):
+    dense = dense_vector_for_tests()
+    assert next_token_kl(model, {}, TEXTS) == pytest.approx(0.0, abs=1e-7)
+    tokens = model.to_tokens(TEXTS[0])
+    clean = model(tokens).log_softmax(-1)[0, 1:]
+    with torch.no_grad():
+        steered = model.run_with_hooks(
+            tokens, fwd_hooks=[(HOOK, lambda acts, hook: acts + 3.0 * dense.vector)]).log_softmax(-1)[0, 1:]
+    expected = (clean.exp() * (clean - steered)).sum(-1).mean()
+    assert next_token_kl(model, {dense: 3.0}, TEXTS[:1]) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_the_matched_cost_search_reaches_the_target(model):
+    dense = dense_vector_for_tests()
+    target = 0.05
+    lam = strength_for_kl(model, dense, target, TEXTS, sign=-1.0, high=32.0)
+    assert lam < 0
+    assert next_token_kl(model, {dense: lam}, TEXTS) == pytest.approx(target, rel=0.05)
+    with pytest.raises(ValueError, match="below the target"):
+        strength_for_kl(model, dense, 50.0, TEXTS, high=0.01)
