@@ -36,8 +36,8 @@ def test_kl_is_zero_unsteered_and_matches_a_manual_computation(model):
     dense = dense_vector_for_tests()
     assert next_token_kl(model, {}, TEXTS) == pytest.approx(0.0, abs=1e-7)
     tokens = model.to_tokens(TEXTS[0])
-    clean = model(tokens).log_softmax(-1)[0, 1:]
     with torch.no_grad():
+        clean = model(tokens).log_softmax(-1)[0, 1:]
         steered = model.run_with_hooks(
             tokens, fwd_hooks=[(HOOK, lambda acts, hook: acts + 3.0 * dense.vector)]).log_softmax(-1)[0, 1:]
     expected = (clean.exp() * (clean - steered)).sum(-1).mean()
