@@ -75,6 +75,8 @@ VARIANTS = {
     "contrast mean top256 (mean read)": _sas(selection="contrast", top_k=256),
     "contrast active top64 (mean read)": _sas(selection="contrast", top_k=64, mean_over="active"),
     "contrast frequency top64 (tokens)": _sas(read="tokens", selection="contrast", top_k=64, rank_by="frequency"),
+    "contrast mean top256 (tokens)": _sas(read="tokens", selection="contrast", top_k=256),
+    "all latents' mean difference (tokens)": _sas(read="tokens", selection="contrast", top_k=1 << 20),
 }
 
 
@@ -93,6 +95,20 @@ def gated_share(model, sae, vector, lam: float) -> float:
     else:
         edited = shifted.relu()
     return float(((edited - codes) == 0).float().mean())
+
+
+def matched_lams(model, sae, vector, target: float) -> list[float | None]:
+    """The negative and positive λ at which ``vector`` moves the next-token distribution by ``target`` KL."""
+    from sas_lens.steering.strength import strength_for_kl
+
+    lams = []
+    for sign in (-1.0, 1.0):
+        try:
+            lams.append(strength_for_kl(model, vector, target, NEUTRAL_PROMPTS, sae=sae, sign=sign, high=256.0))
+        except ValueError as err:
+            print(f"  {err}")
+            lams.append(None)
+    return lams
 
 
 def judge(texts: list[str]) -> float:
@@ -118,6 +134,9 @@ def main() -> None:
     parser.add_argument("--lams", type=float, nargs="+", default=[-4.0, -2.0, -1.0, 1.0, 2.0, 4.0])
     parser.add_argument("--out", default="sentiment_sas.json")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--matched-kl", type=float, default=None,
+                        help="instead of --lams, steer each vector at the ±λ where the mean next-token KL from the "
+                             "unsteered model on the neutral prompts is this (nats)")
     args = parser.parse_args()
 
     import sas_lens as sl
@@ -145,9 +164,12 @@ def main() -> None:
         size = len(vector) if hasattr(vector, "indices") else int(vector.vector.numel())
         if size == 0:
             continue
-        for lam in args.lams:
-            rows.append({"vector": name, "lam": lam, "size": size,
-                         **measure(model, sae, {vector: lam}, args.max_new_tokens)})
+        for lam in matched_lams(model, sae, vector, args.matched_kl) if args.matched_kl else args.lams:
+            if lam is None:
+                rows.append({"vector": name, "lam": None, "size": size, "note": "KL target not reached"})
+            else:
+                rows.append({"vector": name, "lam": lam, "size": size,
+                             **measure(model, sae, {vector: lam}, args.max_new_tokens)})
             print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()})
     Path(args.out).write_text(json.dumps(rows, indent=1))
 

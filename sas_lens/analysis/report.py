@@ -95,6 +95,8 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
     )
     if vector.diagnostics is not None:  # a vector built in this run: why Algorithm 1 kept what it kept
         parts.append(f"<p class='meta'>{html.escape(vector.diagnostics.summary())}</p>")
+        if len(vector.diagnostics.table):
+            parts.append(_figure_html(vector.diagnostics.figure()))
     if model is not None and sae is not None and len(vector):
         from sas_lens.analysis.attribution import top_latents
         from sas_lens.analysis.figures import top_latents_figure

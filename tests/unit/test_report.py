@@ -49,8 +49,9 @@ def report(model, tmp_path, monkeypatch):
     assert rare and not any(f"<tr><td>{latent}</td>" in topics.html for latent in rare)  # what amplify skips
     path = write_report(tmp_path / "out" / "report.html", vectors, model=model, sae=sae, index=index,
                         width_table=widths, sections=[topics, extra])
-    # 2 top-latent bars + Jaccard, weighted Jaccard, decoded cosine heatmaps + the width figure
-    return path, 6
+    # 2 top-latent bars + 2 diagnostics (frequency filter) + Jaccard, weighted Jaccard, decoded cosine
+    # heatmaps + the width figure
+    return path, 8
 
 
 def test_report_is_self_contained_with_every_figure(report):
