@@ -80,23 +80,6 @@ VARIANTS = {
 }
 
 
-@torch.no_grad()
-def gated_share(model, sae, vector, lam: float) -> float:
-    """Share of (token, support latent) pairs on the neutral prompts where σ(f + λv) − f is exactly 0."""
-    from sas_lens.loading.activations import sae_codes
-    from sas_lens.loading.prompts import tokenize_with_spans
-
-    tokens, attention, spans = tokenize_with_spans(model.tokenizer, NEUTRAL_PROMPTS,
-                                                   [(0, len(p)) for p in NEUTRAL_PROMPTS])
-    codes = sae_codes(model, sae, tokens, attention)[spans][:, vector.indices]
-    shifted = codes + lam * vector.values
-    if sae.cfg.architecture() == "jumprelu":
-        edited = shifted.relu() * (shifted > sae.threshold.detach()[vector.indices].float())
-    else:
-        edited = shifted.relu()
-    return float(((edited - codes) == 0).float().mean())
-
-
 def matched_lams(model, sae, vector, target: float) -> list[float | None]:
     """The negative and positive λ at which ``vector`` moves the next-token distribution by ``target`` KL."""
     from sas_lens.steering.strength import strength_for_kl
@@ -140,6 +123,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import sas_lens as sl
+    from sas_lens.steering.diagnostics import gated_share
     from sas_lens.steering.extraction import collect_residuals
 
     torch.set_grad_enabled(False)
@@ -156,8 +140,12 @@ def main() -> None:
     for name, vector in vectors.items():
         if hasattr(vector, "diagnostics"):
             print(f"{name}: {vector.diagnostics.summary()}")
-            print(f"  gated off on the neutral prompts (share of support × token edits that are exactly 0): "
-                  + ", ".join(f"λ={lam:g}: {gated_share(model, sae, vector, lam):.2f}" for lam in args.lams))
+            print("  gated off on the neutral prompts (share of support × token edits that are exactly 0): "
+                  + ", ".join(f"λ={lam:g}: {share:.2f}" for lam, share in gated_share(
+                      model, sae, vector, args.lams, NEUTRAL_PROMPTS).items())
+                  + "; share of the decoded size gated off: "
+                  + ", ".join(f"λ={lam:g}: {share:.2f}" for lam, share in gated_share(
+                      model, sae, vector, args.lams, NEUTRAL_PROMPTS, by="norm").items()))
     rows = [{"vector": "unsteered", "lam": 0.0, "size": 0, **measure(model, sae, {}, args.max_new_tokens)}]
     print(rows[-1])
     for name, vector in vectors.items():

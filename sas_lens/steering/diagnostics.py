@@ -130,12 +130,14 @@ def diagnose_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[Tenso
 
 
 @torch.no_grad()
-def gated_share(model, sae, vector, lams, texts: list[str]) -> dict[float, float]:
-    """How much of a vector's edit σ turns into exactly nothing, on ``texts``, at each λ.
+def gated_share(model, sae, vector, lams, texts: list[str], *, by: str = "count") -> dict[float, float]:
+    """How much of a vector's edit σ turns into nothing, on ``texts``, at each λ.
 
     Algorithm 2 passes ``f(a) + λv`` through the SAE's own σ: with JumpReLU, a latent that is
     off switches on only where ``λ·v`` exceeds its threshold θ, and lowering a latent that is
-    off changes nothing. The share is over (token, support latent) pairs.
+    off changes nothing. ``by="count"``: the share of (token, support latent) edits that are
+    exactly 0; ``by="norm"``: ``1 − ‖δ‖ / ‖λ·v·W_dec‖`` averaged over tokens, the share of the
+    vector's decoded size that does not reach the residual.
 
     Args:
         model: the HookedTransformer ``sae`` reads.
@@ -143,9 +145,10 @@ def gated_share(model, sae, vector, lams, texts: list[str]) -> dict[float, float
         vector: an SAS vector.
         lams: the strengths to measure.
         texts: the texts whose tokens are steered (BOS and padding left out).
+        by: ``"count"`` or ``"norm"`` (see above).
 
     Returns:
-        ``{λ: share of edits that are exactly 0}``.
+        ``{λ: share gated off}``.
 
     Example:
         >>> gated_share(model, sae, vec, [1.0, 4.0], ["The weather this weekend was"])   # doctest: +SKIP
@@ -157,9 +160,17 @@ def gated_share(model, sae, vector, lams, texts: list[str]) -> dict[float, float
     tokens, attention, spans = tokenize_with_spans(model.tokenizer, texts, [(0, len(t)) for t in texts])
     codes = sae_codes(model, sae, tokens, attention)[spans][:, vector.indices]
     threshold = sae.threshold.detach().float().cpu()[vector.indices] if sae.cfg.architecture() == "jumprelu" else 0.0
+    if by not in ("count", "norm"):
+        raise ValueError(f"by must be 'count' or 'norm', got {by!r}.")
+    decoder = sae.W_dec.detach().float().cpu()[vector.indices]
     shares = {}
     for lam in lams:
         shifted = codes + lam * vector.values
-        edited = shifted.relu() * (shifted > threshold)
-        shares[float(lam)] = float(((edited - codes) == 0).float().mean())
+        change = shifted.relu() * (shifted > threshold) - codes
+        if by == "count":
+            shares[float(lam)] = float((change == 0).float().mean())
+        else:
+            intended = float((lam * vector.values @ decoder).norm())
+            reached = (change @ decoder).norm(dim=-1).mean()
+            shares[float(lam)] = float(1 - reached / intended) if intended else 0.0
     return shares

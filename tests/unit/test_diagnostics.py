@@ -85,3 +85,6 @@ def test_gated_share_counts_edits_that_sigma_cancels(model):
     shares = gated_share(model, sae, vec, [-5.0, 0.0, 100.0], texts)
     assert shares[-5.0] == 1.0 and shares[0.0] == 1.0
     assert shares[100.0] == 0.0  # 100 × 0.5 is above every threshold of the random SAE
+    by_norm = gated_share(model, sae, vec, [-5.0, 100.0], texts, by="norm")
+    assert by_norm[-5.0] == 1.0  # nothing of the decoded vector reaches the residual
+    assert by_norm[100.0] == pytest.approx(0.0, abs=1e-6)  # all of it does: σ(0 + λv) = λv
