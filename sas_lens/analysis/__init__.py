@@ -1,1 +1,2 @@
-"""What a vector is made of: attribution, the latent index, monosemanticity, overlap, figures and reports."""
+"""What a vector is made of: attribution, the latent index, monosemanticity, the support-size curve, overlap,
+figures and reports."""

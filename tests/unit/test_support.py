@@ -1,0 +1,42 @@
+"""The support-size curve on the tiny model: the cut keeps the largest decoded latents; every row at matched KL."""
+
+import math
+
+import pytest
+import torch
+
+from sas_lens.analysis.support import support_curve, support_curve_figure, top_k_latents
+from sas_lens.steering.strength import next_token_kl
+from tests.helpers import random_sae
+from tests.unit.test_steering import vector_for
+
+PROMPTS = ["the movie was", "i love this story and the music"]
+
+
+def test_top_k_keeps_the_latents_that_add_most_to_the_residual():
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae, nnz=10)
+    size = vec.values.abs() * sae.W_dec.detach()[vec.indices].norm(dim=-1)
+    cut = top_k_latents(vec, sae, 3)
+    assert sorted(cut.indices.tolist()) == sorted(vec.indices[size.topk(3).indices].tolist())
+    assert torch.equal(cut.dense()[cut.indices], vec.dense()[cut.indices])
+    assert len(top_k_latents(vec, sae, 50)) == 10 and "top 3" in cut.name
+    with pytest.raises(ValueError):
+        top_k_latents(vec, sae, 0)
+
+
+def test_every_cut_is_steered_at_the_target_kl(model):
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae, nnz=12)
+    table = support_curve(model, vec, lambda texts: float(sum(len(t) for t in texts)), PROMPTS, sae=sae,
+                          sizes=(2, 12, 40), target_kl=0.02, max_new_tokens=3)
+    assert table["k"].tolist() == [0, 2, 2, 12, 12]  # 40 is the whole vector, as 12 is: tried once
+    assert table.loc[0, "lam"] == 0.0
+    for row in table.iloc[1:].itertuples():
+        if math.isnan(row.lam):
+            continue  # this cut cannot reach the KL: recorded, not guessed
+        assert math.copysign(1.0, row.lam) == row.sign
+        kl = next_token_kl(model, {top_k_latents(vec, sae, row.k): row.lam}, PROMPTS, sae=sae)
+        assert kl == pytest.approx(0.02, rel=0.05)
+    assert table["lam"].notna().sum() >= 3
+    assert len(support_curve_figure(table).data) == 2
