@@ -52,32 +52,20 @@ positive_float = _number(float, low=0.0, low_open=True, what="a positive number"
 finite_float = _number(float, what="a finite number")
 
 
-def existing_file(text: str) -> str:
-    """The path, if it is a file.
+def _existing(test, what: str):
+    def parse(text: str) -> str:
+        if not test(Path(text)):
+            raise argparse.ArgumentTypeError(f"no such {what}: {text}")
+        return text
 
-    Args:
-        text: the argument as typed.
-
-    Example:
-        >>> existing_file("vec.safetensors")  # doctest: +SKIP
-    """
-    if not Path(text).is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {text}")
-    return text
+    parse.__doc__ = (f"The path, if it is a {what}.\n\nArgs:\n    text: the argument as typed.\n\n"
+                     f"Example:\n    >>> build_parser().parse_args(['steer', 'v.safetensors', '--prompt', 'x', "
+                     "'--strength', '1'])  # doctest: +SKIP\n")
+    return parse
 
 
-def existing_dir(text: str) -> str:
-    """The path, if it is a folder.
-
-    Args:
-        text: the argument as typed.
-
-    Example:
-        >>> existing_dir("eval_out")  # doctest: +SKIP
-    """
-    if not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"no such folder: {text}")
-    return text
+existing_file = _existing(Path.is_file, "file")
+existing_dir = _existing(Path.is_dir, "folder")
 
 
 def sae_spec(text: str) -> str:

@@ -245,6 +245,20 @@ class _SparseSlice:
         return out_scale * ((self.sigma(codes + self.shift) - codes) @ self.W_dec)
 
 
+def total_delta(edits: list[Edit], a: Tensor) -> Tensor:
+    """The sum of the edits' ``δ(a)``, each computed from the same unsteered ``a``.
+
+    Args:
+        edits: edits at one hook (after :func:`merge_edits`).
+        a: the float32 residual at that hook.
+
+    Example:
+        >>> total_delta([DenseEdit("h", torch.ones(2)), DenseEdit("h", torch.ones(2))], torch.zeros(1, 1, 2))
+        tensor([[[2., 2.]]])
+    """
+    return sum((edit.delta(a) for edit in edits[1:]), edits[0].delta(a)).expand_as(a)
+
+
 def merge_edits(edits: Iterable[Edit]) -> dict[str, list[Edit]]:
     """Edits grouped by hook, each merged with the earlier ones it composes with.
 

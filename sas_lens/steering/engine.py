@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import torch
 
-from sas_lens.steering.edits import Edit, SAESet, Steerable, merge_edits
+from sas_lens.steering.edits import Edit, SAESet, Steerable, merge_edits, total_delta
 
 POSITIONS = ("all", "prompt", "generated")
 
@@ -126,7 +126,7 @@ def _make_hook(edits: list[Edit], policy: PositionPolicy, d_model: int):
         if acts.ndim != 3 or acts.shape[-1] != d_model:
             raise ValueError(f"Steering expected a [batch, pos, {d_model}] residual at {hook.name}, got {tuple(acts.shape)}.")
         a = acts.float()
-        delta = sum((edit.delta(a) for edit in edits[1:]), edits[0].delta(a))
+        delta = total_delta(edits, a)
         mask = policy.mask(acts.shape[0], acts.shape[1], acts.device)
         if mask is not None:
             delta = delta * mask[..., None]

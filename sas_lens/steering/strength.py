@@ -21,7 +21,7 @@ import torch
 
 from sas_lens.loading.activations import activations_at
 from sas_lens.loading.prompts import tokenize_with_spans
-from sas_lens.steering.edits import SAESet, merge_edits
+from sas_lens.steering.edits import SAESet, merge_edits, total_delta
 from sas_lens.steering.engine import build_hooks
 
 
@@ -50,8 +50,7 @@ def edit_norm(model, key, texts: list[str], *, sae=None, lam: float = 1.0) -> fl
     edits = merge_edits([key.edit(model, float(lam), SAESet(sae))])
     (hook, group), = edits.items()
     a = activations_at(model, hook, tokens, attention).float()
-    delta = sum((edit.delta(a) for edit in group[1:]), group[0].delta(a))
-    return float(delta.expand_as(a)[read.to(a.device)].norm(dim=-1).mean())
+    return float(total_delta(group, a)[read.to(a.device)].norm(dim=-1).mean())
 
 
 @torch.no_grad()
