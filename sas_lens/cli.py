@@ -169,7 +169,9 @@ def _extract(args: argparse.Namespace) -> int:
         vector = dense_vector(model, pairs, layer=args.layer, read=args.read)
     else:
         sae = load_sae(args.sae, model=model)
-        vector = sas_vector(model, sae, pairs, tau=args.tau, read=args.read, mean_over=args.mean_over)
+        chosen = {k: v for k, v in (("selection", args.selection), ("top_k", args.top_k)) if v is not None}
+        vector = sas_vector(model, sae, pairs, tau=args.tau, read=args.read, mean_over=args.mean_over,
+                            gate=args.gate, **chosen)
     path = vector.save(args.out)
     size = f"{len(vector)} latents" if not args.dense else f"norm {float(vector.vector.norm()):.4g}"
     print(f"{vector!r}: {size}; saved to {path}")
@@ -381,6 +383,14 @@ def _add_extract(commands, model) -> None:
                          help="SAE (shipped short name or folder; default: the shipped 16k)")
     extract.add_argument("--dense", action="store_true", help="build the dense CAA vector instead")
     extract.add_argument("--layer", type=layer_index, default=9, help="layer of a dense vector (SAS: the SAE's layer)")
+    extract.add_argument("--selection", choices=["paper", "contrast", "decompose"], default=None,
+                         help="which latents: 'paper' (Algorithms 1 and 2 exactly), 'contrast' (the top-k latents "
+                              "whose mean code differs most) or 'decompose' (the top-k that rebuild the dense "
+                              "vector); default: sas_vector's")
+    extract.add_argument("--top-k", type=positive_int, default=None, help="latents kept by contrast/decompose")
+    extract.add_argument("--gate", choices=["sae", "none"], default=None,
+                         help="apply through the SAE's σ ('sae', the paper) or decode the shift as is ('none'); "
+                              "default: 'sae' for --selection paper, else 'none'")
     extract.add_argument("--tau", type=unit_interval, default=0.7, help="frequency filter of Algorithm 1, in [0, 1]")
     extract.add_argument("--read", choices=["mean", "last", "tokens", "token_mean"], default="mean",
                          help="completion pairs: encode the mean residual, the last token's, or every token's")

@@ -1,10 +1,11 @@
 """The main job on the embedded default: what `sas-lens demo` runs.
 
 Loads Gemma 3 270M (converting it on the first run) and the shipped SAE, builds
-an SAS and a dense vector from each shipped demo pair set, prints their sizes and
-top latents, sweeps λ on the held-out items of the A/B set (caution), scores the
-latents against a shipped topic (medicine), shows unsteered against steered
-continuations (each vector alone, the topic, a vector and the topic composed), and writes an HTML
+an SAS vector (the library's default settings) and a dense one from each shipped demo pair
+set, prints their sizes and top latents, sweeps λ on the held-out items of the A/B set
+(caution), scores the latents against a shipped topic (medicine), shows unsteered against
+steered continuations (each vector alone, the topic, a vector and the topic composed) with
+the scores of judges no one here wrote (VADER sentiment, sentence-embedding similarity), and writes an HTML
 report (vector cards with top contexts, overlap, monosemanticity across the
 shipped SAE widths, λ curves, the topic's latents). Everything it writes goes
 under one folder (``--out``).
@@ -21,16 +22,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DEMO_PROMPTS = ["I thought the film was", "Dear team, about tomorrow's meeting:", "After work I usually"]
-SAS_STRENGTH = 4.0
-DENSE_STRENGTH = 4.0
+# λ means code units for SAS and residual units for dense vectors, so each vector steers at the λ that
+# moves the next-token distribution on the demo prompts by the same mean KL (matched cost), and the
+# λ sweep runs in multiples of each vector's λ at KL 0.1.
+STEER_KL = 0.3
+SWEEP_MULTIPLES = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
 HELD_OUT_AB_ITEMS = 12  # of an A/B demo set, kept out of its vectors for the λ sweep
-SWEEP_LAMS = (-16.0, -8.0, -4.0, 0.0, 4.0, 8.0, 16.0)
 DEMO_TOPIC = "medicine"
 # Measured on the three demo prompts with the shipped 15 medicine texts: topic similarity of the
 # continuations 0.082 unsteered, unchanged at strengths 4 and 6, 0.26 at 12, 0.37 at 16.
 TOPIC_LATENTS, TOPIC_STRENGTH = 64, 12.0
-COMPOSED = "sentiment"  # composed with the topic, each at its own λ (the SAS sentiment and topic-food
-# vectors share their one latent at τ = 0.7, so composing those two would show nothing new)
+COMPOSED = "sentiment"  # composed with the topic, each at its own λ
 TOPIC_MIN_PROMPTS = 5  # a latent's topic score counts once it fires on this many reference prompts
 
 
@@ -121,7 +123,7 @@ def _build_vectors(model, sae, layer: int, out_dir: Path):
         line = f"  {name:<11} {len(pairs)} {pairs.kind} pairs: dense norm {float(dense.vector.norm()):.0f}"
         sas = None
         if sae is not None:
-            sas = sas_vector(model, sae, pairs, tau=0.7, residuals=residuals)
+            sas = sas_vector(model, sae, pairs, residuals=residuals)
             sas.save(out_dir / "vectors" / f"{name}.sas.safetensors")
             n_pos, n_neg = int((sas.values > 0).sum()), int((sas.values < 0).sum())
             line += f"; SAS {len(sas)} of {sae.cfg.d_sae} latents ({n_pos} +, {n_neg} -)"
@@ -142,39 +144,78 @@ def _align_topic(model, sae):
     return topic
 
 
+def _matched_strength(model, sae, vector, target: float) -> float | None:
+    """The λ at which ``vector`` moves the demo prompts' next-token distribution by ``target`` mean KL."""
+    from sas_lens.steering.strength import strength_for_kl
+
+    try:
+        return strength_for_kl(model, vector, target, DEMO_PROMPTS, sae=sae, high=1024.0, rtol=0.1)
+    except ValueError as err:  # a vector too weak to reach the target: say so, steer nothing
+        print(f"  {err}")
+        return None
+
+
+def _judges(name: str):
+    """The judge of a demo behaviour's continuations, as (label, texts → mean score), or None."""
+    from sas_lens.evaluation.judges import sentiment_scores, similarity_scores
+    from sas_lens.loading.pairs import load_pairs
+    from sas_lens.topic.alignment import demo_topic_texts
+
+    if name == "sentiment":
+        return "VADER sentiment", lambda texts: sum(sentiment_scores(texts)) / len(texts)
+    if name == "topic-food":
+        food = [pair.positive for pair in load_pairs("demo:topic-food")]
+        return "similarity to food texts", lambda texts: sum(similarity_scores(texts, food)) / len(texts)
+    if name == DEMO_TOPIC:
+        reference = demo_topic_texts(DEMO_TOPIC)
+        return f"similarity to {DEMO_TOPIC} texts", lambda texts: sum(similarity_scores(texts, reference)) / len(texts)
+    return None
+
+
 def _show_continuations(model, sae, vectors: dict, topic, out_dir: Path, max_new_tokens: int) -> None:
-    """Unsteered against steered continuations of the demo prompts: each vector, the topic, both composed."""
+    """Unsteered against steered continuations of the demo prompts (each vector at matched KL, the topic,
+    both composed), with a judge's mean score where the behaviour has one."""
     from sas_lens.steering.generation import generate
     from sas_lens.steering.hf_backend import preferred_backend
 
     backend = preferred_backend(model)
     unsteered = generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend=backend)
     runs = []
+    print(f"\nsteering at matched cost: each vector at the λ where the mean next-token KL on the demo prompts is "
+          f"{STEER_KL:g}")
+    strengths = {}
     for name, (sas, dense) in vectors.items():
-        if sas is not None:
-            runs.append((f"{name}, SAS, λ={SAS_STRENGTH:g}", {sas: SAS_STRENGTH}))
-        runs.append((f"{name}, dense, λ={DENSE_STRENGTH:g}", {dense: DENSE_STRENGTH}))
+        for method, vector in (("SAS", sas), ("dense", dense)):
+            lam = None if vector is None or (method == "SAS" and not len(vector)) else _matched_strength(
+                model, sae, vector, STEER_KL)
+            if lam is not None:
+                strengths[(name, method)] = lam
+                runs.append((f"{name}, {method}, λ={lam:.3g}", {vector: lam}, name))
     if topic is not None:
         amplify = topic.vector(TOPIC_LATENTS, min_prompts=TOPIC_MIN_PROMPTS)
         runs.append((f"topic {DEMO_TOPIC!r}, amplify {TOPIC_LATENTS} latents, strength {TOPIC_STRENGTH:g}",
-                     {amplify: TOPIC_STRENGTH}))
+                     {amplify: TOPIC_STRENGTH}, DEMO_TOPIC))
         sas, _ = vectors[COMPOSED]
-        if sas is not None and len(sas):
-            runs.append((f"{COMPOSED} SAS λ={SAS_STRENGTH:g} + topic {DEMO_TOPIC!r} strength {TOPIC_STRENGTH:g}, "
-                         "composed", {sas: SAS_STRENGTH, amplify: TOPIC_STRENGTH}))
+        if (COMPOSED, "SAS") in strengths:
+            lam = strengths[(COMPOSED, "SAS")]
+            runs.append((f"{COMPOSED} SAS λ={lam:.3g} + topic {DEMO_TOPIC!r} strength {TOPIC_STRENGTH:g}, composed",
+                         {sas: lam, amplify: TOPIC_STRENGTH}, COMPOSED))
     report = []
-    for label, steering in runs:
+    for label, steering, behaviour in runs:
         steered = generate(model, DEMO_PROMPTS, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
                            backend=backend)
-        print(f"\n[{label}]")
+        judged = _judges(behaviour)
+        score = f"  ({judged[0]}: {judged[1](unsteered):+.2f} unsteered, {judged[1](steered):+.2f} steered)" \
+            if judged else ""
+        print(f"\n[{label}]{score}")
         for prompt, before, after in zip(DEMO_PROMPTS, unsteered, steered):
             print(f"  {prompt!r}\n     unsteered: {before!r}\n     steered:   {after!r}")
-            report.append(f"[{label}] {prompt}\n  - {before}\n  + {after}\n")
+            report.append(f"[{label}]{score} {prompt}\n  - {before}\n  + {after}\n")
     (out_dir / "continuations.txt").write_text("\n".join(report))
 
 
 def _lambda_sweep(model, sae, sas, dense, items):
-    """p(behaviour-matching answer) on held-out items across :data:`SWEEP_LAMS`, printed and returned."""
+    """p(behaviour-matching answer) on held-out items at :data:`SWEEP_MULTIPLES` of each vector's λ at KL 0.1."""
     import pandas as pd
 
     from sas_lens.evaluation.behaviour import ab_cell, mean_ci
@@ -183,12 +224,17 @@ def _lambda_sweep(model, sae, sas, dense, items):
     for method, vector in (("sas", sas), ("dense", dense)):
         if vector is None or (method == "sas" and not len(vector)):
             continue
-        for lam in SWEEP_LAMS:
-            mean, low, high = mean_ci(ab_cell(model, items, method, vector, lam, sae=sae))
-            rows.append({"method": method, "lam": lam, "mean": mean, "ci_low": low, "ci_high": high})
+        unit = _matched_strength(model, sae, vector, 0.1)
+        if unit is None:
+            continue
+        for multiple in SWEEP_MULTIPLES:
+            mean, low, high = mean_ci(ab_cell(model, items, method, vector, multiple * unit, sae=sae))
+            rows.append({"method": method, "lam": multiple, "lam_value": multiple * unit, "mean": mean,
+                         "ci_low": low, "ci_high": high})
     table = pd.DataFrame(rows)
-    print(f"\nλ sweep on the {len(items)} held-out items of demo:{items.name} (p of the matching answer, mean):")
-    print("  λ      " + "  ".join(f"{lam:>6g}" for lam in SWEEP_LAMS))
+    print(f"\nλ sweep on the {len(items)} held-out items of demo:{items.name} (p of the matching answer, mean; "
+          "λ in multiples of each vector's λ at KL 0.1):")
+    print("  λ      " + "  ".join(f"{m:>6g}" for m in SWEEP_MULTIPLES))
     for method, group in table.groupby("method", sort=False):
         print(f"  {method:<6} " + "  ".join(f"{p:6.3f}" for p in group["mean"]))
     return table
@@ -246,7 +292,8 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
     sections = [Section(f"λ sweep: demo:{name}, held-out items",
                         f"<p>p(behaviour-matching answer) on the {HELD_OUT_AB_ITEMS} items the vectors were not "
                         "built from, with 95% confidence bands.</p>",
-                        [lambda_sweep_figure(table, title=f"demo:{name}: p(matching answer) across λ")])
+                        [lambda_sweep_figure(table, title=f"demo:{name}: p(matching answer) across λ "
+                                                          "(multiples of each vector's λ at KL 0.1)")])
                 for name, table in sweeps.items() if len(table)]
     if topic is not None:
         sections.append(topic_section([topic], model=model, sae=sae, index=index,

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from sas_lens.steering.fluency import fluency
 from sas_lens.steering.generation import generate
@@ -39,7 +40,8 @@ def top_k_latents(vector: SASVector, sae, k: int) -> SASVector:
     size = vector.values.abs() * sae.W_dec.detach().float().cpu()[vector.indices].norm(dim=-1)
     keep = size.topk(min(k, len(vector))).indices.sort().values
     provenance = vector.provenance.replace(name=f"{vector.name} (top {len(keep)})")
-    return SASVector(vector.indices[keep], vector.values[keep], vector.d_sae, provenance)
+    return replace(vector, indices=vector.indices[keep], values=vector.values[keep], provenance=provenance,
+                   diagnostics=None)
 
 
 def support_curve(model, vector: SASVector, judge: Callable[[list[str]], float], prompts: Sequence[str], *,

@@ -20,6 +20,10 @@ from sas_lens.errors import DataError
 from sas_lens.evaluation.behaviour import METHODS
 
 
+# sas_vector's settings a config may set (tau has its own key).
+SAS_SETTINGS = {"selection", "top_k", "rank_by", "read", "mean_over", "strict", "gate"}
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """What to evaluate. ``lams`` and ``cost_lams`` map a method to its λ grid (a list applies to all)."""
@@ -43,6 +47,13 @@ class EvalConfig:
     perplexity_tokens: int = 10_000
     max_new_tokens: int = 40
     tau: float = 0.7
+    # further sas_vector settings, e.g. {"selection": "paper"} for the paper's Algorithms 1 and 2 exactly
+    sas: dict[str, Any] = field(default_factory=dict)
+    cost_budget: float = 1.5  # matched-cost summary: the best shift whose perplexity stays within this × unsteered
+    # The paper's open questions, A/B cells at the main layer: Algorithm 1 exactly at each τ ("sas@tau=0.5"),
+    # and SAS and dense vectors from the first n training pairs ("sas@n=50", "dense@n=50").
+    tau_sweep: tuple[float, ...] = ()
+    data_sizes: tuple[int, ...] = ()
     layer_sweep_behaviour: str | None = None  # other layers: only this behaviour's A/B sweep
     judge: dict[str, Any] | None = None
     topics: dict[str, str] = field(default_factory=dict)  # name → "demo:<topic>" or a file, one text per line
@@ -66,6 +77,15 @@ class EvalConfig:
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"Unknown methods {unknown}; choose from {list(METHODS)}.")
+        if not all(0 <= t <= 1 for t in self.tau_sweep):
+            raise ValueError(f"tau_sweep values must lie in [0, 1], got {self.tau_sweep}.")
+        if not all(isinstance(n, int) and n >= 2 for n in self.data_sizes):
+            raise ValueError(f"data_sizes must be whole numbers of pairs, at least 2, got {self.data_sizes}.")
+        unknown_sas = set(self.sas) - SAS_SETTINGS
+        if unknown_sas:
+            raise ValueError(f"Unknown sas settings {sorted(unknown_sas)}; choose from {sorted(SAS_SETTINGS)}.")
+        if not self.cost_budget > 1:
+            raise ValueError(f"cost_budget is a perplexity ratio above 1, got {self.cost_budget}.")
         for name in ("lams", "cost_lams"):
             for method, grid in getattr(self, name).items():
                 if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in grid):

@@ -7,6 +7,35 @@ from sas_lens.evaluation.config import EvalConfig
 Cell = tuple[str, str, int, str, float]
 
 
+def base_method(method: str) -> str:
+    """The steering method of a cell's method name: ``"sas@tau=0.5"`` → ``"sas"``.
+
+    Args:
+        method: a method, or a sweep variant ``method@setting=value``.
+
+    Example:
+        >>> base_method("dense@n=50"), base_method("sas")
+        ('dense', 'sas')
+    """
+    return method.split("@", 1)[0]
+
+
+def variant_settings(method: str) -> dict[str, float]:
+    """The settings a sweep variant changes: ``"sas@tau=0.5"`` → ``{"tau": 0.5}``; none for a plain method.
+
+    Args:
+        method: a cell's method name.
+
+    Example:
+        >>> variant_settings("sas@n=50")
+        {'n': 50.0}
+    """
+    if "@" not in method:
+        return {}
+    key, value = method.split("@", 1)[1].split("=")
+    return {key: float(value)}
+
+
 def plan_cells(cfg: EvalConfig) -> list[Cell]:
     """Every (kind, behaviour, layer, method, λ) of the run, in the order they are run.
 
@@ -33,6 +62,14 @@ def plan_cells(cfg: EvalConfig) -> list[Cell]:
                 if layer == main_layer:
                     for kind in ("capability", "open"):
                         cells += [(kind, behaviour, layer, method, lam) for lam in cfg.grid(method, costs=True)]
+    if cfg.sae_for(main_layer) is False:
+        sweeps = [f"dense@n={n}" for n in cfg.data_sizes]
+    else:
+        sweeps = [f"sas@tau={t:g}" for t in cfg.tau_sweep] + [f"{m}@n={n}" for n in cfg.data_sizes
+                                                              for m in ("sas", "dense")]
+    for behaviour in cfg.behaviours:
+        for variant in sweeps:
+            cells += [("ab", behaviour, main_layer, variant, lam) for lam in cfg.grid(base_method(variant))]
     for topic in cfg.topics:
         cells += [("topic", topic, main_layer, "amplify", lam) for lam in sorted({0.0, *cfg.topic_strengths})]
         cells += [("topic", topic, main_layer, "swap", lam) for lam in cfg.topic_swap]

@@ -9,7 +9,7 @@ from typing import Any
 
 from sas_lens.errors import DataError
 from sas_lens.evaluation.config import EvalConfig
-from sas_lens.evaluation.plan import plan_cells
+from sas_lens.evaluation.plan import base_method, plan_cells, variant_settings
 
 
 class EvalResources:
@@ -103,21 +103,36 @@ class EvalResources:
             else:
                 from sas_lens.steering.build_vectors import dense_vector, sas_vector
 
+                settings = variant_settings(method)
                 pairs, residuals = self.pairs(behaviour, "train"), self.residuals(behaviour)
-                if method == "sas":
-                    vector = sas_vector(self.model, self.sae(layer), pairs, tau=self.cfg.tau, residuals=residuals)
+                if "n" in settings:  # the data-size sweep: the first n training pairs
+                    if settings["n"] > len(pairs):
+                        raise DataError(f"data_sizes asks for {int(settings['n'])} pairs of {behaviour!r}, which has "
+                                        f"{len(pairs)} training pairs; lower data_sizes or train_pairs.")
+                    pairs = pairs.split(int(settings["n"]))[0]
+                    residuals = self.residuals(behaviour, n_pairs=len(pairs))
+                if base_method(method) == "sas":
+                    sas = {k: v for k, v in self.cfg.sas.items() if k != "read"}  # residuals fix the read
+                    if "tau" in settings:  # the τ sweep: Algorithm 1 exactly, at that τ
+                        sas = {**sas, "selection": "paper", "gate": "sae", "tau": settings["tau"]}
+                    vector = sas_vector(self.model, self.sae(layer), pairs, residuals=residuals,
+                                        **{"tau": self.cfg.tau, **sas})
                 else:
                     vector = dense_vector(self.model, pairs, layer=layer, residuals=residuals)
                 vector.save(file)
                 self._vectors[key] = vector
         return self._vectors[key]
 
-    def residuals(self, behaviour: str):
-        """The training pairs' residuals at every layer the run steers ``behaviour`` at, in one pass."""
-        key = ("residuals", behaviour)
+    def residuals(self, behaviour: str, n_pairs: int | None = None):
+        """The training pairs' residuals (the first ``n_pairs`` of them, or all) at every layer the run steers
+        ``behaviour`` at, in one pass."""
+        key = ("residuals", behaviour, n_pairs)
         if key not in self._data:
             from sas_lens.steering.extraction import collect_residuals
 
             layers = sorted({layer for _, b, layer, _, _ in plan_cells(self.cfg) if b == behaviour})
-            self._data[key] = collect_residuals(self.model, self.pairs(behaviour, "train"), layers)
+            pairs = self.pairs(behaviour, "train")
+            pairs = pairs.split(n_pairs)[0] if n_pairs is not None else pairs
+            self._data[key] = collect_residuals(self.model, pairs, layers,
+                                                read=self.cfg.sas.get("read", "mean"))
         return self._data[key]

@@ -12,7 +12,8 @@ from pathlib import Path
 from sas_lens.errors import DataError
 
 
-def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_run: int = 0) -> None:
+def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_run: int = 0,
+                  cost_budget: float = 1.5) -> None:
     """results.json, one CSV per kind, a summary table, and the figures as HTML fragments.
 
     Args:
@@ -20,6 +21,7 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
         out_dir: the results folder.
         wall_s: the run's wall time, recorded.
         n_run: how many cells this run measured, recorded.
+        cost_budget: the perplexity ratio of the matched-cost summary (:func:`matched_cost_table`).
 
     Example:
         >>> write_results(records, Path("eval_out"))  # doctest: +SKIP
@@ -35,6 +37,9 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
     summary = summary_table(records)
     if len(summary):
         summary.to_csv(out_dir / "summary.csv", index=False)
+    matched = matched_cost_table(records, budget=cost_budget)
+    if len(matched):
+        matched.to_csv(out_dir / "matched_cost.csv", index=False)
     topics = topic_table(records)
     if len(topics):
         topics.to_csv(out_dir / "topic_summary.csv", index=False)
@@ -77,6 +82,51 @@ def summary_table(records: list[dict]):
                 row[f"open_score({sign})"] = opened.get("behaviour_score")
                 row[f"answer_ppl({sign})"] = opened.get("answer_perplexity")
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def matched_cost_table(records: list[dict], *, budget: float = 1.5):
+    """Methods compared at matched cost: per behaviour, method and direction, the strongest A/B shift whose
+    held-out perplexity stays within ``budget`` × the unsteered one (main layer, λ with a capability cell).
+
+    λ means different things for SAS (code units) and dense vectors (residual units), so equal λ is not
+    equal cost; equal perplexity rise is.
+
+    Args:
+        records: the run's cells (``results.json``).
+        budget: the largest perplexity ratio allowed, e.g. 1.5.
+
+    Example:
+        >>> recs = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "dense", "lam": x, "mean": 0.5 + x / 10}
+        ...         for x in (-2.0, 0.0, 2.0)]
+        >>> recs += [{"kind": "capability", "behaviour": "b", "method": "dense", "lam": x, "perplexity": p}
+        ...          for x, p in ((-2.0, 12.0), (0.0, 10.0), (2.0, 20.0))]
+        >>> matched_cost_table(recs).to_dict("records")[0]["lam(+)"]   # +2 costs 2× the perplexity: over budget
+        0.0
+    """
+    import pandas as pd
+
+    ab = [r for r in records if r["kind"] == "ab"]
+    if not ab:
+        return pd.DataFrame()
+    main_layer = ab[0]["layer"]
+    p_at = {(r["behaviour"], r["method"], r["lam"]): r["mean"] for r in ab if r["layer"] == main_layer}
+    ppl_at = {(r["behaviour"], r["method"], r["lam"]): r["perplexity"] for r in records
+              if r["kind"] == "capability" and r.get("perplexity") is not None}
+    rows = []
+    for behaviour, method in dict.fromkeys((b, m) for b, m, _ in p_at):
+        base_ppl, base_p = ppl_at.get((behaviour, method, 0.0)), p_at.get((behaviour, method, 0.0))
+        if base_ppl is None or base_p is None:
+            continue
+        row = {"behaviour": behaviour, "method": method, "budget": budget, "p(0)": base_p, "ppl(0)": base_ppl}
+        for sign, label in ((1, "+"), (-1, "-")):
+            within = [(lam, p_at[(behaviour, method, lam)] - base_p, ppl)
+                      for (b, m, lam), ppl in ppl_at.items()
+                      if b == behaviour and m == method and sign * lam >= 0 and (b, m, lam) in p_at
+                      and ppl <= budget * base_ppl]
+            lam, shift, ppl = max(within, key=lambda t: sign * t[1])
+            row.update({f"lam({label})": lam, f"shift({label})": shift, f"ppl({label})": ppl})
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -147,6 +197,9 @@ def evaluation_figures(records: list[dict]) -> list:
                           xaxis_title="behaviour score (embedding)", yaxis_title="answer perplexity (unsteered model)",
                           **_LAYOUT)
         figures.append(fig)
+    matched = matched_cost_table(records, budget=cost_budget)
+    if len(matched):
+        matched.to_csv(out_dir / "matched_cost.csv", index=False)
     topics = topic_table(records)
     if len(topics):
         fig = go.Figure()
@@ -177,5 +230,5 @@ def evaluation_section(out_dir: str | Path):
         raise DataError(f"{out_dir} holds no results.json; run `sas-lens eval` first.")
     records = json.loads(results.read_text())["cells"]
     tables = [table.round(3).to_html(index=False, na_rep="–")
-              for table in (summary_table(records), topic_table(records)) if len(table)]
+              for table in (summary_table(records), matched_cost_table(records), topic_table(records)) if len(table)]
     return Section("Evaluation", "\n".join(tables), evaluation_figures(records))

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from sas_lens.evaluation.behaviour import ab_cell, mean_ci
 from sas_lens.evaluation.config import EvalConfig
-from sas_lens.evaluation.plan import plan_cells
+from sas_lens.evaluation.plan import base_method, plan_cells
 from sas_lens.evaluation.resources import EvalResources
 from sas_lens.evaluation.store import CellStore, cell_key
 
@@ -49,9 +49,9 @@ def _steering(res: EvalResources, behaviour: str, layer: int, method: str, lam: 
 
 
 def _run_ab(res: EvalResources, behaviour, layer, method, lam) -> dict:
-    vector = res.vector(behaviour, layer, method)
-    p = ab_cell(res.model, res.pairs(behaviour, "test"), method, vector, lam, behaviour=behaviour,
-                sae=res.sae(layer) if method == "sas" else None)
+    vector = res.vector(behaviour, layer, method)  # a sweep variant ("sas@tau=0.5") steers like its method
+    p = ab_cell(res.model, res.pairs(behaviour, "test"), base_method(method), vector, lam, behaviour=behaviour,
+                sae=res.sae(layer) if base_method(method) == "sas" else None)
     mean, low, high = mean_ci(p)
     return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(p)}
 
@@ -172,5 +172,6 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     records = [store.cells[cell_key(*c)] for c in cells]
     from sas_lens.evaluation.results import write_results
 
-    write_results(records, out_dir, wall_s=time.perf_counter() - started, n_run=len(pending))
+    write_results(records, out_dir, wall_s=time.perf_counter() - started, n_run=len(pending),
+                  cost_budget=cfg.cost_budget)
     return records

@@ -36,6 +36,7 @@ from sas_lens.steering.selection import (
     SELECTIONS,
     combine_sides,
     contrast_from_codes,
+    decompose_direction,
     side_statistics,
 )
 from sas_lens.steering.vectors import DenseVector, SASVector
@@ -100,9 +101,10 @@ def sas_vector(
     read: str = "mean",
     mean_over: str = "all",
     strict: bool = False,
-    selection: str = "paper",
-    top_k: int = 64,
+    selection: str = "contrast",
+    top_k: int = 16,
     rank_by: str = "mean",
+    gate: str | None = None,
     style: PromptStyle = PromptStyle(),
     batch_size: int = 8,
     name: str | None = None,
@@ -121,11 +123,15 @@ def sas_vector(
             (``"tokens"``) or each pair's token codes averaged (``"token_mean"``).
         mean_over: a kept latent's mean over ``"all"`` rows (default) or its ``"active"`` rows.
         strict: ``>`` τ instead of ``≥`` τ.
-        selection: ``"paper"`` (Algorithm 1 as written) or ``"contrast"``: the ``top_k`` latents whose
+        selection: ``"paper"`` (Algorithm 1 as written); ``"contrast"``: the ``top_k`` latents whose
             mean code (``rank_by="mean"``) or firing frequency (``"frequency"``) differs most between the
-            sides, valued ``mean⁺ − mean⁻`` (see :mod:`sas_lens.steering.selection`); τ and ``strict``
-            then only feed the diagnostics.
+            sides, valued ``mean⁺ − mean⁻``; or ``"decompose"``: the ``top_k`` latents whose decoder rows
+            best rebuild the dense difference (see :mod:`sas_lens.steering.selection`). τ and ``strict``
+            only feed the diagnostics of the last two.
         top_k, rank_by: the contrastive rule's settings.
+        gate: how steering applies the vector (:attr:`~sas_lens.steering.vectors.SASVector.gate`):
+            ``"sae"`` re-applies the SAE's σ to the shifted code (Algorithm 2), ``"none"`` decodes the
+            shift as is. Default: ``"sae"`` for ``selection="paper"`` (the paper exactly), else ``"none"``.
         style: base-model text or the tokenizer's chat template.
         name: recorded in the metadata (default: the pair set's name).
         residuals: reuse residuals already collected (e.g. for several SAEs or a dense vector).
@@ -148,16 +154,24 @@ def sas_vector(
     if selection == "paper":
         dense = sas_from_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
         diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
-    else:
+    elif selection == "contrast":
         dense = contrast_from_codes(*codes, top_k=top_k, rank_by=rank_by, mean_over=mean_over)
         diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense,
                                      rule=f"contrast ({rank_by}, top {top_k})")
         settings.update(selection="contrast", top_k=top_k, rank_by=rank_by)
+    else:
+        difference = residual_difference(residuals, layer)
+        dense = decompose_direction(difference.to(sae.device), sae.W_dec.detach(), top_k=top_k).cpu()
+        diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense,
+                                     rule=f"decompose (top {top_k})")
+        settings.update(selection="decompose", top_k=top_k)
     provenance = Provenance.for_hook(
         model, hook, name=name or pairs.name, sae=SAEIdentity.of(sae),
         extraction={**_extraction_metadata(pairs, residuals, style), **settings},
     )
-    return SASVector.from_dense(dense, provenance, diagnostics=diagnostics)
+    if gate is None:
+        gate = "sae" if selection == "paper" else "none"
+    return SASVector.from_dense(dense, provenance, diagnostics=diagnostics, gate=gate)
 
 
 def side_codes(sae, residuals: ContrastiveResiduals, layer: int, side: str) -> Float[Tensor, "rows d_sae"]:
@@ -207,15 +221,29 @@ def dense_vector(
     pairs = _pairs(pairs)
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
-    # Each row weighs the same: a pair (its mean over its read tokens), or with read="tokens" a token.
+    diff = residual_difference(residuals, layer)
+    provenance = Provenance.for_hook(model, f"blocks.{layer}.hook_resid_post", name=name or pairs.name,
+                                     extraction=_extraction_metadata(pairs, residuals, style))
+    return DenseVector(diff, provenance)
+
+
+def residual_difference(residuals: ContrastiveResiduals, layer: int) -> Float[Tensor, " d_model"]:
+    """``mean(A⁺) − mean(A⁻)`` at ``layer``, each row weighing the same: a pair, or with ``read="tokens"`` a token.
+
+    Args:
+        residuals: from :func:`~sas_lens.steering.extraction.collect_residuals`.
+        layer: the layer.
+
+    Example:
+        >>> r = ContrastiveResiduals({9: torch.ones(2, 3)}, {9: torch.zeros(2, 3)}, "mean")
+        >>> residual_difference(r, 9)
+        tensor([1., 1., 1.])
+    """
     if residuals.read == "tokens":
         positive, negative = (residuals.rows(layer, side)[0] for side in ("positive", "negative"))
     else:
         positive, negative = residuals.positive[layer], residuals.negative[layer]
-    diff = positive.mean(0) - negative.mean(0)
-    provenance = Provenance.for_hook(model, f"blocks.{layer}.hook_resid_post", name=name or pairs.name,
-                                     extraction=_extraction_metadata(pairs, residuals, style))
-    return DenseVector(diff, provenance)
+    return positive.float().mean(0) - negative.float().mean(0)
 
 
 def dense_vectors(model, pairs, layers: Sequence[int], **kwargs: Any) -> dict[int, DenseVector]:

@@ -15,7 +15,11 @@ SAS (Algorithm 2 of the paper), with the SAE's reconstruction error Δ kept:
     ã = â(σ(f(a) + Σᵢ λᵢvᵢ)) + Δ,   Δ = a − â(f(a))
       = a + (σ(f(a) + Σᵢ λᵢvᵢ) − f(a)) · W_dec
 
-so λ = 0 is exactly the unsteered model. Only latents in the union S of the vectors'
+so λ = 0 is exactly the unsteered model. ``gate="none"`` decodes the code shift
+without passing it through σ again, ``δ(a) = Σᵢ λᵢvᵢ · W_dec`` (scaled back per token for
+normalising SAEs): under JumpReLU a latent that is off stays off until ``λ·v`` clears its
+threshold θ, so the paper's form turns most of a mean-valued vector into nothing
+(:func:`~sas_lens.steering.diagnostics.gated_share` measures how much). Only latents in the union S of the vectors'
 supports can change, so the edit needs the encoder columns and decoder rows of S
 alone (``[tokens, d_model] x [d_model, |S|]`` products), plus, for TopK SAEs, the full
 encoding that decides which latents are active. σ is the SAE's own: JumpReLU keeps
@@ -40,6 +44,8 @@ from sas_lens.loading.saes import check_hook_exists, check_sae_fits, sae_hook_na
 from sas_lens.typing import Float, Tensor
 
 SUPPORTED_ARCHITECTURES = ("jumprelu", "standard", "topk", "batchtopk")
+# How the shifted code reaches the residual: through the SAE's own σ (Algorithm 2) or decoded as is.
+GATES = ("sae", "none")
 # Per-token input normalisations the edit undoes; the others SAELens applies at
 # run time are identities ("expected_average_only_in" and whitening are folded
 # into the weights when an SAE is loaded).
@@ -165,16 +171,18 @@ class SparseEdit:
     """SAS through one SAE: ``δ(a) = out_scale(a)·(σ(f(a)_S + shift) − f(a)_S)·W_dec[S]``.
 
     ``shift`` is ``Σ λᵢvᵢ`` as a dense ``[d_sae]`` tensor on the model's device; the slice
-    of the SAE it touches is taken once, in float32, on first use (after merging).
+    of the SAE it touches is taken once, in float32, on first use (after merging). With
+    ``gate="none"``, ``δ(a) = out_scale(a)·shift·W_dec``.
     """
 
     hook_name: str
     sae: object
     shift: Float[Tensor, " d_sae"]
+    gate: str = "sae"
 
     def merge(self, other: Edit) -> "SparseEdit | None":
-        if isinstance(other, SparseEdit) and other.sae is self.sae:
-            return SparseEdit(self.hook_name, self.sae, self.shift + other.shift)
+        if isinstance(other, SparseEdit) and other.sae is self.sae and other.gate == self.gate:
+            return SparseEdit(self.hook_name, self.sae, self.shift + other.shift, self.gate)
         return None
 
     @functools.cached_property
@@ -182,6 +190,8 @@ class SparseEdit:
         return _SparseSlice.build(self.sae, self.shift, self.shift.device)
 
     def delta(self, a: Tensor) -> Tensor:
+        if self.gate == "none":
+            return self._slice.decoded_shift(a)
         return self._slice.delta(a)
 
 
@@ -235,6 +245,11 @@ class _SparseSlice:
             std = centred.std(dim=-1, keepdim=True)
             return centred / (std + 1e-5), std
         return a, 1.0
+
+    def decoded_shift(self, a: Tensor) -> Tensor:
+        """The shift decoded as is, scaled back per token like the SAE's own output."""
+        _, out_scale = self.normalise(a)
+        return out_scale * (self.shift @ self.W_dec)
 
     def delta(self, a: Tensor) -> Tensor:
         x, out_scale = self.normalise(a)

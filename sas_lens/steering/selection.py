@@ -8,6 +8,10 @@ fires on both sides is dropped however unequally it fires.
 the mean code (``rank_by="mean"``) or the firing frequency (``rank_by="frequency"``) — with
 value ``mean⁺ − mean⁻``; nothing is dropped for firing on both sides.
 
+``"decompose"``: the ``top_k`` latents whose decoder rows best rebuild the dense (CAA) difference
+of the residuals, ``mean(A⁺) − mean(A⁻)``, chosen greedily and valued by least squares
+(orthogonal matching pursuit): the CAA vector written in the SAE's dictionary.
+
 Example:
     >>> pos = torch.tensor([[1.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
     >>> neg = torch.tensor([[1.0, 0.0, 3.0], [0.0, 0.0, 0.0]])
@@ -21,7 +25,7 @@ import torch
 
 from sas_lens.typing import Float, Tensor
 
-SELECTIONS = ("paper", "contrast")
+SELECTIONS = ("paper", "contrast", "decompose")
 RANK_BY = ("mean", "frequency")
 
 
@@ -94,3 +98,38 @@ def contrast_from_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[
     score = torch.where(difference != 0, score, torch.zeros_like(score))
     keep = score.topk(min(top_k, int((score > 0).sum()))).indices
     return torch.zeros_like(difference).index_copy_(0, keep, difference[keep])
+
+
+def decompose_direction(target: Float[Tensor, " d_model"], decoder: Float[Tensor, "d_sae d_model"], *,
+                        top_k: int = 64) -> Float[Tensor, " d_sae"]:
+    """``target`` as a combination of ``top_k`` decoder rows, by orthogonal matching pursuit.
+
+    Each step adds the row most aligned with what is left of ``target`` (``|⟨r, d_i⟩| / ‖d_i‖``) and
+    refits the values of all rows chosen so far by least squares.
+
+    Args:
+        target: the direction to rebuild, e.g. the mean residual difference of the pairs.
+        decoder: the SAE's ``W_dec``.
+        top_k: how many latents to use.
+
+    Example:
+        >>> decompose_direction(torch.tensor([3.0, 1.0]), torch.tensor([[1.0, 0.0], [0.0, 2.0]]), top_k=1)
+        tensor([3., 0.])
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}.")
+    target, decoder = target.float(), decoder.float()
+    norms = decoder.norm(dim=-1).clamp_min(1e-12)
+    chosen: list[int] = []
+    left = target
+    values = target.new_zeros(0)
+    for _ in range(min(top_k, decoder.shape[0], target.shape[0])):
+        alignment = (decoder @ left).abs() / norms
+        alignment[chosen] = -1.0
+        chosen.append(int(alignment.argmax()))
+        basis = decoder[chosen].T  # [d_model, chosen]
+        values = torch.linalg.lstsq(basis, target[:, None]).solution[:, 0]
+        left = target - basis @ values
+    out = torch.zeros(decoder.shape[0])
+    out[chosen] = values
+    return out

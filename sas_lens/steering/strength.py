@@ -53,6 +53,34 @@ def edit_norm(model, key, texts: list[str], *, sae=None, lam: float = 1.0) -> fl
     return float(total_delta(group, a)[read.to(a.device)].norm(dim=-1).mean())
 
 
+def normalised(model, vector, texts: list[str], *, norm: float, sae=None):
+    """``vector`` scaled so that its mean residual edit at λ = 1 on ``texts`` has L2 norm ``norm``.
+
+    CAA's normalisation (every behaviour's vector to one norm per layer), for any vector kind; for SAS
+    through the SAE's σ the edit is not linear in λ, so only λ = 1 is guaranteed to have that size.
+
+    Args:
+        model: a HookedTransformer.
+        vector: an SAS or dense vector (anything with ``* float``).
+        texts: reference texts.
+        norm: the mean edit norm wanted.
+        sae: the SAE(s) an SAS vector needs.
+
+    Raises:
+        ValueError: the vector makes no edit on ``texts`` (nothing to scale), or ``norm`` is not positive.
+
+    Example:
+        >>> unit = normalised(model, vec, ["The weather this weekend was"], norm=1.0, sae=sae)   # doctest: +SKIP
+    """
+    if not norm > 0 or not math.isfinite(norm):
+        raise ValueError(f"norm must be a positive number, got {norm}.")
+    size = edit_norm(model, vector, texts, sae=sae)
+    if size == 0:
+        raise ValueError(f"{getattr(vector, 'name', vector)!r} changes nothing on these texts at λ = 1 (its edit "
+                         "is gated off or empty), so it cannot be scaled to a norm.")
+    return vector * (norm / size)
+
+
 @torch.no_grad()
 def next_token_kl(model, steering: Mapping, texts: list[str], *, sae=None) -> float:
     """Mean KL(unsteered ‖ steered) of the next-token distributions over the tokens of ``texts``.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import torch
 
 from sas_lens.errors import IncompatibleSAEError
 from sas_lens.loading.saes import check_hook_exists
-from sas_lens.steering.edits import DenseEdit, SAESet, SparseEdit
+from sas_lens.steering.edits import GATES, DenseEdit, SAESet, SparseEdit
 from sas_lens.steering.provenance import Provenance, SAEIdentity
 from sas_lens.typing import Float, Indices, Tensor
 
@@ -78,6 +78,9 @@ class SASVector(_Provenanced):
         diagnostics: why each latent was kept or dropped
             (:class:`~sas_lens.steering.diagnostics.SelectionDiagnostics`), for a vector just built by
             :func:`~sas_lens.steering.build_vectors.sas_vector`; ``None`` after loading or arithmetic.
+        gate: how the shifted code reaches the residual: ``"sae"`` through the SAE's own σ
+            (Algorithm 2 of the paper), ``"none"`` decoded as is (``δ = λ·v·W_dec``); see
+            :mod:`sas_lens.steering.edits`.
     """
 
     indices: Indices
@@ -85,8 +88,11 @@ class SASVector(_Provenanced):
     d_sae: int
     provenance: Provenance | Mapping[str, Any] | None = None  # stored as a Provenance (see __post_init__)
     diagnostics: Any = field(default=None, repr=False)  # not saved: the codes it summarises are not kept
+    gate: str = "sae"
 
     def __post_init__(self) -> None:
+        if self.gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}.")
         if self.indices.shape != self.values.shape or self.indices.ndim != 1:
             raise ValueError("indices and values must be 1-D and of the same length.")
         if len(self.indices) and (int(self.indices.min()) < 0 or int(self.indices.max()) >= self.d_sae):
@@ -97,10 +103,10 @@ class SASVector(_Provenanced):
 
     @classmethod
     def from_dense(cls, dense: Float[Tensor, " d_sae"], provenance: Provenance | Mapping | None = None, *,
-                   diagnostics: Any = None) -> "SASVector":
+                   diagnostics: Any = None, gate: str = "sae") -> "SASVector":
         """The sparse form of a dense ``[d_sae]`` vector (its nonzero entries)."""
         indices = torch.nonzero(dense).squeeze(-1)
-        return cls(indices, dense[indices].float(), int(dense.shape[0]), provenance, diagnostics)
+        return cls(indices, dense[indices].float(), int(dense.shape[0]), provenance, diagnostics, gate)
 
     def dense(self) -> Float[Tensor, " d_sae"]:
         out = torch.zeros(self.d_sae)
@@ -115,14 +121,18 @@ class SASVector(_Provenanced):
         return self.provenance.sae or SAEIdentity(self.d_sae)
 
     def renamed(self, name: str) -> "SASVector":
-        return SASVector(self.indices, self.values, self.d_sae, self.provenance.replace(name=name))
+        return replace(self, provenance=self.provenance.replace(name=name))
+
+    def with_gate(self, gate: str) -> "SASVector":
+        """The same latents and values, applied through ``gate`` (``"sae"`` or ``"none"``)."""
+        return replace(self, gate=gate)
 
     def edit(self, model, strength: float, saes: SAESet) -> SparseEdit:
         """The :class:`~sas_lens.steering.edits.SparseEdit` adding ``strength·v`` to the code of its SAE."""
         check_vector_fits(self, model=model)
         hook = self._require_hook()
         sae = saes.find(f"The SAS vector {self.name!r}", hook, self.sae_identity, model)
-        return SparseEdit(hook, sae, (float(strength) * self.dense()).to(model.cfg.device))
+        return SparseEdit(hook, sae, (float(strength) * self.dense()).to(model.cfg.device), self.gate)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -133,8 +143,12 @@ class SASVector(_Provenanced):
             return NotImplemented
         if not self.sae_identity.same_sae_as(other.sae_identity):
             raise IncompatibleSAEError("These SAS vectors were built on different SAEs and cannot be combined.")
+        if self.gate != other.gate:
+            raise ValueError(f"These SAS vectors are applied differently (gate {self.gate!r} and {other.gate!r}); "
+                             "make them agree with .with_gate() first.")
         name = f"{self.name} {'+' if sign > 0 else '-'} {other.name}"
-        return SASVector.from_dense(self.dense() + sign * other.dense(), self.provenance.replace(name=name))
+        return SASVector.from_dense(self.dense() + sign * other.dense(), self.provenance.replace(name=name),
+                                    gate=self.gate)
 
     def __add__(self, other):
         return self._combine(other, 1.0)
@@ -145,7 +159,7 @@ class SASVector(_Provenanced):
     def __mul__(self, scale: int | float) -> "SASVector":
         if not isinstance(scale, (int, float)):
             return NotImplemented
-        return SASVector(self.indices, self.values * float(scale), self.d_sae, self.provenance)
+        return replace(self, values=self.values * float(scale), diagnostics=None)
 
     __rmul__ = __mul__
 
@@ -155,7 +169,7 @@ class SASVector(_Provenanced):
     def save(self, path: str | Path) -> Path:
         """Write the vector and its provenance to one ``.safetensors`` file."""
         return _save(path, {"indices": self.indices, "values": self.values},
-                     {"kind": "sas", "d_sae": self.d_sae, **self.metadata})
+                     {"kind": "sas", "d_sae": self.d_sae, "gate": self.gate, **self.metadata})
 
     def _repr_html_(self) -> str:
         order = self.values.abs().argsort(descending=True)[:10]
@@ -293,8 +307,8 @@ def load_vector(path: str | Path, *, model=None, sae=None) -> SASVector | DenseV
     kind = header.pop("kind")
     vector: SASVector | DenseVector
     if kind == "sas":
-        d_sae = header.pop("d_sae")
-        vector = SASVector(tensors["indices"], tensors["values"], d_sae, header)
+        d_sae, gate = header.pop("d_sae"), header.pop("gate", "sae")  # files before the gate existed: "sae"
+        vector = SASVector(tensors["indices"], tensors["values"], d_sae, header, gate=gate)
     else:
         vector = DenseVector(tensors["vector"], header)
     check_vector_fits(vector, model=model, sae=sae)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def sentiment(gemma):
     sae = sl.load_sae(model=gemma)
     pairs = sl.load_pairs("demo:sentiment")
-    return sae, sl.sas_vector(gemma, sae, pairs, tau=0.7), sl.dense_vector(gemma, pairs, layer=9)
+    return sae, sl.sas_vector(gemma, sae, pairs, tau=0.7, selection="paper"), sl.dense_vector(gemma, pairs, layer=9)
 
 
 @torch.no_grad()

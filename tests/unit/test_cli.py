@@ -2,6 +2,8 @@
 
 import pytest
 
+import sas_lens as sl
+
 from sas_lens import cli
 from sas_lens.loading import models
 from tests.helpers import tiny_model
@@ -63,6 +65,12 @@ def test_extract_then_steer(tmp_path, capsys, monkeypatch, tiny_default):
                      "--prompt", "the movie", "--strength", "3", "--max-new-tokens", "3"])
     out = capsys.readouterr().out
     assert code == 0 and "unsteered:" in out and "steered (p x 3, p x 3)" in out
+    assert cli.main(["extract", str(pairs), "--out", str(tmp_path / "c"), "--selection", "contrast", "--top-k", "2"]) == 0
+    vec = sl.load_vector(tmp_path / "c.safetensors")
+    assert len(vec) == 2 and vec.gate == "none" and vec.metadata["extraction"]["selection"] == "contrast"
+    assert cli.main(["extract", str(pairs), "--out", str(tmp_path / "g"), "--selection", "paper", "--tau", "0.5",
+                     "--gate", "none"]) == 0
+    assert sl.load_vector(tmp_path / "g.safetensors").gate == "none"
 
 
 @pytest.fixture

@@ -8,13 +8,15 @@ from tests.helpers import random_sae, tiny_model
 def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkeypatch, capsys):
     model = tiny_model()
     saes = {"16k": random_sae("jumprelu", d_sae=48), "4k": random_sae("jumprelu", d_sae=24, seed=1)}
-    monkeypatch.setattr(sl, "load_model", lambda *a, **k: model)
-    monkeypatch.setattr(sl, "load_sae", lambda name=None, **k: saes[name or "16k"])
-    monkeypatch.setattr(sl, "shipped_saes", lambda: {"16k": None, "4k": None})
+    # The demo imports from the modules, not the package root: patch them there (else it converts the real model).
+    monkeypatch.setattr("sas_lens.loading.models.load_model", lambda *a, **k: model)
+    monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **k: saes[name or "16k"])
+    monkeypatch.setattr("sas_lens.loading.saes.shipped_saes", lambda: {"16k": None, "4k": None})
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     timings = demo.run_demo(out_dir=tmp_path / "out", max_new_tokens=2, index_tokens=2000)
     out = capsys.readouterr().out
+    assert f"{model.cfg.n_layers} layers, d_model={model.cfg.d_model}" in out  # the tiny model, not the real one
     written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
     assert written == {"out", "cache"}  # nothing outside the named folder (and the cache)
     assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "continuations.txt").exists()
@@ -24,7 +26,9 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     assert "overlap between SAS vectors" in out
     assert "λ sweep on the 12 held-out items of demo:caution" in out
     assert "[topic 'medicine', amplify" in out
-    assert "[sentiment SAS λ=4 + topic 'medicine' strength 12, composed]" in out
+    assert "+ topic 'medicine' strength 12, composed]" in out and "[sentiment SAS λ=" in out
+    assert "VADER sentiment:" in out and "similarity to food texts:" in out  # judges beside the continuations
+    assert "steering at matched cost" in out
     page = (tmp_path / "out" / "report.html").read_text()
     assert "λ sweep: demo:caution, held-out items" in page and "Topic alignments" in page
     caution = sl.load_vector(tmp_path / "out" / "vectors" / "caution.dense.safetensors")

@@ -54,7 +54,7 @@ def test_the_figure_draws_every_status_and_the_tau_lines():
 
 def test_a_built_vector_carries_its_diagnostics(model):
     sae = random_sae("jumprelu")
-    vec = sas_vector(model, sae, PAIRS, tau=0.5)
+    vec = sas_vector(model, sae, PAIRS, tau=0.5, selection="paper")
     kept = vec.diagnostics.table[vec.diagnostics.table["status"].str.startswith("kept")]
     assert sorted(kept.index) == vec.indices.tolist()
     torch.testing.assert_close(torch.tensor(kept.sort_index()["value"].tolist()), vec.values)

@@ -221,6 +221,49 @@ def test_the_summary_reads_the_shift_at_each_cost_lambda():
     assert summary_table(ab_cells).iloc[0]["k"] == 4.0  # no costs: the grid's largest λ
 
 
+def test_the_matched_cost_summary_takes_the_strongest_shift_within_the_perplexity_budget():
+    from sas_lens.evaluation.results import matched_cost_table
+
+    p = {-8.0: 0.1, -4.0: 0.3, 0.0: 0.5, 4.0: 0.6, 8.0: 0.9}
+    ppl = {-8.0: 14.0, -4.0: 11.0, 0.0: 10.0, 4.0: 12.0, 8.0: 16.0}
+    cells = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "sas", "lam": lam, "mean": m} for lam, m in p.items()]
+    cells += [{"kind": "capability", "behaviour": "b", "layer": 9, "method": "sas", "lam": lam, "perplexity": x}
+              for lam, x in ppl.items()]
+    row = matched_cost_table(cells, budget=1.5).iloc[0]
+    assert (row["lam(+)"], row["lam(-)"]) == (4.0, -8.0)  # +8 costs 1.6×: over budget; −8 costs 1.4×
+    assert row["shift(+)"] == pytest.approx(0.1) and row["shift(-)"] == pytest.approx(-0.4)
+    assert matched_cost_table(cells, budget=1.7).iloc[0]["lam(+)"] == 8.0
+
+
+def test_sas_settings_reach_the_vectors_the_harness_builds(model, caa_dir, tmp_path, tiny_resources):
+    cfg = config(caa_dir, sas={"selection": "contrast", "top_k": 3})
+    resources = EvalResources(cfg, tmp_path, model=model)
+    vector = resources.vector("tiny", 1, "sas")
+    assert len(vector) == 3 and vector.metadata["extraction"]["selection"] == "contrast"
+    with pytest.raises(ValueError, match="Unknown sas settings"):
+        EvalConfig(behaviours=("tiny",), data_dir="x", sas={"topk": 3})
+
+
+def test_tau_and_data_size_sweeps_plan_their_cells_and_build_their_vectors(model, caa_dir, tmp_path,
+                                                                           tiny_resources):
+    cfg = config(caa_dir, tau_sweep=(0.3,), data_sizes=(3,), sas={"selection": "contrast", "top_k": 2})
+    cells = plan_cells(cfg)
+    assert {c[3] for c in cells if "@" in c[3]} == {"sas@tau=0.3", "sas@n=3", "dense@n=3"}
+    assert all(c[0] == "ab" and c[2] == 1 for c in cells if "@" in c[3])  # A/B at the main layer only
+    resources = EvalResources(cfg, tmp_path, model=model)
+    paper = resources.vector("tiny", 1, "sas@tau=0.3")
+    extraction = paper.metadata["extraction"]
+    assert paper.gate == "sae" and "selection" not in extraction and extraction["tau"] == 0.3  # Algorithm 1
+    few = resources.vector("tiny", 1, "sas@n=3")
+    assert few.metadata["extraction"]["pairs"]["n"] == 3 and len(few) == 2  # the config's rule, 3 pairs
+    dense = resources.vector("tiny", 1, "dense@n=3")
+    train = resources.pairs("tiny", "train")
+    expected = sl.dense_vector(model, train.split(3)[0], layer=1)
+    torch.testing.assert_close(dense.vector, expected.vector)
+    with pytest.raises(DataError, match="data_sizes asks for 999 pairs"):
+        EvalResources(config(caa_dir, data_sizes=(999,)), tmp_path / "x", model=model).vector("tiny", 1, "dense@n=999")
+
+
 def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_path, monkeypatch):
     sae, asked = random_sae("jumprelu"), []
     monkeypatch.setattr("sas_lens.loading.models.load_model", lambda name=None, **kw: asked.append((name, kw)) or model)

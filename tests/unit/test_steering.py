@@ -106,6 +106,49 @@ def test_steering_through_an_sae_that_normalises_its_input(model, architecture, 
     assert not torch.allclose(steered, clean, atol=1e-3)
 
 
+def literal_ungated_edit(sae, a, shift):
+    """``gate="none"`` as written: â(f(a) + Σλv) + Δ, the shifted code decoded without σ."""
+    codes = sae.encode(a)
+    reconstruction = sae.decode(codes)
+    sae.encode(a)
+    return sae.decode(codes + shift) + (a - reconstruction)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("normalisation", ["none", "constant_norm_rescale", "layer_norm"])
+def test_ungated_steering_is_the_shift_decoded_without_sigma(model, architecture, normalisation):
+    sae = random_sae(architecture, normalize_activations=normalisation)
+    vec = vector_for(sae).with_gate("none")
+    expected = model(literal_ungated_edit(sae, residual(model), -3.0 * vec.dense()), start_at_layer=2)
+    with steer(model, {vec: -3.0}, sae=sae):
+        steered = model(TOKENS)
+    torch.testing.assert_close(steered, expected, atol=1e-4, rtol=1e-4)  # float32 matmuls of different shapes
+    assert not torch.allclose(steered, model(TOKENS), atol=1e-3)
+
+
+def test_the_gate_decides_whether_suppressing_silent_latents_does_anything(model):
+    """σ cancels lowering a latent that is off (Algorithm 2: bit-identical); without it, the edit is −3·v·W_dec."""
+    sae = random_sae("jumprelu")
+    vec = silent_vector(sae, model)
+    clean = model(TOKENS)
+    with steer(model, {vec: -3.0}, sae=sae):
+        assert torch.equal(model(TOKENS), clean)
+    moved = residual(model) - 3.0 * vec.values @ sae.W_dec[vec.indices]
+    with steer(model, {vec.with_gate("none"): -3.0}, sae=sae):
+        torch.testing.assert_close(model(TOKENS), model(moved, start_at_layer=2), atol=1e-4, rtol=1e-4)
+
+
+def test_vectors_with_different_gates_add_their_own_edits_at_one_hook(model):
+    sae = random_sae("jumprelu")
+    gated, ungated = vector_for(sae, 0), vector_for(sae, 1).with_gate("none")
+    a = residual(model)
+    both = literal_edit(sae, a, 2.0 * gated.dense()) + (literal_ungated_edit(sae, a, 1.5 * ungated.dense()) - a)
+    with steer(model, {gated: 2.0, ungated: 1.5}, sae=sae):
+        torch.testing.assert_close(model(TOKENS), model(both, start_at_layer=2), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="with_gate"):
+        gated + ungated
+
+
 def test_sas_and_dense_mix_at_one_hook(model):
     sae = random_sae("jumprelu")
     vec = vector_for(sae)

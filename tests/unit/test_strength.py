@@ -52,3 +52,16 @@ def test_the_matched_cost_search_reaches_the_target(model):
     assert next_token_kl(model, {dense: lam}, TEXTS) == pytest.approx(target, rel=0.05)
     with pytest.raises(ValueError, match="below the target"):
         strength_for_kl(model, dense, 50.0, TEXTS, high=0.01)
+
+
+def test_normalised_vectors_make_edits_of_the_asked_norm(model):
+    from sas_lens.steering.strength import normalised
+
+    dense = dense_vector_for_tests()
+    assert float(normalised(model, dense, TEXTS, norm=3.0).vector.norm()) == pytest.approx(3.0, rel=1e-5)
+    sae = random_sae("jumprelu")
+    ungated = vector_for(sae).with_gate("none")  # linear in λ: its λ = 1 edit is exactly the asked size
+    assert edit_norm(model, normalised(model, ungated, TEXTS, norm=2.0, sae=sae), TEXTS, sae=sae) == pytest.approx(
+        2.0, rel=1e-4)
+    with pytest.raises(ValueError, match="positive"):
+        normalised(model, dense, TEXTS, norm=float("nan"))

@@ -65,7 +65,7 @@ def test_hand_checked_example():
 
 def test_sas_vector_encodes_the_collected_residuals(model):
     sae = random_sae("jumprelu")
-    vec = sas_vector(model, sae, PAIRS, tau=0.5)
+    vec = sas_vector(model, sae, PAIRS, tau=0.5, selection="paper")
     residuals = collect_residuals(model, PAIRS, 1, progress=False)
     expected = sas_from_codes(sae.encode(residuals.positive[1]), sae.encode(residuals.negative[1]), tau=0.5)
     torch.testing.assert_close(vec.dense(), expected)
@@ -88,6 +88,7 @@ def test_save_load_round_trip_and_refusals(tmp_path, model):
     path = vec.save(tmp_path / "v")
     loaded = load_vector(path, model=model, sae=sae)
     assert torch.equal(loaded.dense(), vec.dense()) and loaded.metadata == vec.metadata
+    assert loaded.gate == vec.gate == "none" and load_vector(vec.with_gate("sae").save(tmp_path / "u")).gate == "sae"
     with pytest.raises(IncompatibleSAEError, match="built on another SAE"):
         load_vector(path, sae=random_sae("topk", seed=1))
     dense = dense_vector(model, PAIRS, layer=1)
@@ -165,7 +166,7 @@ def test_files_written_before_typed_provenance_still_load(tmp_path):
               metadata={"format": "sas_lens.vector/1", "sas_lens": json.dumps(header)})
     vec = load_vector(tmp_path / "old.safetensors")
     assert vec.name == "old" and vec.layer == 1 and vec.provenance.sae.fingerprint == "0123456789abcdef"
-    assert vec.provenance.extraction["tau"] == 0.7
+    assert vec.provenance.extraction["tau"] == 0.7 and vec.gate == "sae"  # the only form there was
     assert vec.metadata == {k: v for k, v in header.items() if k not in ("kind", "d_sae")}  # written back the same
 
 
@@ -181,7 +182,7 @@ def test_token_read_modes_equal_algorithm_1_on_token_codes(model, read):
         codes = [torch.stack([c[owner == p].mean(0) for p in range(len(PAIRS))])
                  for c, owner in zip(codes, (positive_pair, negative_pair))]
     expected = literal_algorithm_1(*codes, 0.5, "all", False)
-    vec = sas_vector(model, sae, PAIRS, tau=0.5, read=read)
+    vec = sas_vector(model, sae, PAIRS, tau=0.5, read=read, selection="paper")
     assert len(vec) > 0 and vec.metadata["extraction"]["read"] == f"{read} over completion"
     torch.testing.assert_close(vec.dense(), expected, atol=1e-4, rtol=1e-4)  # batched residuals: float32
 
@@ -242,6 +243,33 @@ def test_contrast_keeps_latents_that_fire_on_both_sides(model):
     sae = random_sae("jumprelu")
     vec = sas_vector(model, sae, PAIRS, selection="contrast", top_k=5)
     assert len(vec) == 5 and vec.metadata["extraction"]["selection"] == "contrast"
+    assert vec.gate == "none" and sas_vector(model, sae, PAIRS, selection="paper").gate == "sae"  # the paper: Algorithm 2
     assert "chosen by the contrast (mean, top 5) rule" in vec.diagnostics.summary()
     with pytest.raises(ValueError, match="selection must be one of"):
         sas_vector(model, sae, PAIRS, selection="best")
+
+
+def test_decompose_recovers_a_direction_built_from_a_few_decoder_rows():
+    """A sum of 3 rows of an incoherent dictionary is rebuilt from exactly those rows and values."""
+    from sas_lens.steering.selection import decompose_direction
+
+    decoder = torch.randn(40, 64, generator=torch.Generator().manual_seed(0))
+    target = 2.0 * decoder[3] - 1.5 * decoder[17] + 0.5 * decoder[29]
+    values = decompose_direction(target, decoder, top_k=3)
+    assert torch.nonzero(values).squeeze(-1).tolist() == [3, 17, 29]
+    torch.testing.assert_close(values[[3, 17, 29]], torch.tensor([2.0, -1.5, 0.5]), atol=1e-4, rtol=0)  # lstsq
+    # The greedy refit matters: with rows 0 and 1 at 60°, projecting alone would value row 0 at 1.5, not 1.
+    skew = torch.tensor([[1.0, 0.0], [0.5, 3 ** 0.5 / 2]])
+    torch.testing.assert_close(decompose_direction(skew[0] + skew[1], skew, top_k=2), torch.tensor([1.0, 1.0]))
+
+
+def test_decompose_selection_rebuilds_the_dense_difference(model):
+    sae = random_sae("jumprelu")
+    vec = sas_vector(model, sae, PAIRS, selection="decompose", top_k=8)
+    dense = dense_vector(model, PAIRS, layer=1)
+    rebuilt = vec.values @ sae.W_dec.detach()[vec.indices]
+    assert len(vec) == 8 and vec.gate == "none" and vec.metadata["extraction"]["selection"] == "decompose"
+    # Least squares on 8 of 48 rows in 16 dimensions: closer to the target than any single row could get.
+    best_single = max(float(torch.nn.functional.cosine_similarity(row, dense.vector, dim=0).abs())
+                      for row in sae.W_dec)
+    assert float(torch.nn.functional.cosine_similarity(rebuilt, dense.vector, dim=0)) > best_single
