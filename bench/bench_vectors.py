@@ -140,12 +140,12 @@ def variants(sl, model, sae, pairs, residuals, names):
 
 
 # ---------------------------------------------------------------- measuring
-def measure(model, sae, judge, steering: dict, max_new_tokens: int, prompts=None) -> dict:
+def measure(model, sae, judge, steering: dict, max_new_tokens: int, prompts=None, positions: str = "all") -> dict:
     from sas_lens.steering.fluency import fluency
     from sas_lens.steering.generation import generate
 
     texts = generate(model, prompts or NEUTRAL_PROMPTS, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
-                     backend="hf", batch_size=len(NEUTRAL_PROMPTS))
+                     backend="hf", batch_size=len(NEUTRAL_PROMPTS), positions=positions)
     return {"judge": judge(texts), **fluency(model, NEUTRAL_PROMPTS, texts), "example": texts[0]}
 
 
@@ -160,7 +160,7 @@ def sweep(model, sae, judge, vector, sign: int, base: dict, args) -> list[dict]:
     rows = []
     for multiple in range(1, args.max_multiple + 1):
         row = {"sign": sign, "multiple": multiple, "lam": unit * multiple,
-               **measure(model, sae, judge, {vector: unit * multiple}, args.max_new_tokens)}
+               **measure(model, sae, judge, {vector: unit * multiple}, args.max_new_tokens, positions=args.positions)}
         row["shift"] = row["judge"] - base["judge"]
         rows.append(row)
         print("   ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
@@ -182,6 +182,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.5, help="perplexity budget, × unsteered")
     parser.add_argument("--max-multiple", type=int, default=4)
     parser.add_argument("--variants", nargs="+", default=None)
+    parser.add_argument("--positions", default="all", choices=["all", "generated", "prompt"],
+                        help="where steering acts during generation (the λ unit is still the KL on every prompt token)")
+    parser.add_argument("--skip-prompting", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
@@ -199,9 +202,9 @@ def main() -> None:
     vectors = variants(sl, model, sae, pairs, residuals, args.variants or VARIANTS)
     base = measure(model, sae, judge, {}, args.max_new_tokens)
     print("unsteered", base, flush=True)
-    result = {"behaviour": args.behaviour, "pairs": len(pairs), "prompts": len(NEUTRAL_PROMPTS),
+    result = {"behaviour": args.behaviour, "positions": args.positions, "pairs": len(pairs), "prompts": len(NEUTRAL_PROMPTS),
               "budget": args.budget, "unsteered": base, "vectors": {}}
-    for sign, prefix in prefixes.items():
+    for sign, prefix in ({} if args.skip_prompting else prefixes).items():
         row = measure(model, sae, judge, {}, args.max_new_tokens, prompts=[prefix + p for p in NEUTRAL_PROMPTS])
         row["shift"] = row["judge"] - base["judge"]
         result["vectors"].setdefault("prompting", {"size": None, "rows": []})["rows"].append({"sign": sign, **row})

@@ -39,6 +39,7 @@ _EXPORTS = {
     "steering_hooks": "sas_lens.steering.engine",
     "generate": "sas_lens.steering.generation",
     "ab_probabilities": "sas_lens.steering.scoring",
+    "strength_for_kl": "sas_lens.steering.strength",
     "top_latents": "sas_lens.analysis.attribution",
     "trace_latents": "sas_lens.analysis.attribution",
     "latent_index": "sas_lens.analysis.latent_index",
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
     from sas_lens.steering.engine import steer, steering_hooks
     from sas_lens.steering.generation import generate
     from sas_lens.steering.scoring import ab_probabilities
+    from sas_lens.steering.strength import strength_for_kl
     from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
     from sas_lens.topic.alignment import demo_topic_texts, topic_scores
 

@@ -26,22 +26,38 @@ pairs = sl.load_pairs("demo:sentiment")
 print(len(pairs), pairs[0])
 
 # %% [markdown]
-# Algorithm 1: encode both sides' residuals, keep the latents active on at least τ of a side's rows,
-# average them, drop latents the two sides share, subtract. The dense (CAA) vector, the difference of mean
-# residuals, is built on the same residuals as the baseline.
+# Both sides' residuals are encoded by the SAE. By default `sas_vector` keeps the 16 latents whose mean code
+# differs most between the sides (`selection="contrast"`) and steering decodes the code shift it adds
+# (`gate="none"`). The paper's Algorithms 1 and 2 exactly are one keyword away, `selection="paper"`: keep
+# the latents active on at least τ of a side's rows, drop the ones both sides keep, subtract, and pass the
+# shifted code through the SAE's own σ. On this SAE and these pairs the paper's rule keeps almost nothing;
+# its diagnostics say why. The dense (CAA) vector, the difference of mean residuals, is the baseline.
 
 # %%
-vec = sl.sas_vector(model, sae, pairs, tau=0.7)
+vec = sl.sas_vector(model, sae, pairs)
+paper = sl.sas_vector(model, sae, pairs, selection="paper", tau=0.7)
 dense = sl.dense_vector(model, pairs, layer=vec.layer)
-print(vec)
+print(vec, "|", paper)
+print(paper.diagnostics.summary())
 print({int(i): round(float(v), 2) for i, v in zip(vec.indices, vec.values)})
 print(f"dense norm {float(dense.vector.norm()):.1f}")
 
 # %% [markdown]
+# λ means SAE-code units for an SAS vector and residual units for a dense one, so equal λ is not equal
+# effect. `sl.strength_for_kl` finds, for each vector, the λ that moves the next-token distribution on
+# reference text by a given mean KL divergence: steering at those λ compares the methods at matched cost.
+
+# %%
+reference = ["Honestly, I found the whole experience", "I thought the film was", "After work I usually"]
+unit = {kind: sl.strength_for_kl(model, vector, 0.1, reference, sae=sae) for kind, vector in
+        (("sas", vec), ("dense", dense))}
+print({kind: round(lam, 2) for kind, lam in unit.items()})
+
+# %% [markdown]
 # `sl.steer` attaches the hooks for a `with` block and removes them on exit, even after an error.
 # A measured effect: the next-token logit margin of " wonderful" over " terrible" after a neutral prompt,
-# at λ = −4, 0 and +4, for both vectors. (At λ = 0 the SAE's error Δ is added back, so the model is the
-# unsteered one, exactly.)
+# at −1, 0 and +1 times each vector's λ at KL 0.1. (At λ = 0 the SAE's error Δ is added back, so the model
+# is the unsteered one, exactly.)
 
 # %%
 tokens = model.to_tokens("Honestly, I found the whole experience")
@@ -54,13 +70,13 @@ def margin(steering):
     return float(logits[good] - logits[bad])
 
 
-margins = {(kind, lam): margin({vector: lam} if lam else {})
-           for kind, vector in (("sas", vec), ("dense", dense)) for lam in (-4.0, 0.0, 4.0)}
+margins = {(kind, m): margin({vector: m * unit[kind]} if m else {})
+           for kind, vector in (("sas", vec), ("dense", dense)) for m in (-1.0, 0.0, 1.0)}
 print({key: round(value, 2) for key, value in margins.items()})
 
 # %%
 for kind in ("sas", "dense"):  # each vector moves the margin its way, on both sides of the unsteered model
-    assert margins[kind, -4.0] < margins[kind, 0.0] < margins[kind, 4.0], kind
+    assert margins[kind, -1.0] < margins[kind, 0.0] < margins[kind, 1.0], kind
 
 # %% [markdown]
 # Generation: batched, left-padded, with the KV cache; `backend="hf"` runs the same hooks on the
@@ -68,12 +84,12 @@ for kind in ("sas", "dense"):  # each vector moves the margin its way, on both s
 
 # %%
 prompts = ["I thought the film was", "After work I usually"]
-for steering in ({}, {vec: 6.0}, {dense: 6.0}):
+for steering in ({}, {vec: 2 * unit["sas"]}, {dense: 2 * unit["dense"]}):
     label = "unsteered" if not steering else type(next(iter(steering))).__name__
     print(label, sl.generate(model, prompts, steering=steering, sae=sae, max_new_tokens=16, backend="hf"))
 
 # %% [markdown]
-# Vectors save with their provenance (model, hook, SAE fingerprint, pairs, τ) and refuse to load onto
+# Vectors save with their provenance (model, hook, SAE fingerprint, pairs, selection) and refuse to load onto
 # another SAE.
 
 # %%

@@ -49,7 +49,7 @@ print(sae.cfg.metadata.hook_name, sae.cfg.d_sae)
 from sas_lens.steering.extraction import collect_residuals
 
 residuals = collect_residuals(model, train, LAYER)
-vec = sl.sas_vector(model, sae, train, tau=0.7, residuals=residuals)
+vec = sl.sas_vector(model, sae, train, selection="paper", tau=0.7, residuals=residuals)  # the paper exactly
 dense = sl.dense_vector(model, train, layer=LAYER, residuals=residuals)
 print(vec, f"dense norm {float(dense.vector.norm()):.2f}")
 

@@ -137,7 +137,8 @@ def gated_share(model, sae, vector, lams, texts: list[str], *, by: str = "count"
     off switches on only where ``λ·v`` exceeds its threshold θ, and lowering a latent that is
     off changes nothing. ``by="count"``: the share of (token, support latent) edits that are
     exactly 0; ``by="norm"``: ``1 − ‖δ‖ / ‖λ·v·W_dec‖`` averaged over tokens, the share of the
-    vector's decoded size that does not reach the residual.
+    vector's decoded size that does not reach the residual. A vector applied with ``gate="none"``
+    bypasses σ: nothing of it is gated off.
 
     Args:
         model: the HookedTransformer ``sae`` reads.
@@ -162,6 +163,8 @@ def gated_share(model, sae, vector, lams, texts: list[str], *, by: str = "count"
     threshold = sae.threshold.detach().float().cpu()[vector.indices] if sae.cfg.architecture() == "jumprelu" else 0.0
     if by not in ("count", "norm"):
         raise ValueError(f"by must be 'count' or 'norm', got {by!r}.")
+    if getattr(vector, "gate", "sae") == "none":
+        return {float(lam): 0.0 for lam in lams}
     decoder = sae.W_dec.detach().float().cpu()[vector.indices]
     shares = {}
     for lam in lams:

@@ -88,3 +88,4 @@ def test_gated_share_counts_edits_that_sigma_cancels(model):
     by_norm = gated_share(model, sae, vec, [-5.0, 100.0], texts, by="norm")
     assert by_norm[-5.0] == 1.0  # nothing of the decoded vector reaches the residual
     assert by_norm[100.0] == pytest.approx(0.0, abs=1e-6)  # all of it does: σ(0 + λv) = λv
+    assert gated_share(model, sae, vec.with_gate("none"), [-5.0], texts) == {-5.0: 0.0}  # σ is bypassed
