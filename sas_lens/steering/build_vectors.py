@@ -1,6 +1,11 @@
-"""Building steering vectors from contrastive pairs: SAS (Algorithm 1 of the paper) and dense CAA.
+"""Building steering vectors from contrastive pairs: SAS (Algorithm 1 of the paper and other rules) and dense CAA.
 
-SAS (``sas_vector``), for N positive and N negative examples:
+SAS (``sas_vector``) encodes both sides' residuals with the SAE and chooses latents. By default
+(``selection="contrast"``) it keeps the 16 latents whose mean code differs most between the
+sides, applied without the SAE's σ (``gate="none"``): on the embedded default the paper's rule
+keeps 0–5 latents and moves nothing, and this rule moves an independent sentiment judge about as
+far as dense CAA at the same KL (README, "SAS on the default"). ``selection="paper"`` is the
+paper exactly, for N positive and N negative examples:
 
 1. residuals ``A⁺, A⁻`` at the read positions (:mod:`sas_lens.steering.extraction`);
 2. SAE codes ``S⁺ = f(A⁺)``, ``S⁻ = f(A⁻)``;
@@ -16,7 +21,8 @@ over all rows or only its active ones (``mean_over``), and ``≥`` or ``>`` τ
 same residuals.
 
 Example:
-    >>> vec = sas_vector(model, sae, sl.load_pairs("demo:sentiment"), tau=0.7)  # doctest: +SKIP
+    >>> vec = sas_vector(model, sae, sl.load_pairs("demo:sentiment"))                     # doctest: +SKIP
+    >>> paper = sas_vector(model, sae, sl.load_pairs("demo:sentiment"), selection="paper")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from sas_lens.loading.pairs import PairSet, load_pairs
 from sas_lens.loading.prompts import PromptStyle
 from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_hook_name
 from sas_lens.steering.diagnostics import diagnose_codes
+from sas_lens.steering.edits import GATES
 from sas_lens.steering.extraction import ContrastiveResiduals, collect_residuals
 from sas_lens.steering.provenance import Provenance, SAEIdentity
 from sas_lens.steering.selection import (
@@ -137,10 +144,13 @@ def sas_vector(
         residuals: reuse residuals already collected (e.g. for several SAEs or a dense vector).
 
     Example:
-        >>> vec = sl.sas_vector(model, sae, "demo:sentiment", tau=0.7)   # doctest: +SKIP
+        >>> vec = sl.sas_vector(model, sae, "demo:sentiment")                              # doctest: +SKIP
+        >>> paper = sl.sas_vector(model, sae, "demo:sentiment", selection="paper", tau=0.7)  # doctest: +SKIP
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+    if gate not in (None, *GATES):
+        raise ValueError(f"gate must be one of {GATES} (or None: the selection's own), got {gate!r}.")
     check_sae_fits(sae, model)
     pairs = _pairs(pairs)
     hook = sae_hook_name(sae)

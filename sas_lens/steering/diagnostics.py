@@ -112,7 +112,9 @@ def diagnose_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[Tenso
 
     freq_pos, kept_pos, mean_pos = side_statistics(positive.float(), tau, mean_over=mean_over, strict=strict)
     freq_neg, kept_neg, mean_neg = side_statistics(negative.float(), tau, mean_over=mean_over, strict=strict)
-    seen = torch.nonzero((freq_pos > 0) | (freq_neg > 0)).squeeze(-1)
+    # Every latent that fires, and every latent a rule chose (decompose may choose latents that never fire here).
+    listed = (freq_pos > 0) | (freq_neg > 0)
+    seen = torch.nonzero(listed if chosen is None else listed | (chosen != 0)).squeeze(-1)
     common = kept_pos & kept_neg
     value = combine_sides(kept_pos, mean_pos, kept_neg, mean_neg)
     paper = [("common" if c else "kept +" if p else "kept −" if n else "below τ")

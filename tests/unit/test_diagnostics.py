@@ -89,3 +89,12 @@ def test_gated_share_counts_edits_that_sigma_cancels(model):
     assert by_norm[-5.0] == 1.0  # nothing of the decoded vector reaches the residual
     assert by_norm[100.0] == pytest.approx(0.0, abs=1e-6)  # all of it does: σ(0 + λv) = λv
     assert gated_share(model, sae, vec.with_gate("none"), [-5.0], texts) == {-5.0: 0.0}  # σ is bypassed
+
+
+def test_latents_a_rule_chose_are_listed_even_if_they_never_fire():
+    from sas_lens.steering.diagnostics import diagnose_codes
+
+    codes = torch.tensor([[1.0, 0.0, 0.0]])
+    d = diagnose_codes(codes, codes, tau=0.5, chosen=torch.tensor([0.0, 0.0, -2.0]), rule="decompose (top 1)")
+    assert d.n_kept == 1 and d.table.loc[2, "status"] == "kept −" and d.table.loc[2, "freq_pos"] == 0.0
+    assert d.summary().startswith("1 latents (0 +, 1 −) chosen by the decompose (top 1) rule")
