@@ -131,6 +131,7 @@ def variants(sl, model, sae, pairs, residuals, names):
         "contrast top16 (mean read)": sas("mean", selection="contrast", top_k=16),
         "contrast top64 (mean read)": sas("mean", selection="contrast", top_k=64),
         "contrast top16 (tokens read)": sas("tokens", selection="contrast", top_k=16),
+        "contrast top16 (token_mean read)": sas("token_mean", selection="contrast", top_k=16),
         "contrast top16 (mean read, sae gate)": sas("mean", selection="contrast", top_k=16, gate="sae"),
         "decompose top16": sas("mean", selection="decompose", top_k=16),
         "decompose top32": sas("mean", selection="decompose", top_k=32),
@@ -198,7 +199,7 @@ def main() -> None:
     layer = int(sae.cfg.metadata.hook_name.split(".")[1])
     pairs, judge, prefixes = (sentiment_behaviour(args.pairs) if args.behaviour == "sentiment"
                               else topic_behaviour(args.behaviour, args.pairs))
-    residuals = {read: collect_residuals(model, pairs, layer, read=read) for read in ("mean", "tokens")}
+    residuals = {read: collect_residuals(model, pairs, layer, read=read) for read in ("mean", "tokens", "token_mean")}
     vectors = variants(sl, model, sae, pairs, residuals, args.variants or VARIANTS)
     base = measure(model, sae, judge, {}, args.max_new_tokens)
     print("unsteered", base, flush=True)

@@ -65,6 +65,10 @@ class SelectionDiagnostics:
         if self.n_kept < SMALL_VECTOR and self.rule == "paper":
             sentence += (" Few latents fire on one side only: try a lower τ, or more varied examples; "
                          "the paper's rule drops every latent that reaches τ on both sides, however unequally.")
+        elif self.n_kept < SMALL_VECTOR:
+            sentence += (f" Only {len(self.table)} latents fire on either side at all: the SAE encodes few latents "
+                         "of these rows (a mean over a long completion lies below most JumpReLU thresholds); "
+                         "try read='token_mean', which encodes every token first.")
         return sentence
 
     def figure(self):

@@ -98,3 +98,11 @@ def test_latents_a_rule_chose_are_listed_even_if_they_never_fire():
     d = diagnose_codes(codes, codes, tau=0.5, chosen=torch.tensor([0.0, 0.0, -2.0]), rule="decompose (top 1)")
     assert d.n_kept == 1 and d.table.loc[2, "status"] == "kept −" and d.table.loc[2, "freq_pos"] == 0.0
     assert d.summary().startswith("1 latents (0 +, 1 −) chosen by the decompose (top 1) rule")
+
+
+def test_a_tiny_contrast_vector_says_to_encode_every_token():
+    from sas_lens.steering.diagnostics import diagnose_codes
+
+    codes = torch.tensor([[1.0, 0.0, 0.0]])
+    d = diagnose_codes(codes, 0 * codes, tau=0.5, chosen=torch.tensor([1.0, 0.0, 0.0]), rule="contrast (mean, top 16)")
+    assert "Only 1 latents fire on either side at all" in d.summary() and "read='token_mean'" in d.summary()
