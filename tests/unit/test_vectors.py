@@ -271,5 +271,5 @@ def test_decompose_selection_rebuilds_the_dense_difference(model):
     assert len(vec) == 8 and vec.gate == "none" and vec.metadata["extraction"]["selection"] == "decompose"
     # Least squares on 8 of 48 rows in 16 dimensions: closer to the target than any single row could get.
     best_single = max(float(torch.nn.functional.cosine_similarity(row, dense.vector, dim=0).abs())
-                      for row in sae.W_dec)
+                      for row in sae.W_dec.detach())
     assert float(torch.nn.functional.cosine_similarity(rebuilt, dense.vector, dim=0)) > best_single
