@@ -19,8 +19,9 @@ so λ = 0 is exactly the unsteered model. ``gate="none"`` decodes the code shift
 without passing it through σ again, ``δ(a) = Σᵢ λᵢvᵢ · W_dec`` (scaled back per token for
 normalising SAEs): under JumpReLU a latent that is off stays off until ``λ·v`` clears its
 threshold θ, so the paper's form turns most of a mean-valued vector into nothing
-(:func:`~sas_lens.steering.diagnostics.gated_share` measures how much). Only latents in the union S of the vectors'
-supports can change, so the edit needs the encoder columns and decoder rows of S
+(:func:`~sas_lens.steering.diagnostics.gated_share` measures how much).
+
+Only latents in the union S of the vectors' supports can change, so the edit needs the encoder columns and decoder rows of S
 alone (``[tokens, d_model] x [d_model, |S|]`` products), plus, for TopK SAEs, the full
 encoding that decides which latents are active. σ is the SAE's own: JumpReLU keeps
 ``s·[s > θ]``; ReLU and TopK SAEs use ReLU (the top k are not re-selected). An SAE that
