@@ -79,10 +79,9 @@ def sentiment_behaviour(n: int):
                         for p, q in zip(positive, negative)], name="rt-polarity")
 
     def judge(texts: list[str]) -> float:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        from sas_lens.evaluation.judges import sentiment_scores
 
-        analyzer = SentimentIntensityAnalyzer()
-        return statistics.mean(analyzer.polarity_scores(t)["compound"] for t in texts)
+        return statistics.mean(sentiment_scores(texts))
 
     prefixes = {+1: "I loved it, it was wonderful and made me so happy. ",
                 -1: "I hated it, it was awful and made me so sad. "}
@@ -92,6 +91,7 @@ def sentiment_behaviour(n: int):
 def topic_behaviour(topic: str, n: int):
     from sas_lens.loading.embeddings import embed
     from sas_lens.loading.pairs import load_pairs
+    from sas_lens.topic.evaluation import topic_centroid
 
     with (DATA / "agnews" / "test.csv").open(encoding="utf-8") as handle:
         rows = [(label, f"{title}. {body}".replace("\\", " ")) for label, title, body in csv.reader(handle)]
@@ -100,8 +100,7 @@ def topic_behaviour(topic: str, n: int):
     off = [text for lab, text in rows if lab != label]
     pairs = load_pairs([{"prompt": "News:", "positive": " " + p[:300], "negative": " " + q[:300]}
                         for p, q in zip(on[:n], off[:n])], name=f"agnews-{topic}")
-    centroid = embed(on[1000:1400]).mean(0)  # held out from the pairs
-    centroid = centroid / centroid.norm()
+    centroid = topic_centroid(on[1000:1400])  # held out from the pairs
 
     def judge(texts: list[str]) -> float:
         return float((embed(texts) @ centroid).mean())

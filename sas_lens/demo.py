@@ -155,21 +155,25 @@ def _matched_strength(model, sae, vector, target: float) -> float | None:
         return None
 
 
-def _judges(name: str):
-    """The judge of a demo behaviour's continuations, as (label, texts → mean score), or None."""
-    from sas_lens.evaluation.judges import sentiment_scores, similarity_scores
+def _judges() -> dict:
+    """Each judged demo behaviour's judge: ``{behaviour: (label, texts → mean score)}``, reference texts read
+    and embedded once."""
+    from sas_lens.evaluation.judges import sentiment_scores
     from sas_lens.loading.pairs import load_pairs
     from sas_lens.topic.alignment import demo_topic_texts
+    from sas_lens.loading.embeddings import embed
+    from sas_lens.topic.evaluation import topic_centroid
 
-    if name == "sentiment":
-        return "VADER sentiment", lambda texts: sum(sentiment_scores(texts)) / len(texts)
-    if name == "topic-food":
-        food = [pair.positive for pair in load_pairs("demo:topic-food")]
-        return "similarity to food texts", lambda texts: sum(similarity_scores(texts, food)) / len(texts)
-    if name == DEMO_TOPIC:
-        reference = demo_topic_texts(DEMO_TOPIC)
-        return f"similarity to {DEMO_TOPIC} texts", lambda texts: sum(similarity_scores(texts, reference)) / len(texts)
-    return None
+    def mean_similarity(reference: list[str]):
+        centroid = topic_centroid(reference)  # embedded once, not per run
+        return lambda texts: float((embed(texts) @ centroid).mean())
+
+    return {
+        "sentiment": ("VADER sentiment", lambda texts: sum(sentiment_scores(texts)) / len(texts)),
+        "topic-food": ("similarity to food texts",
+                       mean_similarity([pair.positive for pair in load_pairs("demo:topic-food")])),
+        DEMO_TOPIC: (f"similarity to {DEMO_TOPIC} texts", mean_similarity(demo_topic_texts(DEMO_TOPIC))),
+    }
 
 
 def _show_continuations(model, sae, vectors: dict, topic, out_dir: Path, max_new_tokens: int) -> None:
@@ -201,12 +205,15 @@ def _show_continuations(model, sae, vectors: dict, topic, out_dir: Path, max_new
             runs.append((f"{COMPOSED} SAS λ={lam:.3g} + topic {DEMO_TOPIC!r} strength {TOPIC_STRENGTH:g}, composed",
                          {sas: lam, amplify: TOPIC_STRENGTH}, COMPOSED))
     report = []
+    judges = _judges()
+    unsteered_scores = {behaviour: judge(unsteered) for behaviour, (_, judge) in judges.items()}
     for label, steering, behaviour in runs:
         steered = generate(model, DEMO_PROMPTS, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
                            backend=backend)
-        judged = _judges(behaviour)
-        score = f"  ({judged[0]}: {judged[1](unsteered):+.2f} unsteered, {judged[1](steered):+.2f} steered)" \
-            if judged else ""
+        score = ""
+        if behaviour in judges:
+            name, judge = judges[behaviour]
+            score = f"  ({name}: {unsteered_scores[behaviour]:+.2f} unsteered, {judge(steered):+.2f} steered)"
         print(f"\n[{label}]{score}")
         for prompt, before, after in zip(DEMO_PROMPTS, unsteered, steered):
             print(f"  {prompt!r}\n     unsteered: {before!r}\n     steered:   {after!r}")
