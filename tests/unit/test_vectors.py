@@ -273,3 +273,11 @@ def test_decompose_selection_rebuilds_the_dense_difference(model):
     best_single = max(float(torch.nn.functional.cosine_similarity(row, dense.vector, dim=0).abs())
                       for row in sae.W_dec.detach())
     assert float(torch.nn.functional.cosine_similarity(rebuilt, dense.vector, dim=0)) > best_single
+
+
+def test_an_unknown_gate_is_refused_with_the_choices(model):
+    sae = random_sae("jumprelu")
+    with pytest.raises(ValueError, match=r"gate must be one of \('sae', 'none'\) \(or None"):
+        sas_vector(model, sae, PAIRS, gate="relu")
+    with pytest.raises(ValueError, match=r"gate must be one of \('sae', 'none'\), got 'off'"):
+        SASVector(torch.tensor([1]), torch.tensor([1.0]), 4, gate="off")
