@@ -108,12 +108,16 @@ def _check_train_sae(args: argparse.Namespace) -> None:
     from sas_lens.sae_training.train import SAETrainingConfig
 
     _check_texts(args.texts)
+    if len(args.layer) != len(set(args.layer)):
+        raise UsageError(f"--layer lists a layer twice: {args.layer}.")
+    if len(args.layer) > 1 and "{layer}" not in args.out:
+        raise UsageError("With several --layer values, --out must contain {layer}, e.g. --out saes/l{layer}-4k.")
     try:
-        args.training_config = SAETrainingConfig(
-            layer=args.layer, hook_point=args.hook_point, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens,
+        args.training_configs = [SAETrainingConfig(
+            layer=layer, hook_point=args.hook_point, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens,
             batch_size=args.batch_size, lr=args.lr, context_size=args.context_size, seed=args.seed,
             device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),  # load_model's default
-        )
+        ) for layer in args.layer]
     except ValueError as err:
         raise UsageError(str(err)) from None
 
@@ -121,14 +125,26 @@ def _check_train_sae(args: argparse.Namespace) -> None:
 def _train_sae(args: argparse.Namespace) -> int:
     from sas_lens.loading.models import load_model
     from sas_lens.loading.saes import check_hook_exists
+    from sas_lens.sae_training.activation_cache import build_activation_caches
     from sas_lens.sae_training.train import train_sae
 
-    cfg = args.training_config
-    model = load_model(args.model, device=cfg.device)
-    check_hook_exists(model, cfg.hook_name)
-    sae = train_sae(cfg, out_dir=args.out, model=model, texts=args.texts, work_dir=args.work_dir,
-                    cache_dir=args.cache_dir)
-    print(f"saved {sae.cfg.architecture()} SAE ({sae.cfg.d_sae} latents) to {args.out}")
+    configs = args.training_configs
+    model = load_model(args.model, device=configs[0].device)
+    for cfg in configs:
+        check_hook_exists(model, cfg.hook_name)
+    if len(configs) == 1:
+        cache_dirs = {configs[0].hook_name: args.cache_dir}
+    else:  # one pass over the text caches every layer; each SAE then trains from its own layer's cache
+        root = Path(args.cache_dir or Path(args.out.format(layer="s")).with_suffix(".work") / "activations")
+        cache_dirs = {cfg.hook_name: root / cfg.hook_name for cfg in configs}
+        build_activation_caches(model, cache_dirs, args.texts, configs[0].n_tokens,
+                                context_size=configs[0].context_size)
+    for cfg in configs:
+        out = args.out.format(layer=cfg.layer)
+        work_dir = args.work_dir.format(layer=cfg.layer) if args.work_dir else None
+        sae = train_sae(cfg, out_dir=out, model=model, texts=args.texts, work_dir=work_dir,
+                        cache_dir=cache_dirs[cfg.hook_name])
+        print(f"saved {sae.cfg.architecture()} SAE ({sae.cfg.d_sae} latents, {cfg.hook_name}) to {out}")
     return 0
 
 
@@ -348,8 +364,10 @@ def _add_train_sae(commands, model) -> None:
     train = commands.add_parser("train-sae", parents=[model],
                                 help="train a BatchTopK (JumpReLU inference) SAE on a residual hook")
     train.add_argument("texts", nargs="+", help="text files, folders of them, or hf:<dataset id>")
-    train.add_argument("--out", required=True, help="SAELens folder to write")
-    train.add_argument("--layer", type=layer_index, required=True, help="trains on blocks.<layer>.<hook point>")
+    train.add_argument("--out", required=True,
+                       help="SAELens folder to write; with several layers a pattern with {layer} (saes/l{layer}-4k)")
+    train.add_argument("--layer", type=layer_index, nargs="+", required=True,
+                       help="trains on blocks.<layer>.<hook point>; several layers share one activation pass")
     train.add_argument("--hook-point", default="hook_resid_post", help="hook within the block (default: hook_resid_post)")
     train.add_argument("--d-sae", type=positive_int, default=16384)
     train.add_argument("--k", type=positive_int, default=64, help="mean active latents per token (BatchTopK)")
@@ -358,8 +376,10 @@ def _add_train_sae(commands, model) -> None:
     train.add_argument("--lr", type=positive_float, default=4e-4)
     train.add_argument("--context-size", type=positive_int, default=128)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--work-dir", default=None, help="checkpoints, and the activation cache (default: <out>.work)")
-    train.add_argument("--cache-dir", default=None, help="activation cache to build or reuse (shared by SAEs of one hook)")
+    train.add_argument("--work-dir", default=None,
+                       help="checkpoints, and a single layer's activation cache (default: <out>.work; may use {layer})")
+    train.add_argument("--cache-dir", default=None,
+                       help="activation cache to build or reuse; with several layers the folder holding one per hook")
     train.set_defaults(run=_train_sae, check=_check_train_sae)
 
 

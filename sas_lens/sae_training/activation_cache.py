@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.loading.activations import activations_at
 from sas_lens.loading.text_data import (
     iter_documents,
     iter_token_sequences,
@@ -97,50 +96,124 @@ def build_activation_cache(
     Example:
         >>> cache = build_activation_cache(model, "blocks.9.hook_resid_post", "corpus/", "acts", 400_000)  # doctest: +SKIP
     """
+    return build_activation_caches(model, {hook_name: folder}, sources, n_tokens, context_size=context_size,
+                                   batch_size=batch_size, skip_sequences=skip_sequences,
+                                   model_name=model_name)[hook_name]
+
+
+def build_activation_caches(
+    model,
+    folders: dict[str, str | Path],
+    sources,
+    n_tokens: int,
+    *,
+    context_size: int = 128,
+    batch_size: int = 16,
+    skip_sequences: int = 0,
+    model_name: str | None = None,
+) -> dict[str, ActivationCache]:
+    """Caches at several hooks from one pass over the text: ``{hook_name: folder}`` → ``{hook_name: cache}``.
+
+    The forward stops after the deepest hook's block, so caching layers 3 to 15 of an
+    18-layer model costs one pass to layer 15, not four. Each folder is an ordinary
+    one-hook cache (see :func:`build_activation_cache`) and resumes on its own: a
+    folder that an interruption left a batch ahead of the others is not written twice.
+
+    Args:
+        model: a HookedTransformer.
+        folders: where each hook's cache lives.
+        sources, n_tokens, context_size, batch_size, skip_sequences, model_name:
+            as in :func:`build_activation_cache`.
+
+    Example:
+        >>> caches = build_activation_caches(model, {"blocks.3.hook_resid_post": "acts/l3",
+        ...                                          "blocks.12.hook_resid_post": "acts/l12"}, "corpus/", 400_000)  # doctest: +SKIP
+    """
     from sas_lens.loading.saes import check_hook_exists
 
-    check_hook_exists(model, hook_name)
+    if not folders:
+        raise ValueError("build_activation_caches needs at least one hook.")
+    for hook_name in folders:
+        check_hook_exists(model, hook_name)
     files = resolve_text_files(sources)
-    spec = CacheSpec(
-        model_name=model_name or model.cfg.model_name,
-        hook_name=hook_name,
-        d_model=model.cfg.d_model,
-        context_size=context_size,
-        sources=tuple(str(f) for f in files),
-        skip_sequences=skip_sequences,
-    )
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    n_rows, n_sequences = _resume_point(folder, spec)
-    if n_rows >= n_tokens:
-        return ActivationCache(folder)
+    writers = {}
+    for hook_name, folder in folders.items():
+        spec = CacheSpec(
+            model_name=model_name or model.cfg.model_name,
+            hook_name=hook_name,
+            d_model=model.cfg.d_model,
+            context_size=context_size,
+            sources=tuple(str(f) for f in files),
+            skip_sequences=skip_sequences,
+        )
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        n_rows, n_sequences = _resume_point(folder, spec)
+        writers[hook_name] = _CacheWriter(folder, spec, n_rows, n_sequences)
+    pending = {hook: w for hook, w in writers.items() if w.n_rows < n_tokens}
+    if pending:
+        _fill(model, pending, files, n_tokens, context_size, batch_size, skip_sequences)
+    return {hook_name: ActivationCache(folder) for hook_name, folder in folders.items()}
 
-    row_bytes = spec.d_model * 4
+
+class _CacheWriter:
+    """One hook's cache being appended to: its data file, spec and counts."""
+
+    def __init__(self, folder: Path, spec: CacheSpec, n_rows: int, n_sequences: int):
+        self.folder, self.spec, self.n_rows, self.n_sequences = folder, spec, n_rows, n_sequences
+
+    def open(self):
+        handle = open(self.folder / _DATA_FILE, "r+b" if self.n_rows else "wb")
+        row_bytes = self.spec.d_model * 4
+        handle.truncate(self.n_rows * row_bytes)  # drop a batch that was cut off mid-write
+        handle.seek(self.n_rows * row_bytes)
+        return handle
+
+    def append(self, handle, rows: np.ndarray, n_sequences: int) -> None:
+        handle.write(rows.tobytes())
+        handle.flush()
+        os.fsync(handle.fileno())
+        self.n_rows += rows.shape[0]
+        self.n_sequences += n_sequences
+        _write_meta(self.folder, self.spec, self.n_rows, self.n_sequences)  # after the data: see the module doc
+
+
+def _fill(model, writers: dict[str, _CacheWriter], files, n_tokens: int, context_size: int, batch_size: int,
+          skip_sequences: int) -> None:
+    from contextlib import ExitStack
+
+    from sas_lens.loading.saes import hook_layer
+
+    layers = [hook_layer(hook) for hook in writers]
+    stop_at_layer = None if None in layers else max(layers) + 1  # a hook outside the blocks needs the whole pass
+    d_model = model.cfg.d_model
     sequences = iter_token_sequences(model.tokenizer, iter_documents(files), context_size, batch_size)
-    done_sequences = skip_sequences + n_sequences
-    with open(folder / _DATA_FILE, "r+b" if n_rows else "wb") as data, tqdm(
-        total=n_tokens, initial=n_rows, unit="tok", desc=f"caching {hook_name}"
-    ) as progress:
-        data.truncate(n_rows * row_bytes)  # drop a batch that was cut off mid-write
-        data.seek(n_rows * row_bytes)
+    start = min(w.n_sequences for w in writers.values())
+    with ExitStack() as stack:
+        handles = {hook: stack.enter_context(w.open()) for hook, w in writers.items()}
+        progress = stack.enter_context(tqdm(total=n_tokens, initial=min(w.n_rows for w in writers.values()),
+                                            unit="tok", desc=f"caching {len(writers)} hook(s)"))
         seen = 0
         for tokens in sequences:
             seen += tokens.shape[0]
-            if seen <= done_sequences:
+            if seen <= skip_sequences + start:
                 continue
-            acts = activations_at(model, hook_name, tokens)[:, 1:, :].reshape(-1, spec.d_model).float().cpu().numpy()
-            data.write(acts.tobytes())
-            data.flush()
-            os.fsync(data.fileno())
-            n_rows += acts.shape[0]
-            n_sequences += tokens.shape[0]
-            _write_meta(folder, spec, n_rows, n_sequences)
-            progress.update(acts.shape[0])
-            if n_rows >= n_tokens:
-                break
-    if n_rows < n_tokens:
-        print(f"sas_lens: the text ran out after {n_rows:,} tokens (asked for {n_tokens:,}).")
-    return ActivationCache(folder)
+            todo = [h for h, w in writers.items() if w.n_rows < n_tokens and seen > skip_sequences + w.n_sequences]
+            if not todo:
+                if all(w.n_rows >= n_tokens for w in writers.values()):
+                    break
+                continue
+            with torch.no_grad():
+                _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=todo,
+                                                stop_at_layer=stop_at_layer)
+            for hook in todo:
+                rows = cache[hook][:, 1:, :].reshape(-1, d_model).float().cpu().numpy()
+                writers[hook].append(handles[hook], rows, tokens.shape[0])
+            progress.update(min(w.n_rows for w in writers.values()) - progress.n)
+    short = [h for h, w in writers.items() if w.n_rows < n_tokens]
+    if short:
+        print(f"sas_lens: the text ran out after {min(writers[h].n_rows for h in short):,} tokens "
+              f"(asked for {n_tokens:,}).")
 
 
 def _resume_point(folder: Path, spec: CacheSpec) -> tuple[int, int]:

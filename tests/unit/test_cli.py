@@ -40,6 +40,27 @@ def test_train_sae_on_missing_hook(tmp_path, capsys, tiny_default):
     assert not (tmp_path / "sae").exists()
 
 
+def test_train_sae_several_layers_from_one_activation_pass(tmp_path, capsys, tiny_default):
+    import numpy as np
+
+    from tests.helpers import WORDS
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "corpus.txt").write_text("\n\n".join(" ".join(rng.choice(WORDS, size=40)) for _ in range(30)))
+    argv = ["train-sae", str(tmp_path / "corpus.txt"), "--layer", "0", "2", "--d-sae", "32", "--k", "4",
+            "--tokens", "128", "--batch-size", "16", "--context-size", "8"]
+    code, err = run(capsys, *argv, "--out", str(tmp_path / "sae"))
+    assert code == 2 and "{layer}" in err
+    code, err = run(capsys, *argv[:2], "--layer", "1", "1", "--out", str(tmp_path / "l{layer}"))
+    assert code == 2 and "twice" in err
+    assert cli.main([*argv, "--out", str(tmp_path / "l{layer}")]) == 0
+    for layer in (0, 2):
+        sae = sl.load_sae(tmp_path / f"l{layer}")
+        assert sae.cfg.metadata.hook_name == f"blocks.{layer}.hook_resid_post"
+    caches = sorted(p.name for p in (tmp_path / "ls.work" / "activations").iterdir())
+    assert caches == ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
+
+
 def test_every_command_has_help(capsys):
     for command in ("demo", "train-sae", "eval-sae", "extract", "steer", "index", "report", "eval", "align"):
         with pytest.raises(SystemExit) as exit_info:
