@@ -15,7 +15,9 @@ SAS (Algorithm 2 of the paper), with the SAE's reconstruction error Δ kept:
     ã = â(σ(f(a) + Σᵢ λᵢvᵢ)) + Δ,   Δ = a − â(f(a))
       = a + (σ(f(a) + Σᵢ λᵢvᵢ) − f(a)) · W_dec
 
-so λ = 0 is exactly the unsteered model. ``gate="none"`` decodes the code shift
+so λ = 0 is exactly the unsteered model. Without Δ (the paper's ablation, a vector's
+``delta=False``) the residual becomes the SAE's reconstruction, ``ã = â(σ(f(a) + Σᵢ λᵢvᵢ))``,
+that is the edit above minus Δ; at λ = 0 that is the SAE spliced in. ``gate="none"`` decodes the code shift
 without passing it through σ again, ``δ(a) = Σᵢ λᵢvᵢ · W_dec`` (scaled back per token for
 normalising SAEs): under JumpReLU a latent that is off stays off until ``λ·v`` clears its
 threshold θ, so the paper's form turns most of a mean-valued vector into nothing
@@ -173,17 +175,20 @@ class SparseEdit:
 
     ``shift`` is ``Σ λᵢvᵢ`` as a dense ``[d_sae]`` tensor on the model's device; the slice
     of the SAE it touches is taken once, in float32, on first use (after merging). With
-    ``gate="none"``, ``δ(a) = out_scale(a)·shift·W_dec``.
+    ``gate="none"``, ``δ(a) = out_scale(a)·shift·W_dec``. With ``keep_delta=False`` the
+    reconstruction error is taken away too: ``δ(a) − (a − â(f(a)))``, through the whole SAE.
     """
 
     hook_name: str
     sae: object
     shift: Float[Tensor, " d_sae"]
     gate: str = "sae"
+    keep_delta: bool = True
 
     def merge(self, other: Edit) -> "SparseEdit | None":
-        if isinstance(other, SparseEdit) and other.sae is self.sae and other.gate == self.gate:
-            return SparseEdit(self.hook_name, self.sae, self.shift + other.shift, self.gate)
+        if (isinstance(other, SparseEdit) and other.sae is self.sae and other.gate == self.gate
+                and other.keep_delta == self.keep_delta):
+            return SparseEdit(self.hook_name, self.sae, self.shift + other.shift, self.gate, self.keep_delta)
         return None
 
     @functools.cached_property
@@ -191,9 +196,21 @@ class SparseEdit:
         return _SparseSlice.build(self.sae, self.shift, self.shift.device)
 
     def delta(self, a: Tensor) -> Tensor:
-        if self.gate == "none":
-            return self._slice.decoded_shift(a)
-        return self._slice.delta(a)
+        edit = self._slice.decoded_shift(a) if self.gate == "none" else self._slice.delta(a)
+        if not self.keep_delta:
+            edit = edit - reconstruction_error(self.sae, a)
+        return edit
+
+
+def reconstruction_error(sae, a: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """``Δ = a − â(f(a))``, float32: what the SAE's reconstruction misses of ``a``.
+
+    Example:
+        >>> err = reconstruction_error(sae, acts)  # doctest: +SKIP
+    """
+    with torch.no_grad():
+        reconstruction = sae.decode(sae.encode(a.to(sae.device, sae.dtype))).float().to(a.device)
+    return a - reconstruction
 
 
 @dataclass(frozen=True)

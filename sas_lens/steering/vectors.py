@@ -81,6 +81,9 @@ class SASVector(_Provenanced):
         gate: how the shifted code reaches the residual: ``"sae"`` through the SAE's own σ
             (Algorithm 2 of the paper), ``"none"`` decoded as is (``δ = λ·v·W_dec``); see
             :mod:`sas_lens.steering.edits`.
+        delta: whether steering keeps the SAE's reconstruction error ``Δ = a − â(f(a))`` (``True``, the
+            paper's Algorithm 2: λ = 0 is the unsteered model) or drops it (``False``: the residual becomes
+            the SAE's reconstruction of the shifted code, the paper's Δ ablation).
     """
 
     indices: Indices
@@ -89,8 +92,11 @@ class SASVector(_Provenanced):
     provenance: Provenance | Mapping[str, Any] | None = None  # stored as a Provenance (see __post_init__)
     diagnostics: Any = field(default=None, repr=False)  # not saved: the codes it summarises are not kept
     gate: str = "sae"
+    delta: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.delta, bool):
+            raise TypeError(f"delta must be True or False, got {self.delta!r}.")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}.")
         if self.indices.shape != self.values.shape or self.indices.ndim != 1:
@@ -103,10 +109,10 @@ class SASVector(_Provenanced):
 
     @classmethod
     def from_dense(cls, dense: Float[Tensor, " d_sae"], provenance: Provenance | Mapping | None = None, *,
-                   diagnostics: Any = None, gate: str = "sae") -> "SASVector":
+                   diagnostics: Any = None, gate: str = "sae", delta: bool = True) -> "SASVector":
         """The sparse form of a dense ``[d_sae]`` vector (its nonzero entries)."""
         indices = torch.nonzero(dense).squeeze(-1)
-        return cls(indices, dense[indices].float(), int(dense.shape[0]), provenance, diagnostics, gate)
+        return cls(indices, dense[indices].float(), int(dense.shape[0]), provenance, diagnostics, gate, delta)
 
     def dense(self) -> Float[Tensor, " d_sae"]:
         out = torch.zeros(self.d_sae)
@@ -127,12 +133,16 @@ class SASVector(_Provenanced):
         """The same latents and values, applied through ``gate`` (``"sae"`` or ``"none"``)."""
         return replace(self, gate=gate)
 
+    def with_delta(self, keep: bool) -> "SASVector":
+        """The same vector, steering with the reconstruction error Δ kept (``True``) or dropped (``False``)."""
+        return replace(self, delta=keep)
+
     def edit(self, model, strength: float, saes: SAESet) -> SparseEdit:
         """The :class:`~sas_lens.steering.edits.SparseEdit` adding ``strength·v`` to the code of its SAE."""
         check_vector_fits(self, model=model)
         hook = self._require_hook()
         sae = saes.find(f"The SAS vector {self.name!r}", hook, self.sae_identity, model)
-        return SparseEdit(hook, sae, (float(strength) * self.dense()).to(model.cfg.device), self.gate)
+        return SparseEdit(hook, sae, (float(strength) * self.dense()).to(model.cfg.device), self.gate, self.delta)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -146,9 +156,12 @@ class SASVector(_Provenanced):
         if self.gate != other.gate:
             raise ValueError(f"These SAS vectors are applied differently (gate {self.gate!r} and {other.gate!r}); "
                              "make them agree with .with_gate() first.")
+        if self.delta != other.delta:
+            raise ValueError("One of these SAS vectors keeps the reconstruction error Δ and the other drops it; "
+                             "make them agree with .with_delta() first.")
         name = f"{self.name} {'+' if sign > 0 else '-'} {other.name}"
         return SASVector.from_dense(self.dense() + sign * other.dense(), self.provenance.replace(name=name),
-                                    gate=self.gate)
+                                    gate=self.gate, delta=self.delta)
 
     def __add__(self, other):
         return self._combine(other, 1.0)
@@ -169,7 +182,8 @@ class SASVector(_Provenanced):
     def save(self, path: str | Path) -> Path:
         """Write the vector and its provenance to one ``.safetensors`` file."""
         return _save(path, {"indices": self.indices, "values": self.values},
-                     {"kind": "sas", "d_sae": self.d_sae, "gate": self.gate, **self.metadata})
+                     {"kind": "sas", "d_sae": self.d_sae, "gate": self.gate, "delta": self.delta,
+                      **self.metadata})
 
     def _repr_html_(self) -> str:
         order = self.values.abs().argsort(descending=True)[:10]
@@ -308,7 +322,8 @@ def load_vector(path: str | Path, *, model=None, sae=None) -> SASVector | DenseV
     vector: SASVector | DenseVector
     if kind == "sas":
         d_sae, gate = header.pop("d_sae"), header.pop("gate", "sae")  # files before the gate existed: "sae"
-        vector = SASVector(tensors["indices"], tensors["values"], d_sae, header, gate=gate)
+        delta = header.pop("delta", True)  # files before the Δ switch kept Δ
+        vector = SASVector(tensors["indices"], tensors["values"], d_sae, header, gate=gate, delta=delta)
     else:
         vector = DenseVector(tensors["vector"], header)
     check_vector_fits(vector, model=model, sae=sae)

@@ -256,3 +256,43 @@ def test_sampling_with_a_seed_is_repeatable(model):
     assert generate(model, ["the movie"], **kwargs) == generate(model, ["the movie"], **kwargs)
     with pytest.raises(ValueError, match="backend"):
         generate(model, ["the movie"], backend="vllm")
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_without_delta_lambda_zero_is_the_sae_spliced_in_as_saelens_does_it(model, architecture):
+    """The Δ ablation at λ = 0 replaces the residual with the SAE's reconstruction: SAELens's run_with_saes."""
+    sae = random_sae(architecture)
+    vec = vector_for(sae).with_delta(False)
+    with steer(model, {vec: 0.0}, sae=sae):
+        steered = model(TOKENS)
+    spliced = model.run_with_saes(TOKENS, saes=[sae])
+    torch.testing.assert_close(steered, spliced, atol=1e-4, rtol=1e-4)  # the slice path against the full SAE
+    assert not torch.allclose(steered, model(TOKENS), atol=1e-3)  # the random SAE's error Δ is not small
+    assert not model.acts_to_saes  # run_with_saes took its SAE off again
+
+
+@pytest.mark.parametrize("gate", ["sae", "none"])
+@pytest.mark.parametrize("normalisation", ["none", "constant_norm_rescale"])
+def test_without_delta_steering_is_the_reconstruction_of_the_shifted_code(model, gate, normalisation):
+    sae = random_sae("jumprelu", normalize_activations=normalisation)
+    vec = vector_for(sae).with_gate(gate).with_delta(False)
+    a = residual(model)
+    literal = literal_edit if gate == "sae" else literal_ungated_edit
+    codes_error = a - (sae.decode(sae.encode(a)))
+    expected = model(literal(sae, a, 4.0 * vec.dense()) - codes_error, start_at_layer=2)
+    with steer(model, {vec: 4.0}, sae=sae):
+        steered = model(TOKENS)
+    torch.testing.assert_close(steered, expected, atol=1e-4, rtol=1e-4)
+    with steer(model, {vec.with_delta(True): 4.0}, sae=sae):
+        assert not torch.allclose(model(TOKENS), steered, atol=1e-3)  # the switch changes the edit
+
+
+def test_delta_switch_is_saved_and_vectors_that_disagree_do_not_add(tmp_path):
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae).with_delta(False)
+    assert sl.load_vector(vec.save(tmp_path / "v")).delta is False
+    assert sl.load_vector(vector_for(sae).save(tmp_path / "w")).delta is True
+    with pytest.raises(ValueError, match="with_delta"):
+        vec + vector_for(sae, 1)
+    with pytest.raises(TypeError, match="delta"):  # the runtime type check in tests, or ours
+        SASVector(vec.indices, vec.values, vec.d_sae, delta="no")
