@@ -55,6 +55,7 @@ def load_sae(
     release: str | Path | None = None,
     sae_id: str | None = None,
     *,
+    layer: int | None = None,
     model: Any = None,
     device: str | torch.device | None = None,
     dtype: str = "float32",
@@ -63,9 +64,12 @@ def load_sae(
 
     Args:
         release: ``None`` for the shipped default, a shipped short name (``"16k"``,
-            ``"4k"``), a local SAELens folder (``cfg.json`` + ``sae_weights.safetensors``),
-            or an SAELens release id (then ``sae_id`` is required; needs a hub).
+            ``"4k"``, ``"l12-4k"``: :func:`shipped_saes` lists them), a local SAELens folder
+            (``cfg.json`` + ``sae_weights.safetensors``), or an SAELens release id (then
+            ``sae_id`` is required; needs a hub).
         sae_id: the SAE's id within an SAELens release.
+        layer: with a shipped width (``"4k"``) or ``None``, the shipped SAE of that width (the
+            widest, for ``None``) at this layer: ``load_sae("4k", layer=12)``.
         model: if given, :func:`check_sae_fits` is run against it.
         device: defaults to the model's device, else ``"cpu"``.
         dtype: the dtype the SAE runs in. Shipped SAEs are stored in float16 but run
@@ -88,6 +92,10 @@ def load_sae(
     if device is None:
         device = model.cfg.device if model is not None else "cpu"
     device = str(device)
+    if layer is not None:
+        if sae_id is not None:
+            raise ValueError("Give either layer= (a shipped SAE) or sae_id= (an SAELens release), not both.")
+        release = _shipped_at_layer(None if release is None else str(release), layer)
     if release is None or (sae_id is None and str(release) in shipped_saes()) or release == SHIPPED_RELEASE:
         folder = _shipped_folder(sae_id if release == SHIPPED_RELEASE else release)
         sae = SAE.load_from_disk(folder, device=device, dtype=dtype)
@@ -108,6 +116,26 @@ def load_sae(
     if model is not None:
         check_sae_fits(sae, model)
     return sae
+
+
+def _width_label(d_sae: int) -> str:
+    return f"{d_sae // 1024}k" if d_sae % 1024 == 0 else str(d_sae)
+
+
+def _shipped_at_layer(width: str | None, layer: int) -> str:
+    """The short name of the shipped SAE of ``width`` (the widest for ``None``) at ``layer``."""
+    cards = {name: json.loads((folder / "card.json").read_text()) for name, folder in shipped_saes().items()}
+    at_layer = {name: card for name, card in cards.items() if card.get("layer") == layer}
+    fitting = [name for name, card in at_layer.items()
+               if width is None or _width_label(card.get("d_sae", 0)) == width.lower()]
+    if not fitting:
+        offered = sorted({(card.get("layer"), _width_label(card.get("d_sae", 0))) for card in cards.values()},
+                         key=lambda pair: (pair[0] is None, pair))
+        raise NoDefaultSAEError(
+            f"No shipped SAE{f' of width {width}' if width else ''} at layer {layer}. Shipped (layer, width): "
+            f"{offered}. Train one with `sas-lens train-sae ... --layer {layer}`."
+        )
+    return max(fitting, key=lambda name: (at_layer[name].get("d_sae", 0), name))
 
 
 def _shipped_folder(short_name: str | Path | None) -> Path:

@@ -1,5 +1,7 @@
 """Loading SAEs and refusing ones that do not fit the model, before anything is attached."""
 
+import json
+
 import pytest
 import torch
 
@@ -79,3 +81,18 @@ def test_a_shipped_sae_says_which_it_is_so_vectors_record_the_sae_they_need(tmp_
                                      "architecture": "jumprelu"}
     with pytest.raises(sl.errors.IncompatibleSAEError, match=r"sl.load_sae\('sas_lens', 'gemma-3-270m-res-l9-4k'\)"):
         load_vector(vec.save(tmp_path / "v"), sae=sl.load_sae("16k"))
+
+
+def test_load_sae_picks_a_shipped_sae_by_width_and_layer(tmp_path, monkeypatch):
+    for name, layer, d_sae in (("4k", 1, 48), ("l2-4k", 2, 48), ("16k", 1, 64)):
+        folder = tmp_path / "pretrained" / name
+        random_sae(d_sae=d_sae).save_model(folder)
+        (folder / "card.json").write_text(json.dumps({"short_name": name, "layer": layer, "d_sae": d_sae * 1024}))
+    monkeypatch.setattr(saes_module, "PRETRAINED_DIR", tmp_path / "pretrained")
+    assert sl.load_sae("48k", layer=2).cfg.d_sae == 48
+    assert sl.load_sae("48k", layer=1).cfg.d_sae == 48
+    assert sl.load_sae(layer=1).cfg.d_sae == 64  # the widest at that layer
+    with pytest.raises(sl.errors.NoDefaultSAEError, match=r"at layer 7.*\(1, '48k'\), \(1, '64k'\), \(2, '48k'\)"):
+        sl.load_sae("48k", layer=7)
+    with pytest.raises(ValueError, match="not both"):
+        sl.load_sae("48k", "some_id", layer=1)
