@@ -4,7 +4,7 @@ Example:
     >>> cfg = EvalConfig(behaviours=("sycophancy",), data_dir="datasets/caa", layers=(9, 12))
     >>> cfg.grid("dense")
     (-4.0, 0.0, 4.0)
-    >>> cfg.sae_for(12)
+    >>> cfg.sae_for(12, shipped=False)
     False
 """
 
@@ -36,7 +36,8 @@ class EvalConfig:
     methods: tuple[str, ...] = METHODS
     lams: dict[str, tuple[float, ...]] = field(default_factory=dict)
     cost_lams: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    # layer → a shipped name or folder, or [release, sae_id] (e.g. Gemma Scope); None: the shipped default
+    # layer → a shipped name or folder, or [release, sae_id] (e.g. Gemma Scope); None: the shipped default.
+    # Layers not named here use the shipped SAE at that layer, if any (embedded model only).
     saes: dict[str, Any] = field(default_factory=lambda: {"9": None})
     heldout_text: str | None = None
     train_pairs: int = 200
@@ -55,6 +56,13 @@ class EvalConfig:
     tau_sweep: tuple[float, ...] = ()
     data_sizes: tuple[int, ...] = ()
     layer_sweep_behaviour: str | None = None  # other layers: only this behaviour's A/B sweep
+    # "raw": λ as written (SAE-code units for SAS, residual units for dense); "kl": λ in multiples of each
+    # vector's own λ at a mean next-token KL of 0.1 on its test prompts, so that methods and layers compare
+    # at matched cost.
+    strength_unit: str = "raw"
+    # The paper's Δ ablation: at every layer with an SAE, SAS with the reconstruction error dropped
+    # ("sas@delta=0"; at λ = 0 that is the SAE spliced in) beside SAS with it, A/B and capability cells.
+    delta_ablation: bool = False
     judge: dict[str, Any] | None = None
     topics: dict[str, str] = field(default_factory=dict)  # name → "demo:<topic>" or a file, one text per line
     topic_strengths: tuple[float, ...] = (2.0, 4.0, 8.0)  # "amplify"
@@ -84,6 +92,10 @@ class EvalConfig:
         unknown_sas = set(self.sas) - SAS_SETTINGS
         if unknown_sas:
             raise ValueError(f"Unknown sas settings {sorted(unknown_sas)}; choose from {sorted(SAS_SETTINGS)}.")
+        if self.strength_unit not in ("raw", "kl"):
+            raise ValueError(f"strength_unit must be 'raw' or 'kl', got {self.strength_unit!r}.")
+        if self.delta_ablation and "sas" not in self.methods:
+            raise ValueError("delta_ablation compares SAS with and without Δ; add 'sas' to methods.")
         if not self.cost_budget > 1:
             raise ValueError(f"cost_budget is a perplexity ratio above 1, got {self.cost_budget}.")
         for name in ("lams", "cost_lams"):
@@ -97,10 +109,16 @@ class EvalConfig:
         grid = tuple(float(x) for x in grids.get(method, default))
         return tuple(sorted(set(grid) | {0.0})) if costs else grid
 
-    def sae_for(self, layer: int) -> Any:
+    def sae_for(self, layer: int, *, shipped: bool = True) -> Any:
         """The SAE for ``layer``: a shipped name, a folder or ``[release, sae_id]`` (None: the shipped
-        default), or False when the config names none."""
-        return self.saes[str(layer)] if str(layer) in self.saes else False
+        default), else (``shipped``, embedded model) the shipped SAE at that layer, else False."""
+        if str(layer) in self.saes:
+            return self.saes[str(layer)]
+        if shipped and self.model is None:
+            from sas_lens.loading.saes import shipped_sae_at
+
+            return shipped_sae_at(layer) or False
+        return False
 
 
 def load_config(path: str | Path) -> EvalConfig:

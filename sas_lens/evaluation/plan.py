@@ -36,6 +36,16 @@ def variant_settings(method: str) -> dict[str, float]:
     return {key: float(value)}
 
 
+def steers_at_zero(method: str) -> bool:
+    """Whether λ = 0 still changes the model: SAS without Δ splices the SAE's reconstruction in.
+
+    Example:
+        >>> steers_at_zero("sas@delta=0"), steers_at_zero("sas")
+        (True, False)
+    """
+    return variant_settings(method).get("delta") == 0
+
+
 def plan_cells(cfg: EvalConfig) -> list[Cell]:
     """Every (kind, behaviour, layer, method, λ) of the run, in the order they are run.
 
@@ -62,6 +72,8 @@ def plan_cells(cfg: EvalConfig) -> list[Cell]:
                 if layer == main_layer:
                     for kind in ("capability", "open"):
                         cells += [(kind, behaviour, layer, method, lam) for lam in cfg.grid(method, costs=True)]
+    if cfg.delta_ablation:
+        cells += _delta_ablation_cells(cfg)
     if cfg.sae_for(main_layer) is False:
         sweeps = [f"dense@n={n}" for n in cfg.data_sizes]
     else:
@@ -75,4 +87,19 @@ def plan_cells(cfg: EvalConfig) -> list[Cell]:
         cells += [("topic", topic, main_layer, "swap", lam) for lam in cfg.topic_swap]
         if cfg.finetune_steps:
             cells.append(("topic", topic, main_layer, "finetune", float(cfg.finetune_steps)))
+    return cells
+
+
+def _delta_ablation_cells(cfg: EvalConfig) -> list[Cell]:
+    """SAS without Δ beside SAS, at every layer with an SAE: A/B cells, and capability cells for both."""
+    cells = []
+    main_layer = cfg.layers[0]
+    for behaviour in cfg.behaviours:
+        for layer in cfg.layers:
+            if cfg.sae_for(layer) is False or (
+                    layer != main_layer and behaviour != (cfg.layer_sweep_behaviour or behaviour)):
+                continue
+            cells += [("ab", behaviour, layer, "sas@delta=0", lam) for lam in cfg.grid("sas")]
+            for method in ("sas@delta=0",) if layer == main_layer else ("sas", "sas@delta=0"):
+                cells += [("capability", behaviour, layer, method, lam) for lam in cfg.grid("sas", costs=True)]
     return cells

@@ -94,6 +94,9 @@ class EvalResources:
         if method == "prompting":
             return None
         key = (behaviour, layer, method)
+        if key not in self._vectors and "delta" in variant_settings(method):  # the Δ ablation: SAS's own vector
+            self._vectors[key] = self.vector(behaviour, layer, base_method(method)).with_delta(
+                bool(variant_settings(method)["delta"]))
         if key not in self._vectors:
             from sas_lens.steering.vectors import load_vector
 
@@ -122,6 +125,27 @@ class EvalResources:
                 vector.save(file)
                 self._vectors[key] = vector
         return self._vectors[key]
+
+    def unit(self, behaviour: str, layer: int, method: str) -> float:
+        """The strength λ counts in: 1 for ``strength_unit = "raw"``; for ``"kl"``, the vector's λ at a mean
+        next-token KL of 0.1 on the behaviour's first test prompts (measured once, kept in ``units.json``)."""
+        if self.cfg.strength_unit == "raw" or method == "prompting":
+            return 1.0
+        vector = self.vector(behaviour, layer, method)
+        key = f"{behaviour}|L{layer}|{method}"
+        file = self.out_dir / "units.json"
+        units = json.loads(file.read_text()) if file.exists() else {}
+        if key not in units:
+            from sas_lens.loading.prompts import format_ab
+            from sas_lens.steering.strength import strength_for_kl
+
+            # the test prompts up to the answer letter, as the A/B cells read them
+            prompts = [text[:span[0]] for text, span in (format_ab(item, "A") for item in
+                                                         list(self.pairs(behaviour, "test"))[:16])]
+            sae = self.sae(layer) if base_method(method) == "sas" else None
+            units[key] = strength_for_kl(self.model, vector, 0.1, prompts, sae=sae, high=1024.0, rtol=0.05)
+            file.write_text(json.dumps(units, indent=1))
+        return units[key]
 
     def residuals(self, behaviour: str, n_pairs: int | None = None):
         """The training pairs' residuals (the first ``n_pairs`` of them, or all) at every layer the run steers

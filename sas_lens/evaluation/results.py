@@ -43,6 +43,9 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
     topics = topic_table(records)
     if len(topics):
         topics.to_csv(out_dir / "topic_summary.csv", index=False)
+    layers = layer_table(records)
+    if len(layers):
+        layers.to_csv(out_dir / "layers.csv", index=False)
 
 
 def summary_table(records: list[dict]):
@@ -63,7 +66,8 @@ def summary_table(records: list[dict]):
     if ab.empty:
         return ab
     main_layer = ab["layer"].iloc[0]
-    costs = {(r["kind"], r["behaviour"], r["method"], r["lam"]): r for r in records if r["kind"] != "ab"}
+    costs = {(r["kind"], r["behaviour"], r["method"], r["lam"]): r for r in records
+             if r["kind"] != "ab" and r.get("layer", main_layer) == main_layer}
     rows = []
     for (behaviour, method), group in ab[ab["layer"] == main_layer].groupby(["behaviour", "method"], sort=False):
         by_lam = dict(zip(group["lam"], group["mean"]))
@@ -112,7 +116,8 @@ def matched_cost_table(records: list[dict], *, budget: float = 1.5):
     main_layer = ab[0]["layer"]
     p_at = {(r["behaviour"], r["method"], r["lam"]): r["mean"] for r in ab if r["layer"] == main_layer}
     ppl_at = {(r["behaviour"], r["method"], r["lam"]): r["perplexity"] for r in records
-              if r["kind"] == "capability" and r.get("perplexity") is not None}
+              if r["kind"] == "capability" and r.get("perplexity") is not None
+              and r.get("layer", main_layer) == main_layer}
     rows = []
     for behaviour, method in dict.fromkeys((b, m) for b, m, _ in p_at):
         base_ppl, base_p = ppl_at.get((behaviour, method, 0.0)), p_at.get((behaviour, method, 0.0))
@@ -128,6 +133,50 @@ def matched_cost_table(records: list[dict], *, budget: float = 1.5):
             row.update({f"lam({label})": lam, f"shift({label})": shift, f"ppl({label})": ppl})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def layer_table(records: list[dict]):
+    """Per behaviour, method and layer (runs that steer at more than one layer): p at ±k for the grid's
+    largest k, the shift, the held-out perplexity and MMLU accuracy at −k, 0 and +k where measured, and
+    which layer shifts most per method (``best``). With ``strength_unit = "kl"`` the λs are matched cost.
+
+    SAS without Δ (``sas@delta=0``, the Δ ablation) is a method here like any other; its λ = 0 is the
+    SAE spliced in, so its ``p(0)`` and ``ppl(0)`` are not the unsteered model's.
+
+    Args:
+        records: the run's cells (``results.json``).
+
+    Example:
+        >>> recs = [{"kind": "ab", "behaviour": "b", "layer": layer, "method": "dense", "lam": x,
+        ...          "mean": 0.5 + x * layer / 100} for layer in (3, 9) for x in (-4.0, 0.0, 4.0)]
+        >>> layer_table(recs)[["layer", "shift", "best"]].to_dict("records")
+        [{'layer': 3, 'shift': 0.24, 'best': False}, {'layer': 9, 'shift': 0.72, 'best': True}]
+    """
+    import pandas as pd
+
+    ab = [r for r in records if r["kind"] == "ab"]
+    if len({r["layer"] for r in ab}) < 2:
+        return pd.DataFrame()
+    p_at = {(r["behaviour"], r["method"], r["layer"], r["lam"]): r["mean"] for r in ab}
+    caps = {(r["behaviour"], r["method"], r["layer"], r["lam"]): r for r in records if r["kind"] == "capability"}
+    rows = []
+    for behaviour, method, layer in dict.fromkeys(key[:3] for key in p_at):
+        lams = [lam for (b, m, lay, lam) in p_at if (b, m, lay) == (behaviour, method, layer)]
+        k = max(abs(lam) for lam in lams)
+        row = {"behaviour": behaviour, "method": method, "layer": layer, "k": k}
+        for label, lam in (("-k", -k), ("0", 0.0), ("+k", k)):
+            row[f"p({label})"] = p_at.get((behaviour, method, layer, lam))
+        both = row["p(+k)"] is not None and row["p(-k)"] is not None
+        row["shift"] = round(row["p(+k)"] - row["p(-k)"], 10) if both else None
+        for label, lam in (("-k", -k), ("0", 0.0), ("+k", k)):
+            cap = caps.get((behaviour, method, layer, lam), {})
+            row[f"ppl({label})"] = cap.get("perplexity")
+            row[f"mmlu({label})"] = cap.get("mmlu_accuracy")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    shifts = table["shift"].fillna(float("-inf"))
+    table["best"] = shifts == shifts.groupby([table["behaviour"], table["method"]]).transform("max")
+    return table
 
 
 def topic_table(records: list[dict]):

@@ -36,24 +36,33 @@ from tqdm.auto import tqdm
 
 from sas_lens.evaluation.behaviour import ab_cell, mean_ci
 from sas_lens.evaluation.config import EvalConfig
-from sas_lens.evaluation.plan import base_method, plan_cells
+from sas_lens.evaluation.plan import base_method, plan_cells, steers_at_zero
 from sas_lens.evaluation.resources import EvalResources
 from sas_lens.evaluation.store import CellStore, cell_key
 
 
 def _steering(res: EvalResources, behaviour: str, layer: int, method: str, lam: float):
-    vector = res.vector(behaviour, layer, method)
-    if vector is None or lam == 0:
+    """``({vector: λ}, sae)`` for a cell (λ in the run's strength unit), or ``({}, None)`` when it steers nothing."""
+    vector = res.vector(behaviour, layer, method)  # a sweep variant ("sas@tau=0.5") steers like its method
+    if vector is None or (lam == 0 and not steers_at_zero(method)):
         return {}, None
-    return {vector: lam}, (res.sae(layer) if method == "sas" else None)
+    lam_value = lam * res.unit(behaviour, layer, method)
+    return {vector: lam_value}, (res.sae(layer) if base_method(method) == "sas" else None)
 
 
 def _run_ab(res: EvalResources, behaviour, layer, method, lam) -> dict:
-    vector = res.vector(behaviour, layer, method)  # a sweep variant ("sas@tau=0.5") steers like its method
-    p = ab_cell(res.model, res.pairs(behaviour, "test"), base_method(method), vector, lam, behaviour=behaviour,
-                sae=res.sae(layer) if base_method(method) == "sas" else None)
+    from sas_lens.steering.scoring import ab_probabilities
+
+    if method == "prompting":
+        p = ab_cell(res.model, res.pairs(behaviour, "test"), method, None, lam, behaviour=behaviour)
+    else:
+        steering, sae = _steering(res, behaviour, layer, method, lam)
+        p = ab_probabilities(res.model, res.pairs(behaviour, "test"), steering=steering, sae=sae)
     mean, low, high = mean_ci(p)
-    return {"mean": mean, "ci_low": low, "ci_high": high, "n": len(p)}
+    out = {"mean": mean, "ci_low": low, "ci_high": high, "n": len(p)}
+    if res.cfg.strength_unit != "raw" and method != "prompting":
+        out["lam_value"] = lam * res.unit(behaviour, layer, method)
+    return out
 
 
 def _run_capability(res: EvalResources, behaviour, layer, method, lam) -> dict:
@@ -164,7 +173,8 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     for kind, behaviour, layer, method, lam in tqdm(pending, desc="evaluation cells", disable=not progress,
                                                      unit="cell"):
         cell_started = time.perf_counter()
-        unsteered = store.unsteered(kind, behaviour) if lam == 0 and kind != "topic" else None
+        reuse = lam == 0 and kind != "topic" and not steers_at_zero(method)
+        unsteered = store.unsteered(kind, behaviour) if reuse else None
         figures = unsteered or _RUNNERS[kind](res, behaviour, layer, method, lam)
         store.add({"key": cell_key(kind, behaviour, layer, method, lam), "kind": kind, "behaviour": behaviour,
                    "layer": layer, "method": method, "lam": lam, **figures,

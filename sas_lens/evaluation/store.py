@@ -58,7 +58,7 @@ class CellStore:
         """
         for record in self.cells.values():
             if record["kind"] == kind and record["behaviour"] == behaviour and record["lam"] == 0:
-                if "measured_in" in record:
+                if "measured_in" in record or "@delta=0" in record["method"]:  # a copy, or the SAE spliced in
                     continue
                 shared = {k: v for k, v in record.items() if k not in CELL_FIELDS}
                 return {**shared, "measured_in": record["key"]}

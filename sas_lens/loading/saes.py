@@ -122,20 +122,30 @@ def _width_label(d_sae: int) -> str:
     return f"{d_sae // 1024}k" if d_sae % 1024 == 0 else str(d_sae)
 
 
-def _shipped_at_layer(width: str | None, layer: int) -> str:
-    """The short name of the shipped SAE of ``width`` (the widest for ``None``) at ``layer``."""
+def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
+    """The short name of the shipped SAE of ``width`` (``"4k"``; the widest for ``None``) at ``layer``, or ``None``.
+
+    Example:
+        >>> shipped_sae_at(9), shipped_sae_at(9, "4k")
+        ('16k', '4k')
+    """
     cards = {name: json.loads((folder / "card.json").read_text()) for name, folder in shipped_saes().items()}
-    at_layer = {name: card for name, card in cards.items() if card.get("layer") == layer}
-    fitting = [name for name, card in at_layer.items()
-               if width is None or _width_label(card.get("d_sae", 0)) == width.lower()]
-    if not fitting:
-        offered = sorted({(card.get("layer"), _width_label(card.get("d_sae", 0))) for card in cards.values()},
+    fitting = [name for name, card in cards.items() if card.get("layer") == layer
+               and (width is None or _width_label(card.get("d_sae", 0)) == width.lower())]
+    return max(fitting, key=lambda name: (cards[name].get("d_sae", 0), name), default=None)
+
+
+def _shipped_at_layer(width: str | None, layer: int) -> str:
+    name = shipped_sae_at(layer, width)
+    if name is None:
+        cards = [json.loads((folder / "card.json").read_text()) for folder in shipped_saes().values()]
+        offered = sorted({(card.get("layer"), _width_label(card.get("d_sae", 0))) for card in cards},
                          key=lambda pair: (pair[0] is None, pair))
         raise NoDefaultSAEError(
             f"No shipped SAE{f' of width {width}' if width else ''} at layer {layer}. Shipped (layer, width): "
             f"{offered}. Train one with `sas-lens train-sae ... --layer {layer}`."
         )
-    return max(fitting, key=lambda name: (at_layer[name].get("d_sae", 0), name))
+    return name
 
 
 def _shipped_folder(short_name: str | Path | None) -> Path:

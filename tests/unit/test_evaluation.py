@@ -281,3 +281,70 @@ def test_the_shipped_configs_load(name):
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / name)
     assert plan_cells(cfg)
+
+
+@pytest.fixture
+def sae_per_layer(monkeypatch):
+    """A random SAE at each of the tiny model's layers 1 and 2, named "sae-1" and "sae-2" in configs."""
+    saes = {f"sae-{layer}": random_sae("jumprelu", hook_name=f"blocks.{layer}.hook_resid_post") for layer in (1, 2)}
+    monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **kwargs: saes[name])
+    return saes
+
+
+def test_the_delta_ablation_measures_sas_without_delta_at_every_layer_with_an_sae(model, caa_dir, tmp_path,
+                                                                                  sae_per_layer):
+    from sas_lens.evaluation.results import layer_table
+    from sas_lens.steering.scoring import ab_probabilities
+
+    cfg = config(caa_dir, saes={"1": "sae-1", "2": "sae-2"}, delta_ablation=True, methods=("sas", "dense"),
+                 sas={"selection": "contrast", "top_k": 3}, open_ended=0)
+    cells = plan_cells(cfg)
+    for layer in (1, 2):
+        assert ("ab", "tiny", layer, "sas@delta=0", 2.0) in cells
+        assert ("capability", "tiny", layer, "sas@delta=0", 0.0) in cells
+    assert ("capability", "tiny", 2, "sas", 2.0) in cells  # SAS's own costs off the main layer, to compare
+    records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
+    at = {(r["kind"], r["layer"], r["method"], r["lam"]): r for r in records}
+    spliced = at[("ab", 2, "sas@delta=0", 0.0)]
+    assert "measured_in" not in spliced  # not the unsteered cell: the SAE replaces the residual
+    items = sl.load_pairs(caa_dir / "test/tiny/test_dataset_ab.json")
+    model.add_sae(sae_per_layer["sae-2"])  # SAELens's own splice, as the reference
+    try:
+        by_saelens = float(ab_probabilities(model, items).mean())
+    finally:
+        model.reset_saes()
+    assert spliced["mean"] == pytest.approx(by_saelens, abs=1e-5)
+    assert spliced["mean"] != pytest.approx(at[("ab", 2, "sas", 0.0)]["mean"], abs=1e-4)
+    assert at[("capability", 2, "sas@delta=0", 0.0)]["perplexity"] != at[("capability", 2, "sas", 0.0)]["perplexity"]
+    table = layer_table(records)
+    assert set(table["method"]) == {"sas", "sas@delta=0", "dense"}
+    row = table[(table["method"] == "sas@delta=0") & (table["layer"] == 2)].iloc[0]
+    assert row["p(0)"] == spliced["mean"] and row["ppl(0)"] is not None
+    assert table.groupby(["behaviour", "method"])["best"].sum().eq(1).all()
+    assert (tmp_path / "run" / "layers.csv").exists()
+
+
+def test_strength_unit_kl_steers_each_vector_at_multiples_of_its_own_kl_strength(model, caa_dir, tmp_path,
+                                                                                 sae_per_layer):
+    from sas_lens.loading.prompts import format_ab
+    from sas_lens.steering.scoring import ab_probabilities
+    from sas_lens.steering.strength import next_token_kl
+
+    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, strength_unit="kl", methods=("sas", "dense"),
+                 sas={"selection": "contrast", "top_k": 3}, lams={"sas": (1.0,), "dense": (1.0,)}, cost_lams={},
+                 open_ended=0, mmlu=1, truthfulqa=1)
+    records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
+    units = json.loads((tmp_path / "run" / "units.json").read_text())
+    items = sl.load_pairs(caa_dir / "test/tiny/test_dataset_ab.json")
+    prompts = [text[:span[0]] for text, span in (format_ab(item, "A") for item in items)]
+    resources = EvalResources(cfg, tmp_path / "run", model=model)
+    for method, sae in (("sas", sae_per_layer["sae-1"]), ("dense", None)):
+        unit = units[f"tiny|L1|{method}"]
+        vector = resources.vector("tiny", 1, method)
+        assert next_token_kl(model, {vector: unit}, prompts, sae=sae) == pytest.approx(0.1, rel=0.06)
+        cell = next(r for r in records if r["kind"] == "ab" and r["method"] == method and r["lam"] == 1.0)
+        assert cell["lam_value"] == unit
+        expected = float(ab_probabilities(model, items, steering={vector: unit}, sae=sae).mean())
+        assert cell["mean"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="strength_unit"):
+        config(caa_dir, strength_unit="nats")
