@@ -70,7 +70,7 @@ def plan_cells(cfg: EvalConfig) -> list[Cell]:
                     continue  # prompting does not depend on the layer
                 cells += [("ab", behaviour, layer, method, lam) for lam in cfg.grid(method)]
                 if layer == main_layer:
-                    for kind in ("capability", "open"):
+                    for kind in ("capability", "open") if cfg.open_ended else ("capability",):  # 0: none
                         cells += [(kind, behaviour, layer, method, lam) for lam in cfg.grid(method, costs=True)]
     if cfg.delta_ablation:
         cells += _delta_ablation_cells(cfg)

@@ -275,7 +275,7 @@ def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_
     assert asked == [("gemma-2-2b", {"device": "cuda"}), ("gemma-scope-x", "layer_1/16k")]
 
 
-@pytest.mark.parametrize("name", ["caa_eval.toml", "topic_eval.toml"])
+@pytest.mark.parametrize("name", ["caa_eval.toml", "topic_eval.toml", "layers_eval.toml"])
 def test_the_shipped_configs_load(name):
     from pathlib import Path
 
@@ -303,6 +303,7 @@ def test_the_delta_ablation_measures_sas_without_delta_at_every_layer_with_an_sa
         assert ("ab", "tiny", layer, "sas@delta=0", 2.0) in cells
         assert ("capability", "tiny", layer, "sas@delta=0", 0.0) in cells
     assert ("capability", "tiny", 2, "sas", 2.0) in cells  # SAS's own costs off the main layer, to compare
+    assert not any(c[0] == "open" for c in cells)  # open_ended = 0: no open-ended cells
     records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
     at = {(r["kind"], r["layer"], r["method"], r["lam"]): r for r in records}
     spliced = at[("ab", 2, "sas@delta=0", 0.0)]
