@@ -280,9 +280,9 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
             cells = "  ".join(f"{matrix.jaccard.loc[name, other]:.2f}/{matrix.weighted_jaccard.loc[name, other]:.2f}"
                               for other in matrix.names)
             print(f"  {name:<11} {cells}")
-    from sas_lens.loading.saes import load_sae, shipped_saes
+    from sas_lens.loading.saes import hook_layer, load_sae, shipped_saes
 
-    shipped = [load_sae(name, model=model) for name in shipped_saes()]
+    shipped = [load_sae(name, model=model) for name in shipped_saes(layer=hook_layer(sae.cfg.metadata.hook_name))]
     others = [s for s in shipped if sae_fingerprint(s) != sae_fingerprint(sae) and s.cfg.metadata.hook_name ==
               sae.cfg.metadata.hook_name]
     width_table = None

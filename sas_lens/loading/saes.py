@@ -37,17 +37,22 @@ SHIPPED_RELEASE = "sas_lens"
 _LAYER_IN_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
 
-def shipped_saes() -> dict[str, Path]:
+def shipped_saes(layer: int | None = None) -> dict[str, Path]:
     """Short name -> folder of every SAE shipped with the package (read from each ``card.json``).
 
+    Args:
+        layer: only the SAEs at this layer.
+
     Example:
-        >>> sorted(shipped_saes())
+        >>> sorted(shipped_saes(layer=9))
         ['16k', '4k']
     """
     found: dict[str, Path] = {}
     if PRETRAINED_DIR.is_dir():
-        for card in sorted(PRETRAINED_DIR.glob("*/card.json")):
-            found[json.loads(card.read_text())["short_name"]] = card.parent
+        for card_path in sorted(PRETRAINED_DIR.glob("*/card.json")):
+            card = json.loads(card_path.read_text())
+            if layer is None or card.get("layer") == layer:
+                found[card["short_name"]] = card_path.parent
     return found
 
 

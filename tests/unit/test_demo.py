@@ -11,7 +11,7 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     # The demo imports from the modules, not the package root: patch them there (else it converts the real model).
     monkeypatch.setattr("sas_lens.loading.models.load_model", lambda *a, **k: model)
     monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **k: saes[name or "16k"])
-    monkeypatch.setattr("sas_lens.loading.saes.shipped_saes", lambda: {"16k": None, "4k": None})
+    monkeypatch.setattr("sas_lens.loading.saes.shipped_saes", lambda layer=None: {"16k": None, "4k": None})
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     timings = demo.run_demo(out_dir=tmp_path / "out", max_new_tokens=2, index_tokens=2000)
