@@ -40,6 +40,7 @@ _EXPORTS = {
     "generate": "sas_lens.steering.generation",
     "ab_probabilities": "sas_lens.steering.scoring",
     "strength_for_kl": "sas_lens.steering.strength",
+    "Condition": "sas_lens.steering.conditions",
     "top_latents": "sas_lens.analysis.attribution",
     "trace_latents": "sas_lens.analysis.attribution",
     "latent_index": "sas_lens.analysis.latent_index",
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from sas_lens.loading.pairs import PairSet, demo_sets, load_pairs
     from sas_lens.loading.saes import load_sae, shipped_saes
     from sas_lens.steering.build_vectors import dense_vector, sas_vector
+    from sas_lens.steering.conditions import Condition
     from sas_lens.steering.engine import steer, steering_hooks
     from sas_lens.steering.generation import generate
     from sas_lens.steering.scoring import ab_probabilities

@@ -6,7 +6,7 @@ Dimension names: ``batch`` (sequences), ``pos`` (token positions), ``rows``
 annotated function at run time (see ``pyproject.toml``).
 """
 
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 Tokens = Int[Tensor, "batch pos"]
@@ -14,4 +14,4 @@ Activations = Float[Tensor, "rows d_model"]
 Latents = Float[Tensor, "rows d_sae"]
 Indices = Int[Tensor, " nnz"]
 
-__all__ = ["Tokens", "Activations", "Latents", "Indices", "Float", "Int", "Tensor"]
+__all__ = ["Tokens", "Activations", "Latents", "Indices", "Bool", "Float", "Int", "Tensor"]

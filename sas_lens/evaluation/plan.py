@@ -39,6 +39,9 @@ def variant_settings(method: str) -> dict[str, float]:
 def steers_at_zero(method: str) -> bool:
     """Whether λ = 0 still changes the model: SAS without Δ splices the SAE's reconstruction in.
 
+    Args:
+        method: a cell's method name.
+
     Example:
         >>> steers_at_zero("sas@delta=0"), steers_at_zero("sas")
         (True, False)

@@ -130,6 +130,10 @@ def _width_label(d_sae: int) -> str:
 def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
     """The short name of the shipped SAE of ``width`` (``"4k"``; the widest for ``None``) at ``layer``, or ``None``.
 
+    Args:
+        layer: the block whose residual the SAE reads.
+        width: ``"4k"``, ``"16k"``, ...; ``None``: the widest shipped at that layer.
+
     Example:
         >>> shipped_sae_at(9), shipped_sae_at(9, "4k")
         ('16k', '4k')

@@ -205,6 +205,10 @@ class SparseEdit:
 def reconstruction_error(sae, a: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
     """``Δ = a − â(f(a))``, float32: what the SAE's reconstruction misses of ``a``.
 
+    Args:
+        sae: an SAELens SAE.
+        a: residuals at its hook.
+
     Example:
         >>> err = reconstruction_error(sae, acts)  # doctest: +SKIP
     """

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 import torch
 
+from sas_lens.steering.conditions import Condition, ConditionGate, check_condition_hooks
 from sas_lens.steering.edits import Edit, SAESet, Steerable, merge_edits, total_delta
 
 POSITIONS = ("all", "prompt", "generated")
@@ -32,10 +33,11 @@ class PositionPolicy:
     of a prompt. ``"generated"``: positions after the prompt — the one-token steps of
     cached generation, or the positions past the prompt when the whole sequence is
     re-run. A boolean ``[batch, pos]`` mask: those positions of a full pass.
-    A pass no longer than the recorded prompt starts a new prompt.
+    A pass no longer than the recorded prompt starts a new prompt. With a ``condition``
+    (:class:`~sas_lens.steering.conditions.Condition`), edits are kept only where it fires too.
     """
 
-    def __init__(self, positions: str | torch.Tensor = "all"):
+    def __init__(self, positions: str | torch.Tensor = "all", condition: Condition | None = None):
         if isinstance(positions, torch.Tensor):
             if positions.dtype != torch.bool or positions.ndim != 2:
                 raise ValueError("A positions mask must be a boolean [batch, pos] tensor.")
@@ -43,9 +45,13 @@ class PositionPolicy:
             raise ValueError(f"positions must be one of {POSITIONS} or a boolean mask, got {positions!r}.")
         self.positions = positions
         self.prompt_len: int | None = None
+        self.gate = ConditionGate(condition) if condition is not None else None
 
-    def reset(self) -> None:
+    def reset(self, attention_mask: torch.Tensor | None = None) -> None:
+        """Start a new prompt; ``attention_mask`` (left padding) keeps padding out of per-sequence conditions."""
         self.prompt_len = None
+        if self.gate is not None:
+            self.gate.reset(attention_mask)
 
     def mask(self, batch: int, n_pos: int, device) -> torch.Tensor | None:
         """Boolean ``[batch, pos]`` mask of positions to edit (``None``: all of them)."""
@@ -70,8 +76,8 @@ class PositionPolicy:
         return keep[None, :].expand(batch, n_pos)
 
 
-def build_hooks(model, steering: Mapping, *, sae=None,
-                positions: str | torch.Tensor | PositionPolicy = "all") -> tuple[list, PositionPolicy]:
+def build_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor | PositionPolicy = "all",
+                when: Condition | None = None) -> tuple[list, PositionPolicy]:
     """Check ``steering`` ({key: λ}) and return ``(fwd_hooks, policy)`` for ``model.hooks``.
 
     Everything is checked before any hook exists: λ finite, each key steerable and
@@ -83,11 +89,14 @@ def build_hooks(model, steering: Mapping, *, sae=None,
         steering: ``{key: λ}``.
         sae: the SAE(s) of the SAS vectors.
         positions: as for :func:`steer`, or a policy to share.
+        when: a condition gating every edit (see :func:`steer`).
 
     Example:
         >>> hooks, policy = build_hooks(model, {vec: 4.0}, sae=sae)  # doctest: +SKIP
     """
-    policy = positions if isinstance(positions, PositionPolicy) else PositionPolicy(positions)
+    if when is not None and not isinstance(when, Condition):
+        raise TypeError(f"when= takes a sl.Condition, got {type(when).__name__}.")
+    policy = positions if isinstance(positions, PositionPolicy) else PositionPolicy(positions, when)
     saes = SAESet(sae)
     edits = []
     for key, lam in steering.items():
@@ -97,13 +106,18 @@ def build_hooks(model, steering: Mapping, *, sae=None,
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
             raise ValueError(f"The strength λ for {key.name!r} must be a finite number, got {lam!r}.")
         edits.append(key.edit(model, float(lam), saes))
-    hooks = [(hook, _make_hook(group, policy, model.cfg.d_model))
-             for hook, group in sorted(merge_edits(edits).items())]
+    grouped = sorted(merge_edits(edits).items())
+    if when is not None and grouped:
+        check_condition_hooks(model, when, [hook for hook, _ in grouped])
+    reads = when.hook_name if when is not None and grouped else None
+    hooks = [(hook, _make_hook(group, policy, model.cfg.d_model, observe=hook == reads)) for hook, group in grouped]
+    if reads is not None and reads not in dict(grouped):  # the condition is read at an earlier hook
+        hooks.insert(0, (reads, _observer(policy)))
     return hooks, policy
 
 
-def steering_hooks(model, steering: Mapping, *, sae=None,
-                   positions: str | torch.Tensor = "all") -> list[tuple[str, object]]:
+def steering_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor = "all",
+                   when: Condition | None = None) -> list[tuple[str, object]]:
     """The ``(hook_name, fn)`` pairs that apply ``steering``, for ``model.run_with_hooks`` or ``model.hooks``.
 
     Args:
@@ -111,6 +125,7 @@ def steering_hooks(model, steering: Mapping, *, sae=None,
         steering: ``{vector: λ}``, as for :func:`steer`.
         sae: the SAE(s) the SAS vectors were built on (one, a list, or a dict).
         positions: ``"all"``, ``"prompt"``, ``"generated"`` or a boolean ``[batch, pos]`` mask.
+        when: a condition gating the steering (per token; a per-sequence one decides on each call's first pass).
 
     Returns:
         A plain list, to pass as ``fwd_hooks``; TransformerLens removes them after the call.
@@ -118,16 +133,27 @@ def steering_hooks(model, steering: Mapping, *, sae=None,
     Example:
         >>> logits = model.run_with_hooks(tokens, fwd_hooks=sl.steering_hooks(model, {vec: 4.0}, sae=sae))  # doctest: +SKIP
     """
-    return build_hooks(model, steering, sae=sae, positions=positions)[0]
+    return build_hooks(model, steering, sae=sae, positions=positions, when=when)[0]
 
 
-def _make_hook(edits: list[Edit], policy: PositionPolicy, d_model: int):
+def _observer(policy: PositionPolicy):
+    def hook_fn(acts: torch.Tensor, hook) -> None:
+        policy.gate.observe(acts.float())  # reads only: returns None, so the residual is left as it is
+
+    return hook_fn
+
+
+def _make_hook(edits: list[Edit], policy: PositionPolicy, d_model: int, observe: bool = False):
     def hook_fn(acts: torch.Tensor, hook) -> torch.Tensor:
         if acts.ndim != 3 or acts.shape[-1] != d_model:
             raise ValueError(f"Steering expected a [batch, pos, {d_model}] residual at {hook.name}, got {tuple(acts.shape)}.")
         a = acts.float()
+        if observe:
+            policy.gate.observe(a)  # the unsteered residual, before this hook's edits
         delta = total_delta(edits, a)
         mask = policy.mask(acts.shape[0], acts.shape[1], acts.device)
+        if policy.gate is not None:
+            mask = policy.gate.mask() if mask is None else mask & policy.gate.mask()
         if mask is not None:
             delta = delta * mask[..., None]
         return (a + delta).to(acts.dtype)  # a new tensor: the one TransformerLens passed is left alone
@@ -136,7 +162,8 @@ def _make_hook(edits: list[Edit], policy: PositionPolicy, d_model: int):
 
 
 @contextmanager
-def steer(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor = "all") -> Iterator[PositionPolicy]:
+def steer(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor = "all",
+          when: Condition | None = None) -> Iterator[PositionPolicy]:
     """Steer ``model`` inside a ``with`` block; the hooks are removed on exit, even after an error.
 
     Args:
@@ -145,14 +172,17 @@ def steer(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor =
         sae: the SAE(s) the SAS vectors were built on (one, a list, or a dict).
         positions: ``"all"``, ``"prompt"``, ``"generated"`` or a boolean ``[batch, pos]`` mask
             (see :class:`PositionPolicy`).
+        when: a :class:`~sas_lens.steering.conditions.Condition`: steer only where (``per="token"``) or
+            in the sequences (``per="sequence"``) where it fires; read at its SAE's hook, which must be
+            at or before every steered hook.
 
     Yields:
-        The position policy (call ``.reset()`` between prompts when positions matter).
+        The position policy (call ``.reset()`` between prompts when positions or a condition matter).
 
     Example:
         >>> with sl.steer(model, {vec: 4.0}, sae=sae):    # doctest: +SKIP
         ...     logits = model(tokens)
     """
-    hooks, policy = build_hooks(model, steering, sae=sae, positions=positions)
+    hooks, policy = build_hooks(model, steering, sae=sae, positions=positions, when=when)
     with model.hooks(fwd_hooks=hooks):
         yield policy

@@ -22,6 +22,7 @@ def generate(
     steering: Mapping | None = None,
     sae=None,
     positions: str = "all",
+    when=None,
     max_new_tokens: int = 40,
     do_sample: bool = False,
     seed: int | None = None,
@@ -42,6 +43,7 @@ def generate(
             Hugging Face twin of the model, decoded by ``transformers``; several times faster).
         do_sample, seed: greedy by default; with ``do_sample=True`` a ``seed`` makes it repeatable.
         positions: see :class:`PositionPolicy`.
+        when: a :class:`~sas_lens.steering.conditions.Condition` gating the steering.
 
     Example:
         >>> sl.generate(model, ["I think the movie"], steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
@@ -49,7 +51,7 @@ def generate(
     if backend not in ("tl", "hf"):
         raise ValueError(f"backend must be 'tl' or 'hf', got {backend!r}.")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    hooks, policy = build_hooks(model, steering or {}, sae=sae, positions=positions)
+    hooks, policy = build_hooks(model, steering or {}, sae=sae, positions=positions, when=when)
     if backend == "hf":
         from sas_lens.steering.hf_backend import hf_generate, hf_model_for
 
@@ -62,7 +64,7 @@ def generate(
             batch = prompts[start : start + batch_size]
             tokens, attention, _ = tokenize_with_spans(model.tokenizer, batch, [(0, len(p)) for p in batch])
             tokens, attention = tokens.to(model.cfg.device), attention.to(model.cfg.device)
-            policy.reset()
+            policy.reset(attention)
             if backend == "hf":
                 out = hf_generate(model, hf_model, tokens, attention, hooks, max_new_tokens=max_new_tokens,
                                   do_sample=do_sample, **generate_kwargs)

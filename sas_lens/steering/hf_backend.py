@@ -117,9 +117,11 @@ def _wrap(fn, name: str):
     hook = SimpleNamespace(name=name)
 
     def forward_hook(module, inputs, output):
-        if isinstance(output, tuple):
-            return (fn(output[0], hook),) + output[1:]
-        return fn(output, hook)
+        residual = output[0] if isinstance(output, tuple) else output
+        new = fn(residual, hook)
+        if new is None:  # a hook that only reads (a condition's observer), as in TransformerLens
+            return output
+        return (new,) + output[1:] if isinstance(output, tuple) else new
 
     return forward_hook
 

@@ -1,0 +1,217 @@
+"""Conditional steering: let an SAE decide, per token or per sequence, whether the steering acts.
+
+A :class:`Condition` reads an SAE's codes at its hook and fires where any of its latents is
+above its threshold. ``per="token"`` gates each position by its own code; ``per="sequence"``
+decides once per prompt, from the prompt's (non-padding) tokens, and keeps that decision for
+every token generated after it (CAST's behaviour), whether generation re-runs the sequence or
+uses the KV cache. The condition reads the residual before any steering at its hook, so a
+condition at the steered hook sees what the unsteered model would.
+
+Example:
+    >>> food = sl.Condition.latents(sae, [1234, 567], threshold=0.5, per="sequence")   # doctest: +SKIP
+    >>> sl.generate(model, prompts, steering={vec: 4.0}, sae=sae, when=food)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from sas_lens.loading.saes import hook_layer, sae_hook_name
+from sas_lens.typing import Bool, Float, Tensor
+
+PER = ("token", "sequence")
+
+
+@dataclass(frozen=True, eq=False)
+class Condition:
+    """Fires where any of the latents ``ids`` of ``sae`` has a code above ``threshold``.
+
+    Attributes:
+        sae: the SAE whose codes are read (at its own hook).
+        ids: the latent ids.
+        threshold: a latent counts as firing when its code exceeds this.
+        per: ``"token"`` (each position on its own) or ``"sequence"`` (once per prompt).
+        name: shown in summaries.
+    """
+
+    sae: object
+    ids: tuple[int, ...]
+    threshold: float = 0.0
+    per: str = "token"
+    name: str = "condition"
+
+    def __post_init__(self) -> None:
+        if self.per not in PER:
+            raise ValueError(f"per must be one of {PER}, got {self.per!r}.")
+        if not self.ids:
+            raise ValueError("A condition needs at least one latent.")
+        d_sae = self.sae.cfg.d_sae
+        bad = [i for i in self.ids if not 0 <= i < d_sae]
+        if bad:
+            raise ValueError(f"Latents {bad} are outside the SAE's {d_sae} latents.")
+
+    @classmethod
+    def latents(cls, sae, ids: Sequence[int], *, threshold: float = 0.0, per: str = "token",
+                   name: str | None = None) -> "Condition":
+        """A condition on chosen latents: fires where any of ``ids`` codes above ``threshold``.
+
+        Example:
+            >>> cond = Condition.latents(sae, [12, 40], threshold=1.0)   # doctest: +SKIP
+        """
+        ids = tuple(int(i) for i in ids)
+        return cls(sae, ids, float(threshold), per, name or f"latents {list(ids)}")
+
+    @classmethod
+    def from_examples(cls, model, sae, on: Sequence[str], off: Sequence[str], *, top_k: int = 4,
+                      per: str = "sequence", name: str = "condition from examples") -> "Condition":
+        """The ``top_k`` latents that fire on the most ``on`` texts beyond the share of ``off`` texts they fire on.
+
+        Each text counts as firing a latent when the latent's code is above 0 on any of its tokens
+        (BOS excluded). The latents are ranked by ``rate_on − rate_off`` (the contrastive rule of the
+        vector machinery, read per text).
+
+        Args:
+            model: the HookedTransformer ``sae`` reads.
+            sae: the SAE.
+            on: texts where steering should act (e.g. food prompts).
+            off: texts where it should not.
+            top_k: latents the condition watches.
+            per: ``"sequence"`` (default) or ``"token"``.
+            name: shown in summaries.
+
+        Example:
+            >>> cond = Condition.from_examples(model, sae, food_prompts, other_prompts)   # doctest: +SKIP
+        """
+        if not on or not off:
+            raise ValueError("from_examples needs texts on both sides (on= and off=).")
+        rate_on, rate_off = text_firing_rates(model, sae, on), text_firing_rates(model, sae, off)
+        latents = (rate_on - rate_off).topk(top_k).indices.tolist()
+        return cls(sae, tuple(sorted(latents)), 0.0, per, name)
+
+    @property
+    def hook_name(self) -> str:
+        return sae_hook_name(self.sae)
+
+    def fires(self, a: Float[Tensor, "batch pos d_model"]) -> Bool[Tensor, "batch pos"]:
+        """Where the condition fires, per position, on the residual ``a`` at its hook."""
+        with torch.no_grad():
+            codes = self.sae.encode(a.to(self.sae.device, self.sae.dtype))[..., list(self.ids)]
+        return (codes > self.threshold).any(dim=-1).to(a.device)
+
+    def firing_rate(self, model, texts: Sequence[str]) -> float:
+        """The share of ``texts`` on which the condition fires (any non-BOS token)."""
+        from sas_lens.loading.activations import activations_at
+        from sas_lens.loading.prompts import tokenize_with_spans
+
+        fired = []
+        for start in range(0, len(texts), 8):
+            batch = list(texts[start:start + 8])
+            tokens, attention, _ = tokenize_with_spans(model.tokenizer, batch, [(0, len(t)) for t in batch])
+            acts = activations_at(model, self.hook_name, tokens, attention).float()
+            valid = attention.bool().to(acts.device)
+            valid = valid & _not_bos(valid)
+            fired += ((self.fires(acts) & valid).any(dim=-1)).tolist()
+        return sum(fired) / len(fired)
+
+
+def _not_bos(valid: Tensor) -> Tensor:
+    """False at each row's first real token (BOS) under left padding, True elsewhere."""
+    first = valid.int().argmax(dim=-1)
+    keep = torch.ones_like(valid)
+    keep[torch.arange(valid.shape[0]), first] = False
+    return keep
+
+
+def text_firing_rates(model, sae, texts: Sequence[str]) -> Float[Tensor, " d_sae"]:
+    """For each latent, the share of ``texts`` on which it fires (code > 0 on any non-BOS token).
+
+    Args:
+        model: the HookedTransformer ``sae`` reads.
+        sae: the SAE.
+        texts: the texts.
+
+    Example:
+        >>> rates = text_firing_rates(model, sae, ["I baked bread", "I fixed the fence"])   # doctest: +SKIP
+    """
+    from sas_lens.loading.activations import sae_codes
+    from sas_lens.loading.prompts import tokenize_with_spans
+
+    counts = torch.zeros(sae.cfg.d_sae)
+    for start in range(0, len(texts), 8):
+        batch = list(texts[start:start + 8])
+        tokens, attention, _ = tokenize_with_spans(model.tokenizer, batch, [(0, len(t)) for t in batch])
+        codes = sae_codes(model, sae, tokens, attention)
+        valid = (attention.bool() & _not_bos(attention.bool())).to(codes.device)
+        counts += ((codes > 0) & valid[..., None]).any(dim=1).sum(dim=0).float()
+    return counts / len(texts)
+
+
+class ConditionGate:
+    """The condition's decisions during one steered run, kept consistent under the KV cache and left padding.
+
+    ``observe(a)`` is called with the residual at the condition's hook on every forward pass;
+    ``mask()`` gives the positions the steering may edit in that pass. A pass is a fresh prompt when
+    no decision is held yet or it is no longer than the last prompt (as :class:`PositionPolicy`
+    reads it); a one-token step or a re-run of prompt + generated tokens keeps the prompt's decision.
+    """
+
+    def __init__(self, condition: Condition):
+        self.condition = condition
+        self.padding: Tensor | None = None
+        self.reset()
+
+    def reset(self, attention_mask: Tensor | None = None) -> None:
+        self.padding = None if attention_mask is None else attention_mask.bool()
+        self.prompt_len: int | None = None
+        self.decision: Tensor | None = None  # [batch] for per="sequence"
+        self.current: Tensor | None = None  # [batch, pos] for the current pass
+
+    def observe(self, a: Tensor) -> None:
+        batch, n_pos = a.shape[:2]
+        fresh = self.prompt_len is None or (n_pos > 1 and n_pos <= self.prompt_len)
+        if self.condition.per == "token":
+            self.current = self.condition.fires(a)
+            if fresh:
+                self.prompt_len = n_pos
+            return
+        if fresh:
+            self.prompt_len = n_pos
+            valid = torch.ones(batch, n_pos, dtype=torch.bool, device=a.device)
+            if self.padding is not None and self.padding.shape == (batch, n_pos):
+                valid = self.padding.to(a.device)
+            valid = valid & _not_bos(valid)
+            self.decision = (self.condition.fires(a) & valid).any(dim=-1)
+        self.current = self.decision[:, None].expand(batch, n_pos)
+
+    def mask(self) -> Tensor:
+        if self.current is None:
+            raise RuntimeError("The condition's hook did not run before the steering hook.")
+        return self.current
+
+
+def check_condition_hooks(model, condition: Condition, steered_hooks: Sequence[str]) -> None:
+    """Refuse a condition that does not fit ``model`` or is read after a hook it gates (no decision yet there).
+
+    Args:
+        model: the steered model.
+        condition: the condition.
+        steered_hooks: the hooks the steering edits.
+
+    Example:
+        >>> check_condition_hooks(model, cond, ["blocks.9.hook_resid_post"])   # doctest: +SKIP
+    """
+    from sas_lens.loading.saes import check_hook_exists, check_sae_fits
+
+    check_sae_fits(condition.sae, model)
+    check_hook_exists(model, condition.hook_name)
+    cond_layer = hook_layer(condition.hook_name)
+    for hook in steered_hooks:
+        layer = hook_layer(hook)
+        if cond_layer is not None and layer is not None and (layer < cond_layer):
+            raise ValueError(
+                f"The condition reads {condition.hook_name}, after the steered hook {hook}: it cannot gate an edit "
+                "made before it is computed. Read the condition at the steered layer or an earlier one."
+            )

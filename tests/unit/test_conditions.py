@@ -1,0 +1,125 @@
+"""Conditional steering: a condition that never fires changes nothing, one that always fires is plain steering,
+per-token gating is a manual masked edit, and per-sequence decisions hold under the KV cache and left padding."""
+
+import pytest
+import torch
+
+import sas_lens as sl
+from sas_lens.steering.conditions import Condition, text_firing_rates
+from sas_lens.steering.engine import steer
+from sas_lens.steering.generation import generate
+from sas_lens.steering.vectors import DenseVector
+from tests.conftest import leftover_hooks
+from tests.helpers import HOOK, random_sae, tiny_model
+from tests.unit.test_steering import TOKENS, literal_edit, residual, vector_for
+
+PROVENANCE = {"hook_name": HOOK, "layer": 1, "model_name": "tiny-random"}
+
+
+def dense(seed=0):
+    return DenseVector(torch.randn(16, generator=torch.Generator().manual_seed(seed)) * 3, PROVENANCE)
+
+
+def silent_latent(sae, model, tokens=TOKENS):
+    off = torch.nonzero((sae.encode(residual(model, tokens)) == 0).all(dim=0).all(dim=0)).squeeze(-1)
+    assert len(off), "every latent fires somewhere; pick other tokens"
+    return int(off[0])
+
+
+def test_a_condition_that_never_fires_leaves_the_model_bit_identical(model):
+    sae = random_sae("jumprelu")
+    never = sl.Condition.latents(sae, [silent_latent(sae, model)])
+    clean = model(TOKENS)
+    for per in ("token", "sequence"):
+        with steer(model, {dense(): 5.0, vector_for(sae): 4.0}, sae=sae, when=Condition(sae, never.ids, per=per)):
+            assert torch.equal(model(TOKENS), clean)
+
+
+def test_a_condition_that_always_fires_is_plain_steering(model):
+    sae = random_sae("jumprelu")
+    always = sl.Condition.latents(sae, [0, 1], threshold=-1.0)  # codes are ≥ 0
+    steering = {dense(): 5.0, vector_for(sae): 4.0}
+    with steer(model, steering, sae=sae):
+        plain = model(TOKENS)
+    for per in ("token", "sequence"):
+        with steer(model, steering, sae=sae, when=Condition(sae, always.ids, -1.0, per)):
+            assert torch.equal(model(TOKENS), plain)
+    assert not torch.equal(plain, model(TOKENS))
+
+
+@pytest.mark.parametrize("condition_layer", [0, 1])
+def test_per_token_gating_is_the_manual_edit_where_the_condition_fires(model, condition_layer):
+    sae = random_sae("jumprelu")
+    reader = random_sae("jumprelu", hook_name=f"blocks.{condition_layer}.hook_resid_post", seed=5)
+    _, cache = model.run_with_cache(TOKENS, names_filter=reader.cfg.metadata.hook_name)
+    codes = reader.encode(cache[reader.cfg.metadata.hook_name])
+    latent = int(((codes > 0).float().mean(dim=(0, 1)) - 0.5).abs().argmin())  # fires on about half the tokens
+    condition = sl.Condition.latents(reader, [latent])
+    fires = codes[..., latent] > 0
+    assert fires.any() and not fires.all()
+    vec = vector_for(sae)
+    a = residual(model)
+    edited = torch.where(fires[..., None], literal_edit(sae, a, 6.0 * vec.dense()), a)
+    with steer(model, {vec: 6.0}, sae=sae, when=condition):
+        torch.testing.assert_close(model(TOKENS), model(edited, start_at_layer=2), atol=1e-4, rtol=1e-4)
+
+
+def prompts_that_split(sae, model, prompts):
+    """A latent firing (after BOS) on the first prompt and on none of the others' tokens."""
+    codes = []
+    for prompt in prompts:
+        tokens = model.to_tokens(prompt)
+        codes.append(sae.encode(residual(model, tokens))[0, 1:] > 0)
+    only_first = codes[0].any(dim=0) & ~torch.stack([c.any(dim=0) for c in codes[1:]]).any(dim=0)
+    assert only_first.any(), "no latent separates the prompts; pick others"
+    return int(torch.nonzero(only_first)[0])
+
+
+def test_per_sequence_decisions_hold_under_the_kv_cache_and_left_padding():
+    model = tiny_model(positional_embedding_type="rotary")
+    sae = random_sae("jumprelu")
+    prompts = ["the movie was very good and the music was fun", "i love", "the plot"]
+    condition = sl.Condition.latents(sae, [prompts_that_split(sae, model, prompts)], per="sequence")
+    steering = {dense(): 6.0}
+    together = generate(model, prompts, steering=steering, when=condition, max_new_tokens=5)
+    alone = [generate(model, p, steering=steering, when=condition, max_new_tokens=5)[0] for p in prompts]
+    assert together == alone  # left padding never fires the condition
+    plain = generate(model, prompts, steering=steering, max_new_tokens=5)
+    unsteered = generate(model, prompts, max_new_tokens=5)
+    assert together[0] == plain[0] and together[1:] == unsteered[1:]  # steered where the prompt fired, only
+    assert plain[0] != unsteered[0]
+    outputs = []
+    for cached in (True, False):
+        with steer(model, steering, when=condition) as policy:
+            policy.reset()
+            outputs.append(model.generate(model.to_tokens(prompts[0]), max_new_tokens=6, do_sample=False,
+                                          verbose=False, use_past_kv_cache=cached).tolist())
+    assert outputs[0] == outputs[1]
+
+
+def test_a_condition_read_after_the_steered_hook_is_refused_before_any_hook(model):
+    late = random_sae("jumprelu", hook_name="blocks.2.hook_resid_post")
+    with pytest.raises(ValueError, match="after the steered hook"):
+        with steer(model, {dense(): 1.0}, when=sl.Condition.latents(late, [0])):
+            pass
+    assert leftover_hooks() == []
+    with pytest.raises(TypeError, match="when"):  # the runtime type check in tests, or ours
+        with steer(model, {dense(): 1.0}, when=[0]):
+            pass
+    with pytest.raises(ValueError, match="outside the SAE"):
+        sl.Condition.latents(late, [10_000])
+
+
+def test_conditions_from_examples_watch_the_latents_that_separate_the_texts(model):
+    sae = random_sae("jumprelu")
+    on, off = ["the movie was good", "the music was fun"], ["i hate it", "the plot was bad"]
+    rates = text_firing_rates(model, sae, on)
+    by_hand = torch.zeros(sae.cfg.d_sae)
+    for text in on:
+        by_hand += (sae.encode(residual(model, model.to_tokens(text)))[0, 1:] > 0).any(dim=0).float()
+    torch.testing.assert_close(rates, by_hand / len(on))
+    condition = sl.Condition.from_examples(model, sae, on, off, top_k=2)
+    gap = rates - text_firing_rates(model, sae, off)
+    assert set(condition.ids) == set(gap.topk(2).indices.tolist())
+    # the condition fires on a text when any of its latents does: at least as often as each of them
+    assert condition.firing_rate(model, on) >= max(rates[list(condition.ids)].tolist())
