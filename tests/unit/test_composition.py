@@ -1,6 +1,7 @@
 """Composition grids: every cell is the run it stands for; the summaries read the grid correctly."""
 
 import pytest
+import torch
 
 import sas_lens as sl
 from sas_lens.analysis.composition import (
@@ -71,3 +72,55 @@ def test_bad_grids_are_refused(model):
         sl.composition_grid(model, sae, {vec: [float("nan")], dense(): [1.0]}, {"l": mean_length}, PROMPTS)
     with pytest.raises(ValueError, match="need prompts"):
         sl.composition_grid(model, sae, {vec: [1.0], dense(): [1.0]}, {"l": mean_length})
+
+
+def test_cross_talk_scores_each_vector_with_every_judge_and_relates_it_to_overlap(model):
+    import pandas as pd
+
+    from sas_lens.analysis.interference import (
+        cross_talk,
+        interference_figure,
+        interference_table,
+        overlap_predicts_interference,
+    )
+    from sas_lens.steering.vectors import SASVector
+
+    sae = random_sae("jumprelu")
+    a, b = vector_for(sae, 0, nnz=12), vector_for(sae, 1, nnz=12)
+    vectors = {"a": a, "b": b}
+    judges = {"a": mean_length, "b": lambda texts: sum("the" in t for t in texts) / len(texts)}
+    talk = cross_talk(model, vectors, judges, PROMPTS, sae=sae, strengths={"a": 20.0, "b": -20.0}, max_new_tokens=4)
+    assert len(talk) == 4
+    unsteered = generate(model, PROMPTS, max_new_tokens=4)
+    steered_a = generate(model, PROMPTS, steering={a: 20.0}, sae=sae, max_new_tokens=4)
+    row = talk[(talk.steered == "a") & (talk.judged == "b")].iloc[0]
+    assert row["shift"] == pytest.approx(judges["b"](steered_a) - judges["b"](unsteered))
+
+    # interference on hand-made shifts: a → b is half of b's own shift
+    hand = pd.DataFrame([{"steered": s, "judged": j, "shift": x} for s, j, x in
+                         (("a", "a", 1.0), ("b", "b", 2.0), ("a", "b", 1.0), ("b", "a", -0.25))])
+    u = SASVector(torch.tensor([0, 1]), torch.tensor([1.0, 1.0]), sae.cfg.d_sae, a.provenance)
+    v = SASVector(torch.tensor([1, 2]), torch.tensor([1.0, 1.0]), sae.cfg.d_sae, a.provenance)
+    table = interference_table(hand, {"a": u, "b": v}, sae).set_index(["steered", "judged"])
+    assert table.loc[("a", "b"), "cross_talk"] == 0.5 and table.loc[("b", "a"), "cross_talk"] == -0.25
+    assert table.loc[("a", "b"), "jaccard"] == pytest.approx(1 / 3)
+    decoded = sae.W_dec.detach()[[0, 1]].sum(0), sae.W_dec.detach()[[1, 2]].sum(0)
+    assert table.loc[("a", "b"), "cosine_decoded"] == pytest.approx(
+        float(torch.nn.functional.cosine_similarity(*decoded, dim=0)), abs=1e-6)
+    assert set(table["method"]) == {"sas"}
+    assert overlap_predicts_interference(table.reset_index())["spearman"].isna().all()  # 2 pairs: no correlation
+    assert len(interference_figure(table.reset_index()).data) == 1
+    with pytest.raises(ValueError, match="No judge"):
+        cross_talk(model, vectors, {"a": mean_length}, PROMPTS, sae=sae)
+
+
+def test_overlap_predicts_interference_is_a_rank_correlation():
+    import pandas as pd
+
+    from sas_lens.analysis.interference import overlap_predicts_interference
+
+    table = pd.DataFrame({"method": "sas", "cross_talk": [0.1, -0.5, 0.9, 0.3],
+                          "jaccard": [0.0, 0.2, 0.4, 0.1], "cosine_decoded": [-0.9, 0.1, 0.2, 0.3]})
+    result = overlap_predicts_interference(table).set_index("measure")["spearman"]
+    assert result["jaccard"] == pytest.approx(1.0)  # |cross-talk| ranks 1,3,4,2; Jaccard ranks the same
+    assert result["cosine_decoded"] == pytest.approx(-0.8)  # |cos| ranks 4,1,2,3 against 1,3,4,2: 1 − 6·18/60
