@@ -63,7 +63,7 @@ def load_capability_items(path: str | Path, *, limit: int | None = None, name: s
     return PairSet(name or path.stem, tuple(items), str(path))
 
 
-def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None,
+def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None, when=None,
              style: PromptStyle = PromptStyle()) -> dict[str, float]:
     """Accuracy (p(correct) > 1/2) and mean p(correct) on capability items.
 
@@ -72,12 +72,13 @@ def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None
         items: from :func:`load_capability_items`.
         steering: ``{vector: λ}``; ``None``: unsteered.
         sae: the SAE(s) of the SAS vectors.
+        when: a condition gating the steering (see :func:`~sas_lens.steering.scoring.ab_probabilities`).
         style: how items are written as prompts.
 
     Example:
         >>> accuracy(model, mmlu, steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
     """
-    p = ab_probabilities(model, items, steering=steering, sae=sae, style=style)
+    p = ab_probabilities(model, items, steering=steering, sae=sae, when=when, style=style)
     return {"accuracy": float((p > 0.5).double().mean()), "p_correct": float(p.double().mean()), "n": len(p)}
 
 

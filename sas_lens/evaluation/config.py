@@ -63,6 +63,14 @@ class EvalConfig:
     # The paper's Δ ablation: at every layer with an SAE, SAS with the reconstruction error dropped
     # ("sas@delta=0"; at λ = 0 that is the SAE spliced in) beside SAS with it, A/B and capability cells.
     delta_ablation: bool = False
+    # Pairs of behaviours steered together at the main layer, every λ pair of composition_lams (in the
+    # strength unit), each scored on its own A/B items: [["refusal", "sycophancy"]].
+    compositions: tuple[tuple[str, str], ...] = ()
+    composition_lams: tuple[float, ...] = (-4.0, 0.0, 4.0)
+    # Behaviours also steered with a per-sequence condition built from their own training questions against
+    # the other behaviours' (condition_latents latents): their A/B items and MMLU, gated and not.
+    conditional: tuple[str, ...] = ()
+    condition_latents: int = 4
     judge: dict[str, Any] | None = None
     topics: dict[str, str] = field(default_factory=dict)  # name → "demo:<topic>" or a file, one text per line
     topic_strengths: tuple[float, ...] = (2.0, 4.0, 8.0)  # "amplify"
@@ -96,6 +104,18 @@ class EvalConfig:
             raise ValueError(f"strength_unit must be 'raw' or 'kl', got {self.strength_unit!r}.")
         if self.delta_ablation and "sas" not in self.methods:
             raise ValueError("delta_ablation compares SAS with and without Δ; add 'sas' to methods.")
+        for pair in self.compositions:
+            if len(pair) != 2 or not set(pair) <= set(self.behaviours) or pair[0] == pair[1]:
+                raise ValueError(f"A composition is two different behaviours of the config, got {list(pair)}.")
+        unknown_conditional = sorted(set(self.conditional) - set(self.behaviours))
+        if unknown_conditional:
+            raise ValueError(f"conditional names behaviours the config does not: {unknown_conditional}.")
+        if self.conditional and self.sae_for(self.layers[0]) is False:
+            raise ValueError(f"Conditions read the SAE of the main layer {self.layers[0]}; name it in saes.")
+        if self.conditional and len(self.behaviours) < 2:
+            raise ValueError("A condition is built against the other behaviours' questions; name at least two.")
+        if not all(math.isfinite(x) for x in self.composition_lams):
+            raise ValueError(f"composition_lams must be finite, got {self.composition_lams}.")
         if not self.cost_budget > 1:
             raise ValueError(f"cost_budget is a perplexity ratio above 1, got {self.cost_budget}.")
         for name in ("lams", "cost_lams"):
@@ -153,9 +173,13 @@ def load_config(path: str | Path) -> EvalConfig:
     for key in ("data_dir", "heldout_text"):  # relative to the config file
         if raw.get(key) and not Path(raw[key]).is_absolute():
             raw[key] = str((path.parent / raw[key]).resolve())
-    for key in ("behaviours", "layers", "methods"):
+    for key in ("behaviours", "layers", "methods", "conditional"):
         if key in raw:
             raw[key] = tuple(raw[key])
+    if "compositions" in raw:
+        raw["compositions"] = tuple(tuple(pair) for pair in raw["compositions"])
+    if "composition_lams" in raw:
+        raw["composition_lams"] = tuple(float(x) for x in raw["composition_lams"])
     for key in ("topic_strengths", "topic_swap"):
         if key in raw:
             raw[key] = tuple(float(x) for x in raw[key])

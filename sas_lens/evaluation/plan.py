@@ -77,6 +77,13 @@ def plan_cells(cfg: EvalConfig) -> list[Cell]:
                         cells += [(kind, behaviour, layer, method, lam) for lam in cfg.grid(method, costs=True)]
     if cfg.delta_ablation:
         cells += _delta_ablation_cells(cfg)
+    steered = [m for m in cfg.methods if m != "prompting" and (m != "sas" or cfg.sae_for(main_layer) is not False)]
+    for a, b in cfg.compositions:  # "sas@b=4": vector b at 4 (the method's variant), vector a at the cell's λ
+        cells += [("composition", f"{a}+{b}", main_layer, f"{method}@b={lam_b:g}", lam_a)
+                  for method in steered for lam_b in cfg.composition_lams for lam_a in cfg.composition_lams]
+    for behaviour in cfg.conditional:
+        cells += [("conditional", behaviour, main_layer, method, lam)
+                  for method in steered for lam in cfg.grid(method) if lam != 0]
     if cfg.sae_for(main_layer) is False:
         sweeps = [f"dense@n={n}" for n in cfg.data_sizes]
     else:

@@ -126,6 +126,21 @@ class EvalResources:
                 self._vectors[key] = vector
         return self._vectors[key]
 
+    def condition(self, behaviour: str, layer: int):
+        """The per-sequence condition of ``behaviour``: the latents of the SAE at ``layer`` that fire on the most
+        of its training questions beyond the share of the other behaviours' training questions, built once."""
+        key = ("condition", behaviour, layer)
+        if key not in self._data:
+            from sas_lens.steering.conditions import Condition
+
+            def questions(name):
+                return [pair.question for pair in self.pairs(name, "train")][:24]
+
+            others = [q for name in self.cfg.behaviours if name != behaviour for q in questions(name)]
+            self._data[key] = Condition.from_examples(self.model, self.sae(layer), questions(behaviour), others,
+                                                      top_k=self.cfg.condition_latents, name=f"{behaviour} questions")
+        return self._data[key]
+
     def unit(self, behaviour: str, layer: int, method: str) -> float:
         """The strength λ counts in: 1 for ``strength_unit = "raw"``; for ``"kl"``, the vector's λ at a mean
         next-token KL of 0.1 on the behaviour's first test prompts (measured once, kept in ``units.json``)."""

@@ -46,6 +46,9 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
     layers = layer_table(records)
     if len(layers):
         layers.to_csv(out_dir / "layers.csv", index=False)
+    for name, table in (("composition.csv", composition_table(records)), ("conditional.csv", conditional_table(records))):
+        if len(table):
+            table.to_csv(out_dir / name, index=False)
 
 
 def summary_table(records: list[dict]):
@@ -179,6 +182,58 @@ def layer_table(records: list[dict]):
     return table
 
 
+def composition_table(records: list[dict]):
+    """Composition cells as a tidy table: pair, method, λ of each vector, p of each behaviour.
+
+    Args:
+        records: the run's cells (``results.json``).
+
+    Example:
+        >>> recs = [{"kind": "composition", "behaviour": "a+b", "method": "sas@b=4", "lam": 2.0, "lam_b": 4.0,
+        ...          "p_a": 0.6, "p_b": 0.7}]
+        >>> composition_table(recs).to_dict("records")
+        [{'pair': 'a+b', 'method': 'sas', 'lam_a': 2.0, 'lam_b': 4.0, 'p_a': 0.6, 'p_b': 0.7}]
+    """
+    import pandas as pd
+
+    from sas_lens.evaluation.plan import base_method
+
+    rows = []
+    for r in records:
+        if r["kind"] != "composition":
+            continue
+        a, b = r["behaviour"].split("+")
+        rows.append({"pair": r["behaviour"], "method": base_method(r["method"]), "lam_a": r["lam"],
+                     "lam_b": r["lam_b"], "p_a": r[f"p_{a}"], "p_b": r[f"p_{b}"]})
+    return pd.DataFrame(rows)
+
+
+def conditional_table(records: list[dict]):
+    """Conditional cells beside the unconditional A/B cells at the same λ: p gated and not, how often the
+    condition fires on the behaviour's items and on MMLU, and MMLU accuracy gated and not.
+
+    Args:
+        records: the run's cells (``results.json``).
+
+    Example:
+        >>> recs = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "sas", "lam": 4.0, "mean": 0.7},
+        ...         {"kind": "conditional", "behaviour": "b", "layer": 9, "method": "sas", "lam": 4.0, "mean": 0.65,
+        ...          "fires_on_items": 0.9, "fires_on_mmlu": 0.1, "mmlu_accuracy_gated": 0.5,
+        ...          "mmlu_accuracy_ungated": 0.4}]
+        >>> conditional_table(recs)[["p_ungated", "p_gated", "mmlu_gated"]].to_dict("records")
+        [{'p_ungated': 0.7, 'p_gated': 0.65, 'mmlu_gated': 0.5}]
+    """
+    import pandas as pd
+
+    ab = {(r["behaviour"], r["layer"], r["method"], r["lam"]): r["mean"] for r in records if r["kind"] == "ab"}
+    rows = [{"behaviour": r["behaviour"], "method": r["method"], "lam": r["lam"],
+             "p_ungated": ab.get((r["behaviour"], r["layer"], r["method"], r["lam"])), "p_gated": r["mean"],
+             "fires_on_items": r["fires_on_items"], "fires_on_mmlu": r["fires_on_mmlu"],
+             "mmlu_ungated": r["mmlu_accuracy_ungated"], "mmlu_gated": r["mmlu_accuracy_gated"]}
+            for r in records if r["kind"] == "conditional"]
+    return pd.DataFrame(rows)
+
+
 def topic_table(records: list[dict]):
     """Per topic and steering: topic similarity, fluency, and the time costs (align, fine-tune, per token).
 
@@ -246,9 +301,17 @@ def evaluation_figures(records: list[dict]) -> list:
                           xaxis_title="behaviour score (embedding)", yaxis_title="answer perplexity (unsteered model)",
                           **_LAYOUT)
         figures.append(fig)
-    matched = matched_cost_table(records, budget=cost_budget)
-    if len(matched):
-        matched.to_csv(out_dir / "matched_cost.csv", index=False)
+    composed = composition_table(records)
+    for (pair, method), cells in composed.groupby(["pair", "method"], sort=False):
+        a, b = pair.split("+")
+        for column, behaviour in (("p_a", a), ("p_b", b)):
+            table = cells.pivot_table(index="lam_b", columns="lam_a", values=column)
+            fig = go.Figure(go.Heatmap(z=table.values, x=[f"{c:g}" for c in table.columns],
+                                       y=[f"{i:g}" for i in table.index], colorscale="RdBu", zmid=0.5,
+                                       text=table.round(3).values, texttemplate="%{text}"))
+            fig.update_layout(title=f"{method}, {a} + {b} composed: p({behaviour})", xaxis_title=f"λ {a}",
+                              yaxis_title=f"λ {b}", **_LAYOUT)
+            figures.append(fig)
     topics = topic_table(records)
     if len(topics):
         fig = go.Figure()
@@ -279,5 +342,6 @@ def evaluation_section(out_dir: str | Path):
         raise DataError(f"{out_dir} holds no results.json; run `sas-lens eval` first.")
     records = json.loads(results.read_text())["cells"]
     tables = [table.round(3).to_html(index=False, na_rep="–")
-              for table in (summary_table(records), matched_cost_table(records), topic_table(records)) if len(table)]
+              for table in (summary_table(records), matched_cost_table(records), layer_table(records),
+                            conditional_table(records), topic_table(records)) if len(table)]
     return Section("Evaluation", "\n".join(tables), evaluation_figures(records))

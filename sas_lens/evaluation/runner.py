@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from sas_lens.evaluation.behaviour import ab_cell, mean_ci
 from sas_lens.evaluation.config import EvalConfig
-from sas_lens.evaluation.plan import base_method, plan_cells, steers_at_zero
+from sas_lens.evaluation.plan import base_method, plan_cells, steers_at_zero, variant_settings
 from sas_lens.evaluation.resources import EvalResources
 from sas_lens.evaluation.store import CellStore, cell_key
 
@@ -113,6 +113,38 @@ def _run_open(res: EvalResources, behaviour, layer, method, lam) -> dict:
     return out
 
 
+def _run_composition(res: EvalResources, pair, layer, method, lam) -> dict:
+    """Two behaviours' vectors at once (a at λ, b at the variant's λ), each scored on its own A/B items."""
+    from sas_lens.steering.scoring import ab_probabilities
+
+    a, b = pair.split("+")
+    base, lam_b = base_method(method), variant_settings(method)["b"]
+    steering = {res.vector(behaviour, layer, base): strength * res.unit(behaviour, layer, base)
+                for behaviour, strength in ((a, lam), (b, lam_b)) if strength != 0}
+    sae = res.sae(layer) if base == "sas" else None
+    out: dict[str, Any] = {"lam_b": lam_b}
+    for behaviour in (a, b):
+        out[f"p_{behaviour}"] = float(ab_probabilities(res.model, res.pairs(behaviour, "test"), steering=steering,
+                                                       sae=sae).mean())
+    return out
+
+
+def _run_conditional(res: EvalResources, behaviour, layer, method, lam) -> dict:
+    """The behaviour's vector gated by its condition: its A/B items, and MMLU gated and not."""
+    from sas_lens.evaluation.capability import accuracy
+    from sas_lens.steering.scoring import ab_probabilities
+
+    condition = res.condition(behaviour, layer)
+    steering, sae = _steering(res, behaviour, layer, method, lam)
+    items, mmlu = res.pairs(behaviour, "test"), res.capability_items("mmlu")
+    mean, low, high = mean_ci(ab_probabilities(res.model, items, steering=steering, sae=sae, when=condition))
+    return {"mean": mean, "ci_low": low, "ci_high": high, "condition_latents": list(condition.ids),
+            "fires_on_items": condition.firing_rate(res.model, [item.question for item in items]),
+            "fires_on_mmlu": condition.firing_rate(res.model, [item.question for item in mmlu]),
+            "mmlu_accuracy_gated": accuracy(res.model, mmlu, steering=steering, sae=sae, when=condition)["accuracy"],
+            "mmlu_accuracy_ungated": accuracy(res.model, mmlu, steering=steering, sae=sae)["accuracy"]}
+
+
 def _run_topic(res: EvalResources, topic, layer, method, lam) -> dict:
     from sas_lens.steering.generation import generate
     from sas_lens.steering.hf_backend import preferred_backend
@@ -144,7 +176,8 @@ def _run_topic(res: EvalResources, topic, layer, method, lam) -> dict:
     return {**out, **generation_scores(res.model, prompts, answers, centroid), "answers": answers}
 
 
-_RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open, "topic": _run_topic}
+_RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open, "topic": _run_topic,
+            "composition": _run_composition, "conditional": _run_conditional}
 
 
 def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True) -> list[dict]:
@@ -173,7 +206,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     for kind, behaviour, layer, method, lam in tqdm(pending, desc="evaluation cells", disable=not progress,
                                                      unit="cell"):
         cell_started = time.perf_counter()
-        reuse = lam == 0 and kind != "topic" and not steers_at_zero(method)
+        reuse = lam == 0 and kind in ("ab", "capability", "open") and not steers_at_zero(method)
         unsteered = store.unsteered(kind, behaviour) if reuse else None
         figures = unsteered or _RUNNERS[kind](res, behaviour, layer, method, lam)
         store.add({"key": cell_key(kind, behaviour, layer, method, lam), "kind": kind, "behaviour": behaviour,

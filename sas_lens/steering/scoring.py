@@ -21,7 +21,7 @@ from sas_lens.loading.prompts import (
     left_pad,
     tokenize_with_spans,
 )
-from sas_lens.steering.engine import steering_hooks
+from sas_lens.steering.engine import build_hooks
 from sas_lens.typing import Float, Tensor
 
 
@@ -76,6 +76,7 @@ def ab_probabilities(
     *,
     steering: Mapping | None = None,
     sae=None,
+    when=None,
     style: PromptStyle = PromptStyle(),
     batch_size: int = 8,
 ) -> Float[Tensor, " n"]:
@@ -88,6 +89,8 @@ def ab_probabilities(
         items: A/B items (a :class:`~sas_lens.loading.pairs.PairSet` of ``ABItem``).
         steering: ``{vector: λ}`` as for :func:`~sas_lens.steering.engine.steer`; ``None``: unsteered.
         sae: the SAE(s) the SAS vectors were built on.
+        when: a :class:`~sas_lens.steering.conditions.Condition` gating the steering (per item for
+            ``per="sequence"``, padding excluded).
         style: how an item is written as a prompt (base-model text or the chat template).
         batch_size: items per forward pass.
 
@@ -100,12 +103,13 @@ def ab_probabilities(
     if items.kind != "ab":
         raise ValueError(f"ab_probabilities needs A/B items; {items.name!r} holds completion pairs.")
     prompts = [_letter_prompt(model, item, style) for item in items]
-    hooks = steering_hooks(model, steering or {}, sae=sae)
+    hooks, policy = build_hooks(model, steering or {}, sae=sae, when=when)
     out = torch.empty(len(prompts))
     with model.hooks(fwd_hooks=hooks):
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
             tokens, attention = left_pad(model.tokenizer, [context for context, _, _ in batch])
+            policy.reset(attention)  # each batch is a new prompt; padding never fires a condition
             device = model.cfg.device
             logits = last_position_logits(model, tokens.to(device), attention.to(device)).float()
             pair_logits = torch.stack(

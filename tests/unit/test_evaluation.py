@@ -349,3 +349,60 @@ def test_strength_unit_kl_steers_each_vector_at_multiples_of_its_own_kl_strength
         assert cell["mean"] == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ValueError, match="strength_unit"):
         config(caa_dir, strength_unit="nats")
+
+
+@pytest.fixture
+def two_behaviours(caa_dir):
+    """caa_dir with a second behaviour, "other", whose questions use other words."""
+    train = [ab("i hate the plot ?\n(A) yes bad\n(B) no good", "A", "B"),
+             ab("the music was awful ?\n(A) no great\n(B) yes awful", "B", "A"),
+             ab("it was boring ?\n(A) yes boring\n(B) no fun", "A", "B")]
+    test = [ab("the story was sad ?\n(A) yes sad\n(B) no happy", "A", "B"),
+            ab("i love the actor ?\n(A) no hate\n(B) yes love", "B", "A")]
+    for name, records in (("generate/other/generate_dataset.json", train), ("test/other/test_dataset_ab.json", test)):
+        (caa_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (caa_dir / name).write_text(json.dumps(records))
+    return caa_dir
+
+
+def test_composition_and_conditional_cells_are_the_runs_they_stand_for(model, two_behaviours, tmp_path,
+                                                                       sae_per_layer):
+    from sas_lens.evaluation.results import composition_table, conditional_table, evaluation_figures
+    from sas_lens.steering.conditions import Condition
+    from sas_lens.steering.scoring import ab_probabilities
+
+    cfg = config(two_behaviours, behaviours=("tiny", "other"), layers=(1,), saes={"1": "sae-1"},
+                 methods=("sas", "dense"), sas={"selection": "contrast", "top_k": 3}, open_ended=0,
+                 compositions=(("tiny", "other"),), composition_lams=(0.0, 2.0), conditional=("tiny",),
+                 condition_latents=2, lams={"sas": (-2.0, 0.0, 2.0), "dense": (-2.0, 0.0, 2.0)})
+    cells = plan_cells(cfg)
+    assert ("composition", "tiny+other", 1, "dense@b=2", 0.0) in cells
+    assert ("conditional", "tiny", 1, "sas", 2.0) in cells and ("conditional", "tiny", 1, "sas", 0.0) not in cells
+    records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
+    resources = EvalResources(cfg, tmp_path / "run", model=model)
+    sae = sae_per_layer["sae-1"]
+    at = {(r["kind"], r["behaviour"], r["method"], r["lam"]): r for r in records}
+
+    composed = at[("composition", "tiny+other", "sas@b=2", 2.0)]
+    both = {resources.vector("tiny", 1, "sas"): 2.0, resources.vector("other", 1, "sas"): 2.0}
+    for behaviour in ("tiny", "other"):
+        expected = ab_probabilities(model, resources.pairs(behaviour, "test"), steering=both, sae=sae).mean()
+        assert composed[f"p_{behaviour}"] == pytest.approx(float(expected), abs=1e-6)
+    alone = at[("composition", "tiny+other", "sas@b=0", 2.0)]  # b at 0: vector a alone, as its own A/B cell
+    assert alone["p_tiny"] == pytest.approx(at[("ab", "tiny", "sas", 2.0)]["mean"], abs=1e-6)
+    assert "measured_in" not in at[("composition", "tiny+other", "sas@b=2", 0.0)]  # λ_a = 0 is not unsteered
+
+    gated = at[("conditional", "tiny", "dense", 2.0)]
+    condition = Condition(sae, tuple(gated["condition_latents"]), per="sequence")
+    expected = ab_probabilities(model, resources.pairs("tiny", "test"), sae=sae, when=condition,
+                                steering={resources.vector("tiny", 1, "dense"): 2.0}).mean()
+    assert gated["mean"] == pytest.approx(float(expected), abs=1e-6)
+    assert 0 <= gated["fires_on_items"] <= 1 and 0 <= gated["fires_on_mmlu"] <= 1
+    assert len(composition_table(records)) == 2 * 2 * 2 and len(conditional_table(records)) == 4
+    assert conditional_table(records)["p_ungated"].notna().all()
+    titles = [fig.layout.title.text for fig in evaluation_figures(records)]
+    assert "sas, tiny + other composed: p(other)" in titles
+    for name in ("composition.csv", "conditional.csv"):
+        assert (tmp_path / "run" / name).exists()
+    with pytest.raises(ValueError, match="two different behaviours"):
+        config(two_behaviours, behaviours=("tiny", "other"), compositions=(("tiny", "nope"),))
