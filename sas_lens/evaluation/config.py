@@ -74,7 +74,8 @@ class EvalConfig:
     judge: dict[str, Any] | None = None
     topics: dict[str, str] = field(default_factory=dict)  # name → "demo:<topic>" or a file, one text per line
     topic_strengths: tuple[float, ...] = (2.0, 4.0, 8.0)  # "amplify"
-    topic_swap: tuple[float, ...] = (1.0,)  # "swap" blends, in [0, 1]
+    topic_swap: tuple[float, ...] = (1.0,)  # blends in [0, 1] of the original's "swap", "clamp" and "weight"
+    topic_summary: str = "avg"  # how each reference prompt is summarised (sas_lens.topic.alignment.SUMMARIES)
     topic_swap_k: int = 32
     topic_latents: int = 64
     topic_min_prompts: int = 5  # amplify picks latents firing on at least this many reference prompts
@@ -84,6 +85,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.behaviours and not self.topics:
             raise ValueError("The evaluation config names no behaviours and no topics.")
+        from sas_lens.topic.alignment import SUMMARIES
+
+        if self.topic_summary not in SUMMARIES:
+            raise ValueError(f"topic_summary must be one of {SUMMARIES}, got {self.topic_summary!r}.")
         if not all(0 <= x <= 1 for x in self.topic_swap):
             raise ValueError(f"topic_swap blends must lie in [0, 1], got {self.topic_swap}.")
         if not all(math.isfinite(x) for x in self.topic_strengths):

@@ -94,7 +94,8 @@ def plan_cells(cfg: EvalConfig) -> list[Cell]:
             cells += [("ab", behaviour, main_layer, variant, lam) for lam in cfg.grid(base_method(variant))]
     for topic in cfg.topics:
         cells += [("topic", topic, main_layer, "amplify", lam) for lam in sorted({0.0, *cfg.topic_strengths})]
-        cells += [("topic", topic, main_layer, "swap", lam) for lam in cfg.topic_swap]
+        cells += [("topic", topic, main_layer, mode, lam) for mode in ("swap", "clamp", "weight")
+                  for lam in cfg.topic_swap]
         if cfg.finetune_steps:
             cells.append(("topic", topic, main_layer, "finetune", float(cfg.finetune_steps)))
     return cells

@@ -83,7 +83,8 @@ class EvalResources:
 
             texts = load_topic_texts(self.cfg.topics[name])
             started = time.perf_counter()
-            alignment = topic_scores(self.model, self.sae(self.cfg.layers[0]), texts, name=name)
+            alignment = topic_scores(self.model, self.sae(self.cfg.layers[0]), texts, name=name,
+                                     summary=self.cfg.topic_summary)
             align_s = time.perf_counter() - started
             self._data[key] = (texts, topic_centroid(texts), alignment, align_s)
             alignment.save(self.out_dir / "topics" / f"{name}.safetensors")

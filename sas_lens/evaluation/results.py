@@ -258,7 +258,7 @@ def topic_table(records: list[dict]):
         rows.append({"topic": r["behaviour"], "steering": steering, "topic_similarity": r["topic_similarity"],
                      "perplexity": r["perplexity"], "distinct_2": r["distinct_2"],
                      "extra_s_per_token": overhead, "align_s": r["align_s"] if r["method"] != "finetune" else None,
-                     "finetune_s": r.get("finetune_s")})
+                     "finetune_s": r.get("finetune_s"), "coverage": r.get("coverage")})
     return pd.DataFrame(rows)
 
 

@@ -157,13 +157,15 @@ def _run_topic(res: EvalResources, topic, layer, method, lam) -> dict:
     texts, centroid, alignment, align_s = res.topic(topic)
     prompts = list(NEUTRAL_PROMPTS[: res.cfg.topic_prompts])
     n_new = res.cfg.max_new_tokens
-    out: dict[str, Any] = {"align_s": round(align_s, 2), "reference_cached": alignment.metadata["reference_cached"]}
+    out: dict[str, Any] = {"align_s": round(align_s, 2), "reference_cached": alignment.metadata["reference_cached"],
+                           "coverage": alignment.metadata.get("coverage")}
     if method == "finetune":
         tuned, out["finetune_s"] = finetune_on_texts(res.model, texts, steps=int(lam))
         model, steering, sae, backend = tuned, {}, None, "tl"
     else:
-        edit = (alignment.vector(res.cfg.topic_latents, min_prompts=res.cfg.topic_min_prompts) if method == "amplify"
-                else alignment.swap(res.cfg.topic_swap_k))
+        edit = {"amplify": lambda: alignment.vector(res.cfg.topic_latents, min_prompts=res.cfg.topic_min_prompts),
+                "swap": lambda: alignment.swap(res.cfg.topic_swap_k), "clamp": alignment.clamp,
+                "weight": alignment.weight}[method]()
         model, steering, sae = res.model, ({edit: lam} if lam else {}), res.sae(layer)
         backend = preferred_backend(model)
     # a fixed number of new tokens (hf) so that seconds per token compare across cells

@@ -2,8 +2,11 @@
 
 Scoring (DESIGN §4, after "Enabling Sparse Autoencoders for Topic Alignment"):
 
-1. run a fixed reference prompt set R through the model and SAE; ``w[r, c]`` is latent
-   c's mean activation over prompt r's tokens (BOS excluded);
+1. run a fixed reference prompt set R through the model and SAE; ``w[r, c]`` summarises
+   latent c's activation over prompt r's tokens (BOS excluded). ``summary="avg"`` (the
+   original's default): the latent's activation sum divided by the prompt's total activation
+   over all latents; ``"max"``: its largest activation; ``"counts"``: the tokens it fires on;
+   ``"token_mean"``: its mean over the tokens;
 2. ``d²(r) = 2 − 2·max_a cos(e(r), e(a))``: squared distance between the sentence
    embedding of r and of its nearest alignment text (all-MiniLM-L6-v2, normalised);
 3. ``score(c) = Σ_r w[r, c]·d²(r) / Σ_r w[r, c]``, min–max normalised over the latents
@@ -20,9 +23,9 @@ Steering, through the same ``steer``/``generate`` as behaviour vectors:
   prompt near the topic gets the top score (1.0) from that one prompt, and such latents
   fill the original's top list (on the shipped 16k SAE, the medicine set: 60 of the top
   64 fire on one or two of the 150 prompts, with no topical logit-lens tokens).
-- ``alignment.swap(k)`` (:mod:`sas_lens.topic.swap`): "swap", faithful to the original — per token keep the k
-  latents with the largest ``pre-activation × score`` and decode them, dropping the
-  SAE's error; strength λ ∈ [0, 1] blends ``(1 − λ)·a + λ·swap(a)``.
+- ``alignment.swap(k)``, ``alignment.clamp()``, ``alignment.weight()`` (:mod:`sas_lens.topic.swap`): the
+  original's reconstructions, the SAE's error dropped; strength λ ∈ [0, 1] blends
+  ``(1 − λ)·a + λ·reconstruction(a)``.
 
 Example:
     >>> weights = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0]])   # 2 reference prompts × 3 latents
@@ -136,47 +139,82 @@ def squared_distances(reference: Float[Tensor, "n_ref dim"], alignment: Float[Te
     return 2 - 2 * (reference @ alignment.T).max(dim=1).values
 
 
+SUMMARIES = ("avg", "max", "counts", "token_mean")
+
+
+def summarise_prompt(codes: Float[Tensor, "pos d_sae"]) -> dict[str, Tensor]:
+    """Every per-prompt summary of one prompt's codes (its tokens after BOS, no padding): ``{summary: [d_sae]}``.
+
+    Args:
+        codes: the SAE's codes of the prompt's tokens.
+
+    Example:
+        >>> out = summarise_prompt(torch.tensor([[1.0, 0.0], [3.0, 4.0]]))
+        >>> out["avg"], out["max"], out["counts"], out["token_mean"]
+        (tensor([0.5000, 0.5000]), tensor([3., 4.]), tensor([2., 1.]), tensor([2., 2.]))
+    """
+    codes = codes.float()
+    total = codes.sum(0)
+    return {"avg": total / total.sum().clamp_min(1e-12), "max": codes.max(0).values if len(codes) else total,
+            "counts": (codes > 0).sum(0).float(), "token_mean": total / max(len(codes), 1)}
+
+
 @torch.no_grad()
-def reference_activations(model, sae, prompts: list[str], batch_size: int = 8) -> Float[Tensor, "n_ref d_sae"]:
-    """Step 1: each prompt's mean SAE code over its tokens (BOS and padding excluded).
+def reference_activations(model, sae, prompts: list[str], batch_size: int = 8,
+                          summary: str = "token_mean") -> Float[Tensor, "n_ref d_sae"]:
+    """Step 1: each prompt's SAE codes over its tokens (BOS and padding excluded), summarised per latent.
 
     Args:
         model: the HookedTransformer ``sae`` reads.
         sae: the SAE.
         prompts: the reference prompts.
         batch_size: prompts per forward pass.
+        summary: one of :data:`SUMMARIES` (see the module docstring).
 
     Example:
-        >>> weights = reference_activations(model, sae, reference_prompts())  # doctest: +SKIP
+        >>> weights = reference_activations(model, sae, reference_prompts(), summary="avg")  # doctest: +SKIP
     """
+    return _all_summaries(model, sae, prompts, batch_size)[_check_summary(summary)]
+
+
+def _check_summary(summary: str) -> str:
+    if summary not in SUMMARIES:
+        raise ValueError(f"summary must be one of {SUMMARIES}, got {summary!r}.")
+    return summary
+
+
+@torch.no_grad()
+def _all_summaries(model, sae, prompts: list[str], batch_size: int = 8) -> dict[str, Tensor]:
     from sas_lens.loading.prompts import tokenize_with_spans
 
-    out = torch.empty(len(prompts), sae.cfg.d_sae)
+    out = {name: torch.empty(len(prompts), sae.cfg.d_sae) for name in SUMMARIES}
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         tokens, attention, spans = tokenize_with_spans(model.tokenizer, batch, [(0, len(p)) for p in batch])
         codes = sae_codes(model, sae, tokens, attention)
-        mask = spans.float()[..., None]
-        out[start : start + len(batch)] = (codes * mask).sum(1) / mask.sum(1).clamp_min(1)
+        for i in range(len(batch)):
+            for name, row in summarise_prompt(codes[i][spans[i].bool()]).items():
+                out[name][start + i] = row
     return out
 
 
-def _cached_reference_activations(model, sae, prompts: list[str]) -> tuple[Tensor, bool]:
-    """Reference activations cached on disk per (model, SAE, reference set), and whether they were cached."""
+def _cached_reference_activations(model, sae, prompts: list[str]) -> tuple[dict[str, Tensor], bool]:
+    """Every summary of the reference activations, cached on disk per (model, SAE, reference set), and whether
+    they were cached."""
     from safetensors.torch import load_file, save_file
 
     from sas_lens.loading.models import cache_dir
 
-    key = hashlib.sha256(json.dumps([model.cfg.model_name, sae_fingerprint(sae), prompts]).encode()).hexdigest()[:16]
-    path = cache_dir() / "topic_references" / f"{key}.safetensors"
+    key = hashlib.sha256(json.dumps([model.cfg.model_name, sae_fingerprint(sae), prompts, SUMMARIES]).encode())
+    path = cache_dir() / "topic_references" / f"{key.hexdigest()[:16]}.safetensors"
     if path.exists():
-        return load_file(path)["activations"], True
-    activations = reference_activations(model, sae, prompts)
+        return load_file(path), True
+    summaries = _all_summaries(model, sae, prompts)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    save_file({"activations": activations.contiguous()}, partial)
+    save_file({name: tensor.contiguous() for name, tensor in summaries.items()}, partial)
     partial.rename(path)
-    return activations, False
+    return summaries, False
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,12 +263,28 @@ class TopicAlignment:
         return SAEIdentity(self.d_sae, fingerprint=self.metadata.get("sae_fingerprint"))
 
     def swap(self, k: int = 32) -> "TopicSwap":
-        """"Swap" (the original method): per token, keep the ``k`` latents of largest pre-activation × score."""
+        """"Swap" (the original method): per token, the pre-activations of the ``k`` latents of largest positive
+        pre-activation × score, decoded (see :func:`~sas_lens.topic.swap.swap_reconstruction`)."""
         from sas_lens.topic.swap import TopicSwap
 
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}.")
-        return TopicSwap(self, k)
+        return TopicSwap(self, "swap", k)
+
+    def clamp(self, n_latents: int = 5, value: float = 10.0) -> "TopicSwap":
+        """"Clamp" (the original's baseline): the ``n_latents`` most aligned latents' codes raised by ``value``,
+        decoded, error dropped."""
+        from sas_lens.topic.swap import TopicSwap
+
+        if n_latents < 1:
+            raise ValueError(f"n_latents must be at least 1, got {n_latents}.")
+        return TopicSwap(self, "clamp", n_latents, value)
+
+    def weight(self) -> "TopicSwap":
+        """"Weight" (the original's baseline): the SAE's activation of pre-activation × score, decoded."""
+        from sas_lens.topic.swap import TopicSwap
+
+        return TopicSwap(self, "weight", 0)
 
     def save(self, path: str | Path) -> Path:
         """Write the scores and their provenance to one ``.safetensors`` file (like a vector)."""
@@ -254,7 +308,7 @@ class TopicAlignment:
 
 
 def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | None = None, *,
-                 name: str = "topic", embed_fn=None) -> TopicAlignment:
+                 name: str = "topic", embed_fn=None, summary: str = "avg") -> TopicAlignment:
     """Score every latent of ``sae`` for closeness to the topic of ``alignment_texts``.
 
     Args:
@@ -264,6 +318,9 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
         reference: the reference prompt set (default: :func:`reference_prompts`).
         name: the topic's name (recorded, and the default name of its vectors).
         embed_fn: texts → normalised embeddings (default: all-MiniLM-L6-v2).
+        summary: how each reference prompt's activations are summarised per latent: ``"avg"`` (the
+            original's: activation sum over the prompt's total activation), ``"max"``, ``"counts"``,
+            ``"token_mean"`` (see the module docstring).
 
     Example:
         >>> topic = sl.topic_scores(model, sae, sl.demo_topic_texts("medicine"), name="medicine")  # doctest: +SKIP
@@ -278,17 +335,19 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
     reference = reference or reference_prompts()
     embed_fn = embed_fn or embed
     started = time.perf_counter()
-    weights, reference_cached = _cached_reference_activations(model, sae, reference)
+    summaries, reference_cached = _cached_reference_activations(model, sae, reference)
     distances = squared_distances(embed_fn(reference), embed_fn(alignment_texts))
-    scores = latent_scores(weights, distances)
-    active = weights > 0
-    mean_activation = weights.sum(0) / active.sum(0).clamp_min(1)
+    scores = latent_scores(summaries[_check_summary(summary)], distances)
+    token_means = summaries["token_mean"]  # amplify's values are in code units whatever ranks the latents
+    active = token_means > 0
+    mean_activation = token_means.sum(0) / active.sum(0).clamp_min(1)
     hook = sae_hook_name(sae)
     metadata = {
         "name": name, "model_name": model.cfg.model_name, "hook_name": hook, "layer": hook_layer(hook),
         "sae_fingerprint": sae_fingerprint(sae), "d_sae": sae.cfg.d_sae,
         "n_alignment_texts": len(alignment_texts), "n_reference_prompts": len(reference),
         "alignment_texts": alignment_texts[:20], "scoring_s": round(time.perf_counter() - started, 3),
-        "reference_cached": reference_cached,
+        "reference_cached": reference_cached, "summary": summary,
+        "coverage": float(active.any(0).float().mean()),  # share of latents firing on the reference set
     }
     return TopicAlignment(scores, mean_activation.float(), metadata, active.sum(0))

@@ -55,12 +55,14 @@ def test_topic_scores_equal_the_literal_computation(model, tmp_path, monkeypatch
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
     sae = random_sae("jumprelu")
     topic = topic_scores(model, sae, ["a good film story"], REFERENCE, name="film", embed_fn=hand_embeddings)
-    # literal: each prompt alone, mean code over its tokens after BOS
-    weights = []
+    # literal: each prompt alone; the original's "avg" summary: each latent's activation sum over the prompt's
+    # tokens after BOS, divided by the prompt's total activation over all latents
+    codes = []
     for prompt in REFERENCE:
         _, cache = model.run_with_cache(model.to_tokens(prompt), names_filter=HOOK)
-        weights.append(sae.encode(cache[HOOK][0, 1:]).detach().mean(0))
-    weights = torch.stack(weights)
+        codes.append(sae.encode(cache[HOOK][0, 1:]).detach())
+    weights = torch.stack([c.sum(0) / c.sum() for c in codes])
+    token_means = torch.stack([c.mean(0) for c in codes])
     d2 = 2 - 2 * (hand_embeddings(REFERENCE) @ hand_embeddings(["a good film story"]).T).max(1).values
     fired = weights.sum(0) > 0
     mean_d2 = (weights * d2[:, None]).sum(0)[fired] / weights.sum(0)[fired]
@@ -69,7 +71,15 @@ def test_topic_scores_equal_the_literal_computation(model, tmp_path, monkeypatch
     torch.testing.assert_close(topic.scores, expected, atol=1e-5, rtol=1e-4)
     assert (~fired).any() and (topic.scores[~fired] == 0).all()
     assert torch.equal(topic.n_firing, (weights > 0).sum(0))
-    torch.testing.assert_close(reference_activations(model, sae, REFERENCE), weights, atol=1e-5, rtol=1e-4)
+    assert topic.metadata["coverage"] == pytest.approx(float(fired.float().mean()))
+    torch.testing.assert_close(reference_activations(model, sae, REFERENCE, summary="avg"), weights, atol=1e-5,
+                               rtol=1e-4)
+    torch.testing.assert_close(reference_activations(model, sae, REFERENCE), token_means, atol=1e-5, rtol=1e-4)
+    by_max = topic_scores(model, sae, ["a good film story"], REFERENCE, embed_fn=hand_embeddings, summary="max")
+    torch.testing.assert_close(by_max.scores, latent_scores(torch.stack([c.max(0).values for c in codes]), d2),
+                               atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="summary must be one of"):
+        topic_scores(model, sae, ["a good film story"], REFERENCE, embed_fn=hand_embeddings, summary="mean")
     again = topic_scores(model, sae, ["a good film story"], REFERENCE, embed_fn=hand_embeddings)  # cached refs
     torch.testing.assert_close(again.scores, topic.scores)
 
@@ -109,15 +119,56 @@ def test_amplify_picks_latents_that_fire_on_enough_reference_prompts(topic):
 
 
 def literal_swap(sae, a, scores, k):
-    """The original procedure, token by token, written out."""
+    """The original procedure, token by token, written out: pre-activations × scores, the top-k mask of positive
+    products, and the pre-activations there decoded (``swap_lats = preactivations * mask``)."""
     out = torch.empty_like(a)
     for b in range(a.shape[0]):
         for p in range(a.shape[1]):
             pre = (a[b, p] - sae.b_dec) @ sae.W_enc + sae.b_enc
-            acts = pre * (pre > sae.threshold)
-            keep = torch.argsort(pre * scores, descending=True)[:k]
-            out[b, p] = acts[keep] @ sae.W_dec[keep] + sae.b_dec
+            product = pre * scores
+            keep = [i for i in torch.argsort(product, descending=True)[:k].tolist() if product[i] > 0]
+            out[b, p] = pre[keep] @ sae.W_dec[keep] + sae.b_dec
     return out.detach()
+
+
+def test_swap_brings_in_a_topic_latent_below_its_threshold():
+    """A hand-built JumpReLU SAE: latent 1 is the topic's, its pre-activation 0.5 is under its threshold 1,
+    so its code is 0. The original swap decodes its pre-activation; decoding codes (the old reading) cannot."""
+    from sas_lens.testing import random_sae as make_sae
+    from sas_lens.topic.swap import swap_reconstruction
+
+    sae = make_sae("jumprelu", d_in=2, d_sae=3, hook_name=HOOK)
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(2, 3))  # latent i reads dimension i (latent 2 reads nothing)
+        sae.b_enc.zero_(), sae.b_dec.zero_()
+        sae.threshold.copy_(torch.tensor([0.1, 1.0, 0.1]))
+        sae.W_dec.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    a = torch.tensor([[2.0, 0.5]])
+    assert sae.encode(a)[0, 1] == 0  # off: below its threshold
+    scores = torch.tensor([0.0, 1.0, 0.0])
+    swapped = swap_reconstruction(sae, a, scores, k=1)
+    torch.testing.assert_close(swapped, torch.tensor([[0.0, 0.5]]))  # the topic latent's pre-activation, decoded
+    torch.testing.assert_close(swapped, literal_swap(sae, a[None], scores, 1)[0])
+
+
+def test_clamp_and_weight_equal_their_literal_transcriptions(model, topic):
+    sae, alignment = topic
+    a = residual_of(model)
+    top5 = alignment.scores.topk(5).indices
+    codes = sae.encode(a).detach()
+    codes[..., top5] += 10.0
+    clamped = sae.decode(codes).detach()
+    with steer(model, {alignment.clamp(): 1.0}, sae=sae):
+        torch.testing.assert_close(model(TOKENS), model(clamped, start_at_layer=2), atol=1e-4, rtol=1e-4)
+    product = ((a - sae.b_dec) @ sae.W_enc + sae.b_enc) * alignment.scores
+    weighted = sae.decode(product * (product > sae.threshold)).detach()
+    with steer(model, {alignment.weight(): 1.0}, sae=sae):
+        torch.testing.assert_close(model(TOKENS), model(weighted, start_at_layer=2), atol=1e-4, rtol=1e-4)
+
+
+def residual_of(model):
+    _, cache = model.run_with_cache(TOKENS, names_filter=HOOK)
+    return cache[HOOK]
 
 
 def test_swap_equals_the_literal_original_procedure(model, topic):

@@ -67,7 +67,7 @@ def test_topic_cells_measure_unsteered_amplify_swap_and_finetune(model, topic_fi
     monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **kwargs: sae)
     cfg = topic_config(topic_file)
     assert [c[3:] for c in plan_cells(cfg)] == [("amplify", 0.0), ("amplify", 4.0), ("swap", 1.0),
-                                                ("finetune", 2.0)]
+                                                ("clamp", 1.0), ("weight", 1.0), ("finetune", 2.0)]
     records = {(r["method"], r["lam"]): r for r in run_evaluation(cfg, tmp_path / "run", model=model, progress=False)}
     prompts = list(NEUTRAL_PROMPTS[:2])
     unsteered = records[("amplify", 0.0)]
@@ -79,8 +79,11 @@ def test_topic_cells_measure_unsteered_amplify_swap_and_finetune(model, topic_fi
     assert records[("amplify", 4.0)]["topic_similarity"] == pytest.approx(similarity, abs=1e-6)
     assert records[("finetune", 2.0)]["finetune_s"] > 0
     table = (tmp_path / "run" / "topic_summary.csv").read_text().splitlines()
-    assert len(table) == 1 + 4 and "fine-tune (2 steps)" in table[-1]
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["cells_run"] == 4
+    assert len(table) == 1 + 6 and "fine-tune (2 steps)" in table[-1]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["cells_run"] == 6
+    clamped = sl.generate(model, prompts, steering={alignment.clamp(): 1.0}, sae=sae, max_new_tokens=3)
+    assert records[("clamp", 1.0)]["answers"] == clamped
+    assert 0 < records[("weight", 1.0)]["coverage"] <= 1
 
 
 def test_topic_configs_are_checked(topic_file):
