@@ -7,9 +7,10 @@ sports and business: AG News test headlines+descriptions), with alignment texts 
 ``../shared/datasets`` (written to text files under ``--out``, outside the project), this runs the
 topic cells of ``sas-lens eval``: time to align (latent scoring; the reference activations are
 dropped from the cache first, so the first topic pays for them and the others reuse them), then
-continuations of neutral prompts scored for topic similarity and fluency for: unsteered, swap (the
-original method), amplify at several strengths, and the model fine-tuned on the same texts (its
-wall time is the paper's fine-tuning cost). Per-token overhead: seconds per generated token
+continuations of neutral prompts scored for topic similarity and fluency for: unsteered, the original
+method's swap, clamp and weight, amplify (ours) at several strengths, and the model fine-tuned on the
+same texts (its wall time is the paper's fine-tuning cost). ``--summary`` picks how each reference
+prompt is summarised (the original's ``avg`` by default). Per-token overhead: seconds per generated token
 steered minus unsteered, same backend (transformers), same prompts.
 """
 
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=40)
     parser.add_argument("--finetune-steps", type=int, default=30)
     parser.add_argument("--strengths", type=float, nargs="+", default=[2.0, 4.0, 8.0])
+    parser.add_argument("--summary", default="avg", choices=["avg", "max", "counts", "token_mean"])
     parser.add_argument("--out", default="bench_topic_out")
     args = parser.parse_args()
     out = Path(args.out)
@@ -76,7 +78,8 @@ def main() -> None:
     cfg = EvalConfig(behaviours=(), data_dir=str(SHARED / "caa"), saes={"9": None},
                      topics={name: str(out / "texts" / f"{name}.txt") for name in topics},
                      topic_strengths=tuple(args.strengths), topic_prompts=args.prompts,
-                     max_new_tokens=args.new_tokens, finetune_steps=args.finetune_steps)
+                     max_new_tokens=args.new_tokens, finetune_steps=args.finetune_steps,
+                     topic_summary=args.summary)
     records = run_evaluation(cfg, out / "eval")
     table = topic_table(records)
     print(table.round(4).to_string(index=False))
