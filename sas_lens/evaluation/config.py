@@ -185,9 +185,11 @@ def load_config(path: str | Path) -> EvalConfig:
         raw["compositions"] = tuple(tuple(pair) for pair in raw["compositions"])
     if "composition_lams" in raw:
         raw["composition_lams"] = tuple(float(x) for x in raw["composition_lams"])
-    for key in ("topic_strengths", "topic_swap"):
+    for key in ("topic_strengths", "topic_swap", "tau_sweep"):
         if key in raw:
             raw[key] = tuple(float(x) for x in raw[key])
+    if "data_sizes" in raw:
+        raw["data_sizes"] = tuple(raw["data_sizes"])
     for name, source in raw.get("topics", {}).items():  # files relative to the config file too
         if not str(source).startswith("demo:") and not Path(source).is_absolute():
             raw["topics"][name] = str((path.parent / source).resolve())

@@ -159,7 +159,14 @@ class EvalResources:
             prompts = [text[:span[0]] for text, span in (format_ab(item, "A") for item in
                                                          list(self.pairs(behaviour, "test"))[:16])]
             sae = self.sae(layer) if base_method(method) == "sas" else None
-            units[key] = strength_for_kl(self.model, vector, 0.1, prompts, sae=sae, high=1024.0, rtol=0.05)
+            if hasattr(vector, "indices") and len(vector) == 0:
+                units[key] = 1.0  # an empty vector (Algorithm 1 at a high τ) steers nothing at any λ
+            else:
+                try:
+                    units[key] = strength_for_kl(self.model, vector, 0.1, prompts, sae=sae, high=1024.0, rtol=0.05)
+                except ValueError:  # too weak to reach the KL: steer at the largest λ tried, and say so
+                    units[key] = 1024.0
+                    print(f"sas_lens: {key} does not reach a next-token KL of 0.1 by λ = 1024; its unit is 1024.")
             file.write_text(json.dumps(units, indent=1))
         return units[key]
 
