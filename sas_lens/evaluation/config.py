@@ -43,8 +43,8 @@ class EvalConfig:
     train_pairs: int = 200
     test_items: int = 50
     open_ended: int = 10
-    mmlu: int = 100
-    truthfulqa: int = 100
+    mmlu: int | str = 100  # items; 0: none, "all": every item
+    truthfulqa: int | str = 100
     perplexity_tokens: int = 10_000
     max_new_tokens: int = 40
     tau: float = 0.7
@@ -121,6 +121,12 @@ class EvalConfig:
             raise ValueError("A condition is built against the other behaviours' questions; name at least two.")
         if not all(math.isfinite(x) for x in self.composition_lams):
             raise ValueError(f"composition_lams must be finite, got {self.composition_lams}.")
+        for name in ("mmlu", "truthfulqa"):
+            value = getattr(self, name)
+            if value != "all" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"{name} is a number of items (0: none) or \"all\", got {value!r}.")
+        if self.conditional and self.mmlu == 0:
+            raise ValueError("Conditional cells measure MMLU gated and not; give mmlu a number of items.")
         if not self.cost_budget > 1:
             raise ValueError(f"cost_budget is a perplexity ratio above 1, got {self.cost_budget}.")
         for name in ("lams", "cost_lams"):

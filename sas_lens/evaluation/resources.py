@@ -70,7 +70,8 @@ class EvalResources:
         key = ("capability", name)
         if key not in self._data:
             file = {"mmlu": ("test", "mmlu", "mmlu.json"), "truthfulqa": ("test", "truthfulqa", "truthful_qa.json")}
-            self._data[key] = load_capability_items(self.path(*file[name]), limit=getattr(self.cfg, name))
+            limit = getattr(self.cfg, name)  # "all", or a positive count (0 is never loaded: see the runner)
+            self._data[key] = load_capability_items(self.path(*file[name]), limit=None if limit == "all" else limit)
         return self._data[key]
 
     def topic(self, name: str):

@@ -28,8 +28,11 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
     """
     import pandas as pd
 
+    from sas_lens.evaluation.store import jsonable
+
     (out_dir / "results.json").write_text(json.dumps(
-        {"cells": records, "wall_s_this_run": round(wall_s, 1), "cells_run": n_run}, indent=1))
+        {"cells": [jsonable(r) for r in records], "wall_s_this_run": round(wall_s, 1), "cells_run": n_run},
+        indent=1, allow_nan=False))
     for kind in ("ab", "capability", "open", "topic"):
         rows = [{k: v for k, v in r.items() if k != "answers"} for r in records if r["kind"] == kind]
         if rows:
@@ -340,7 +343,9 @@ def evaluation_section(out_dir: str | Path):
     results = out_dir / "results.json"
     if not results.exists():
         raise DataError(f"{out_dir} holds no results.json; run `sas-lens eval` first.")
-    records = json.loads(results.read_text())["cells"]
+    from sas_lens.evaluation.store import restored
+
+    records = [restored(r) for r in json.loads(results.read_text())["cells"]]
     tables = [table.round(3).to_html(index=False, na_rep="–")
               for table in (summary_table(records), matched_cost_table(records), layer_table(records),
                             conditional_table(records), topic_table(records)) if len(table)]

@@ -72,6 +72,8 @@ def _run_capability(res: EvalResources, behaviour, layer, method, lam) -> dict:
     out: dict[str, Any] = {}
     steering, sae = _steering(res, behaviour, layer, method, lam)
     for name in ("mmlu", "truthfulqa"):
+        if getattr(res.cfg, name) == 0:  # 0 items: not measured
+            continue
         items = res.capability_items(name)
         if method == "prompting" and lam != 0:
             items = with_instruction(items, instruction_for(behaviour, lam))

@@ -3,10 +3,44 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 # Fields of a record that say which cell it is, as opposed to what was measured in it.
-CELL_FIELDS = ("key", "kind", "behaviour", "layer", "method", "lam", "seconds")
+CELL_FIELDS = ("key", "kind", "behaviour", "layer", "method", "lam", "seconds", "nan_fields")
+
+
+def jsonable(record: dict) -> dict:
+    """``record`` for strict JSON: a non-finite number (an open-ended cell with no answers) becomes ``None`` and
+    its field is listed in ``nan_fields``, so that :func:`restored` makes it NaN again.
+
+    Args:
+        record: a cell's record.
+
+    Example:
+        >>> jsonable({"key": "k", "score": float("nan")})
+        {'key': 'k', 'score': None, 'nan_fields': ['score']}
+    """
+    nan_fields = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+    if not nan_fields:
+        return record
+    return {**{k: (None if k in nan_fields else v) for k, v in record.items()}, "nan_fields": nan_fields}
+
+
+def restored(record: dict) -> dict:
+    """A record read back from JSON, its non-finite fields NaN again (the inverse of :func:`jsonable`).
+
+    Args:
+        record: a record as :func:`jsonable` wrote it.
+
+    Example:
+        >>> restored({"key": "k", "score": None, "nan_fields": ["score"]})["score"]
+        nan
+    """
+    record = dict(record)
+    for name in record.pop("nan_fields", []):
+        record[name] = float("nan")
+    return record
 
 
 def cell_key(kind: str, behaviour: str, layer: int, method: str, lam: float) -> str:
@@ -36,7 +70,7 @@ class CellStore:
             for line in path.read_text().splitlines():
                 if line.strip():
                     try:
-                        record = json.loads(line)
+                        record = restored(json.loads(line))
                     except json.JSONDecodeError:
                         continue  # a line cut off by an interruption: that cell is redone
                     self.cells[record["key"]] = record
@@ -47,7 +81,7 @@ class CellStore:
     def add(self, record: dict) -> None:
         self.cells[record["key"]] = record
         with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
             handle.flush()
 
     def unsteered(self, kind: str, behaviour: str) -> dict | None:

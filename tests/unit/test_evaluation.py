@@ -406,3 +406,33 @@ def test_composition_and_conditional_cells_are_the_runs_they_stand_for(model, tw
         assert (tmp_path / "run" / name).exists()
     with pytest.raises(ValueError, match="two different behaviours"):
         config(two_behaviours, behaviours=("tiny", "other"), compositions=(("tiny", "nope"),))
+
+
+def test_zero_capability_items_means_none_and_all_means_every_item(model, caa_dir, tmp_path, monkeypatch,
+                                                                   sae_per_layer):
+    loaded = []
+    real = EvalResources.capability_items
+    monkeypatch.setattr(EvalResources, "capability_items", lambda self, name: loaded.append(name) or real(self, name))
+    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, methods=("dense",), mmlu=0, truthfulqa="all",
+                 open_ended=0, lams={"dense": (0.0, 2.0)}, cost_lams={"dense": (2.0,)})
+    records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
+    capability = [r for r in records if r["kind"] == "capability"]
+    assert capability and all("mmlu_accuracy" not in r and "truthfulqa_accuracy" in r for r in capability)
+    assert set(loaded) == {"truthfulqa"}
+    assert len(EvalResources(cfg, tmp_path, model=model).capability_items("truthfulqa")) == 2  # every item
+    for bad in (-1, "some", True):
+        with pytest.raises(ValueError, match="number of items"):
+            config(caa_dir, mmlu=bad)
+
+
+def test_cells_with_nan_are_strict_json_and_read_back_as_nan(tmp_path):
+    from sas_lens.evaluation.store import CellStore
+
+    store = CellStore(tmp_path / "cells.jsonl")
+    store.add({"key": "open|b|L9|sas|4", "kind": "open", "behaviour": "b", "lam": 4.0, "behaviour_score": float("nan"),
+               "answer_perplexity": None})
+    line = (tmp_path / "cells.jsonl").read_text()
+    assert "NaN" not in line
+    json.loads(line, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    again = CellStore(tmp_path / "cells.jsonl").cells["open|b|L9|sas|4"]
+    assert math.isnan(again["behaviour_score"]) and again["answer_perplexity"] is None
