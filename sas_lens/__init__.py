@@ -48,6 +48,7 @@ _EXPORTS = {
     "width_comparison": "sas_lens.analysis.monosemanticity",
     "overlap_matrix": "sas_lens.analysis.overlap",
     "composition_grid": "sas_lens.analysis.composition",
+    "trace": "sas_lens.analysis.trace",
     "write_report": "sas_lens.analysis.report",
     "topic_scores": "sas_lens.topic.alignment",
     "demo_topic_texts": "sas_lens.topic.alignment",
@@ -64,6 +65,7 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:
     from sas_lens.analysis.attribution import top_latents, trace_latents
     from sas_lens.analysis.composition import composition_grid
+    from sas_lens.analysis.trace import trace
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.analysis.monosemanticity import monosemanticity, width_comparison
     from sas_lens.analysis.overlap import overlap_matrix
