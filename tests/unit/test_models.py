@@ -69,11 +69,12 @@ def test_readme_snippet_runs_and_leaves_no_sae_attached():
     assert model.acts_to_saes == {}
 
 
-def test_load_model_keeps_the_hub_offline_only_while_it_loads(monkeypatch):
+def test_load_model_keeps_the_hub_offline_only_while_it_loads(monkeypatch, tmp_path):
     """It used to set HF_HUB_OFFLINE=1 for the whole process, so a later Gemma Scope download failed."""
     from huggingface_hub import constants
     from sae_lens import HookedSAETransformer
 
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))  # the fake load below must not fill the real cache
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     seen = []
@@ -100,3 +101,21 @@ def test_load_model_keeps_the_hub_offline_only_while_it_loads(monkeypatch):
     seen.clear()
     models.load_model("gpt2")  # any other model may use the hub
     assert seen == [(None, False)]
+
+
+def test_a_stale_or_half_written_transformer_lens_cache_is_not_used(tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from sas_lens.loading import models
+
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
+    folder = models._tl_cache_dir()
+    folder.mkdir(parents=True)
+    (folder / "weights.safetensors").write_bytes(b"cut off")  # an interrupted write: no key.json
+    assert models._load_tl_cache("cpu", torch.float32) is None
+    (folder / "key.json").write_text(json.dumps({**models._tl_cache_key(), "format": -1}))  # an older format
+    assert models._load_tl_cache("cpu", torch.float32) is None
+    (folder / "key.json").write_text(json.dumps(models._tl_cache_key()))
+    assert models._load_tl_cache("cpu", torch.bfloat16) is None  # only the float32 CPU model is cached
