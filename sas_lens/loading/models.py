@@ -141,7 +141,9 @@ def _tl_cache_dir() -> Path:
 
 
 def _tl_cacheable(model, dtype) -> bool:
-    return str(model.cfg.device) == "cpu" and dtype in (torch.float32, "float32")
+    # beside a converted folder only: the cached model reads its tokenizer from there
+    converted = (default_model_dir() / "tokenizer.json").exists()
+    return converted and str(model.cfg.device) == "cpu" and dtype in (torch.float32, "float32")
 
 
 def _write_tl_cache(model) -> None:
