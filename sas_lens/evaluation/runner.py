@@ -184,6 +184,27 @@ _RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open, "to
             "composition": _run_composition, "conditional": _run_conditional}
 
 
+class EvalRecords(list):
+    """The records of a run (a plain list of dicts), shown in a notebook as the run's summary tables."""
+
+    def _repr_html_(self) -> str:
+        from sas_lens.evaluation.results import (
+            conditional_table,
+            layer_table,
+            matched_cost_table,
+            summary_table,
+            topic_table,
+        )
+
+        parts = [f"<b>{len(self)} evaluation cells</b>"]
+        for title, table in (("Summary", summary_table(self)), ("Matched cost", matched_cost_table(self)),
+                             ("Layers", layer_table(self)), ("Conditional", conditional_table(self)),
+                             ("Topics", topic_table(self))):
+            if len(table):
+                parts.append(f"<h4>{title}</h4>" + table.round(3).to_html(index=False, na_rep="–"))
+        return "".join(parts)
+
+
 def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True) -> list[dict]:
     """Run (or resume) every cell of ``cfg``; write cells.jsonl, results.json, CSVs and figures to ``out_dir``.
 
@@ -216,7 +237,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
         store.add({"key": cell_key(kind, behaviour, layer, method, lam), "kind": kind, "behaviour": behaviour,
                    "layer": layer, "method": method, "lam": lam, **figures,
                    "seconds": round(time.perf_counter() - cell_started, 2)})
-    records = [store.cells[cell_key(*c)] for c in cells]
+    records = EvalRecords(store.cells[cell_key(*c)] for c in cells)
     from sas_lens.evaluation.results import write_results
 
     write_results(records, out_dir, wall_s=time.perf_counter() - started, n_run=len(pending),

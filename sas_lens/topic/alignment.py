@@ -306,6 +306,22 @@ class TopicAlignment:
     def __repr__(self) -> str:
         return f"TopicAlignment({self.name!r}, d_sae={self.d_sae}, top={self.top(3)})"
 
+    def _repr_html_(self) -> str:
+        import html
+
+        counts = self.n_firing
+        rows = "".join(
+            f"<tr><td>{latent}</td><td>{score:.3f}</td><td>{int(counts[latent]) if counts is not None else '–'}</td>"
+            f"<td>{float(self.mean_activation[latent]):.2f}</td></tr>" for latent, score in self.top(10))
+        coverage = self.metadata.get("coverage")
+        about = (f"{self.metadata.get('n_alignment_texts', '?')} alignment texts, "
+                 f"{self.metadata.get('n_reference_prompts', '?')} reference prompts, summary "
+                 f"{self.metadata.get('summary', 'token_mean')!r}"
+                 + (f", coverage {coverage:.1%}" if coverage is not None else ""))
+        return (f"<b>Topic {html.escape(self.name)!s}</b> ({html.escape(about)}; {self.d_sae} latents)"
+                "<table><tr><th>latent</th><th>score</th><th>reference prompts firing</th>"
+                f"<th>mean activation</th></tr>{rows}</table>")
+
 
 def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | None = None, *,
                  name: str = "topic", embed_fn=None, summary: str = "avg") -> TopicAlignment:

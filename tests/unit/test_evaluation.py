@@ -436,3 +436,12 @@ def test_cells_with_nan_are_strict_json_and_read_back_as_nan(tmp_path):
     json.loads(line, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
     again = CellStore(tmp_path / "cells.jsonl").cells["open|b|L9|sas|4"]
     assert math.isnan(again["behaviour_score"]) and again["answer_perplexity"] is None
+
+
+def test_records_and_topic_alignments_show_as_tables_in_a_notebook(model, caa_dir, tmp_path, sae_per_layer):
+    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, methods=("dense",), open_ended=0,
+                 lams={"dense": (-2.0, 0.0, 2.0)}, cost_lams={"dense": (2.0,)})
+    records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
+    assert isinstance(records, list)
+    page = records._repr_html_()
+    assert "<h4>Summary</h4>" in page and "<h4>Matched cost</h4>" in page and "<table" in page

@@ -213,3 +213,10 @@ def test_shipped_reference_set_and_bad_input(model):
     assert len(prompts) == 150 and len(set(prompts)) == 150
     with pytest.raises(sl.errors.DataError, match="non-empty alignment text"):
         topic_scores(model, random_sae("jumprelu"), ["", "  "], REFERENCE, embed_fn=hand_embeddings)
+
+
+def test_a_topic_alignment_shows_its_top_latents_in_a_notebook(topic):
+    _, alignment = topic
+    page = alignment._repr_html_()
+    latent, score = alignment.top(1)[0]
+    assert f"<tr><td>{latent}</td><td>{score:.3f}</td>" in page and "coverage" in page
