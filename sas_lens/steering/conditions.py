@@ -55,8 +55,8 @@ class Condition:
 
     @classmethod
     def latents(cls, sae, ids: Sequence[int], *, threshold: float = 0.0, per: str = "token",
-                   name: str | None = None) -> "Condition":
-        """A condition on chosen latents: fires where any of ``ids`` codes above ``threshold``.
+                name: str | None = None) -> "Condition":
+        """A condition on chosen latents: fires where the code of any of ``ids`` is above ``threshold``.
 
         Example:
             >>> cond = Condition.latents(sae, [12, 40], threshold=1.0)   # doctest: +SKIP
