@@ -148,6 +148,8 @@ class EvalResources:
         next-token KL of 0.1 on the behaviour's first test prompts (measured once, kept in ``units.json``)."""
         if self.cfg.strength_unit == "raw" or method == "prompting":
             return 1.0
+        if "delta" in variant_settings(method):  # the Δ ablation changes nothing else: SAS's own λs
+            return self.unit(behaviour, layer, base_method(method))
         vector = self.vector(behaviour, layer, method)
         key = f"{behaviour}|L{layer}|{method}"
         file = self.out_dir / "units.json"

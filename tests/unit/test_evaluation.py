@@ -445,3 +445,12 @@ def test_records_and_topic_alignments_show_as_tables_in_a_notebook(model, caa_di
     assert isinstance(records, list)
     page = records._repr_html_()
     assert "<h4>Summary</h4>" in page and "<h4>Matched cost</h4>" in page and "<table" in page
+
+
+def test_the_delta_ablation_steers_at_the_strengths_of_sas_with_delta(model, caa_dir, tmp_path, sae_per_layer):
+    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, methods=("sas",), delta_ablation=True,
+                 strength_unit="kl", sas={"selection": "contrast", "top_k": 3}, open_ended=0,
+                 lams={"sas": (0.0, 1.0)}, cost_lams={"sas": (1.0,)}, mmlu=1, truthfulqa=1)
+    resources = EvalResources(cfg, tmp_path, model=model)
+    assert resources.unit("tiny", 1, "sas@delta=0") == resources.unit("tiny", 1, "sas")
+    assert "tiny|L1|sas@delta=0" not in json.loads((tmp_path / "units.json").read_text())
