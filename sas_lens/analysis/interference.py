@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -43,8 +44,9 @@ def cross_talk(model, vectors: Mapping[str, object], judges: Mapping[str, Callab
         backend: ``"tl"`` or ``"hf"``.
 
     Returns:
-        A DataFrame, one row per (steered, judged) behaviour: ``lam``, ``score``, ``unsteered`` and
-        ``shift = score − unsteered``.
+        A DataFrame, one row per (steered, judged) behaviour: ``lam``, ``score``, ``unsteered``,
+        ``shift = score − unsteered``, and ``judge_sd``: the judge's standard deviation over the unsteered
+        continuations, text by text (the scale that makes shifts of different judges comparable).
 
     Example:
         >>> cross_talk(model, {"sentiment": vec}, {"sentiment": vader_mean}, prompts, sae=sae)   # doctest: +SKIP
@@ -64,6 +66,7 @@ def cross_talk(model, vectors: Mapping[str, object], judges: Mapping[str, Callab
 
     unsteered_texts = run({})
     unsteered = {name: float(judge(unsteered_texts)) for name, judge in judges.items()}
+    spread = {name: statistics.pstdev([float(judge([text])) for text in unsteered_texts]) for name, judge in judges.items()}
     rows = []
     for steered, vector in vectors.items():
         lam = (strengths or {}).get(steered)
@@ -73,7 +76,8 @@ def cross_talk(model, vectors: Mapping[str, object], judges: Mapping[str, Callab
         for judged, judge in judges.items():
             score = float(judge(texts))
             rows.append({"steered": steered, "judged": judged, "lam": lam, "score": score,
-                         "unsteered": unsteered[judged], "shift": score - unsteered[judged]})
+                         "unsteered": unsteered[judged], "shift": score - unsteered[judged],
+                         "judge_sd": spread[judged]})
     return pd.DataFrame(rows)
 
 
@@ -86,8 +90,10 @@ def _decoded(vector, sae) -> torch.Tensor:
 def interference_table(talk, vectors: Mapping[str, object], sae=None):
     """Each ordered pair's cross-talk beside its overlap.
 
-    ``cross_talk`` is the shift vector A causes in B's judge, divided by B's own shift under B (so
-    pairs of judges on different scales compare); its absolute value is what overlap should predict.
+    ``cross_talk`` is the shift vector A causes in B's judge, in standard deviations of B's judge over the
+    unsteered continuations (``judge_sd``), so that judges on different scales compare; ``own_effect`` is
+    B's own shift on the same scale. ``|cross_talk|`` is what overlap should predict. (A ratio to B's own
+    shift would explode for a vector that barely moves its own judge.)
 
     Args:
         talk: a :func:`cross_talk` table.
@@ -101,15 +107,14 @@ def interference_table(talk, vectors: Mapping[str, object], sae=None):
 
     from sas_lens.analysis.overlap import jaccard, weighted_jaccard
 
-    shift = {(r.steered, r.judged): r.shift for r in talk.itertuples()}
+    shift = {(r.steered, r.judged): r.shift / r.judge_sd if r.judge_sd else float("nan") for r in talk.itertuples()}
     rows = []
     for a, va in vectors.items():
         for b, vb in vectors.items():
             if a == b or (a, b) not in shift or (b, b) not in shift:
                 continue
-            own = shift[(b, b)]
-            row = {"steered": a, "judged": b, "method": _method(va, vb),
-                   "cross_talk": shift[(a, b)] / own if own else float("nan")}
+            row = {"steered": a, "judged": b, "method": _method(va, vb), "cross_talk": shift[(a, b)],
+                   "own_effect": shift[(b, b)]}
             da, db = _decoded(va, sae), _decoded(vb, sae)
             row["cosine_decoded"] = float(torch.nn.functional.cosine_similarity(da, db, dim=0))
             if isinstance(va, SASVector) and isinstance(vb, SASVector):
@@ -170,5 +175,5 @@ def interference_figure(table, measure: str = "cosine_decoded", title: str | Non
         fig.add_scatter(x=x, y=pairs["cross_talk"].abs(), mode="markers", name=method,
                         text=[f"{a} → {b}" for a, b in zip(pairs["steered"], pairs["judged"])])
     fig.update_layout(title=title or f"Cross-talk against {measure}", xaxis_title=measure,
-                      yaxis_title="|cross-talk| (share of the judged vector's own shift)", **_LAYOUT)
+                      yaxis_title="|cross-talk| (judge standard deviations)", **_LAYOUT)
     return fig

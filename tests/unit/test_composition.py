@@ -1,5 +1,7 @@
 """Composition grids: every cell is the run it stands for; the summaries read the grid correctly."""
 
+import statistics
+
 import pytest
 import torch
 
@@ -96,13 +98,15 @@ def test_cross_talk_scores_each_vector_with_every_judge_and_relates_it_to_overla
     row = talk[(talk.steered == "a") & (talk.judged == "b")].iloc[0]
     assert row["shift"] == pytest.approx(judges["b"](steered_a) - judges["b"](unsteered))
 
-    # interference on hand-made shifts: a → b is half of b's own shift
-    hand = pd.DataFrame([{"steered": s, "judged": j, "shift": x} for s, j, x in
-                         (("a", "a", 1.0), ("b", "b", 2.0), ("a", "b", 1.0), ("b", "a", -0.25))])
+    assert row["judge_sd"] == pytest.approx(statistics.pstdev([judges["b"]([t]) for t in unsteered]))
+    # interference on hand-made shifts, in judge standard deviations: a → b is 1.0 / 2.0
+    hand = pd.DataFrame([{"steered": s, "judged": j, "shift": x, "judge_sd": sd} for s, j, x, sd in
+                         (("a", "a", 1.0, 1.0), ("b", "b", 2.0, 2.0), ("a", "b", 1.0, 2.0), ("b", "a", -0.25, 1.0))])
     u = SASVector(torch.tensor([0, 1]), torch.tensor([1.0, 1.0]), sae.cfg.d_sae, a.provenance)
     v = SASVector(torch.tensor([1, 2]), torch.tensor([1.0, 1.0]), sae.cfg.d_sae, a.provenance)
     table = interference_table(hand, {"a": u, "b": v}, sae).set_index(["steered", "judged"])
     assert table.loc[("a", "b"), "cross_talk"] == 0.5 and table.loc[("b", "a"), "cross_talk"] == -0.25
+    assert table.loc[("a", "b"), "own_effect"] == 1.0
     assert table.loc[("a", "b"), "jaccard"] == pytest.approx(1 / 3)
     decoded = sae.W_dec.detach()[[0, 1]].sum(0), sae.W_dec.detach()[[1, 2]].sum(0)
     assert table.loc[("a", "b"), "cosine_decoded"] == pytest.approx(
