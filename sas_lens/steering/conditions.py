@@ -27,19 +27,19 @@ PER = ("token", "sequence")
 
 @dataclass(frozen=True, eq=False)
 class Condition:
-    """Fires where any of the latents ``ids`` of ``sae`` has a code above ``threshold``.
+    """Fires where any of the latents ``ids`` of ``sae`` has a code above its threshold.
 
     Attributes:
         sae: the SAE whose codes are read (at its own hook).
         ids: the latent ids.
-        threshold: a latent counts as firing when its code exceeds this.
+        threshold: a latent counts as firing when its code exceeds this (one value for all, or one per latent).
         per: ``"token"`` (each position on its own) or ``"sequence"`` (once per prompt).
         name: shown in summaries.
     """
 
     sae: object
     ids: tuple[int, ...]
-    threshold: float = 0.0
+    threshold: float | tuple[float, ...] = 0.0
     per: str = "token"
     name: str = "condition"
 
@@ -52,6 +52,8 @@ class Condition:
         bad = [i for i in self.ids if not 0 <= i < d_sae]
         if bad:
             raise ValueError(f"Latents {bad} are outside the SAE's {d_sae} latents.")
+        if isinstance(self.threshold, tuple) and len(self.threshold) != len(self.ids):
+            raise ValueError(f"Give one threshold, or one per latent ({len(self.ids)}), got {len(self.threshold)}.")
 
     @classmethod
     def latents(cls, sae, ids: Sequence[int], *, threshold: float = 0.0, per: str = "token",
@@ -67,11 +69,14 @@ class Condition:
     @classmethod
     def from_examples(cls, model, sae, on: Sequence[str], off: Sequence[str], *, top_k: int = 4,
                       per: str = "sequence", name: str = "condition from examples") -> "Condition":
-        """The ``top_k`` latents that fire on the most ``on`` texts beyond the share of ``off`` texts they fire on.
+        """The ``top_k`` latents, each with its threshold, that fire on the most ``on`` texts beyond the share of
+        ``off`` texts they fire on.
 
-        Each text counts as firing a latent when the latent's code is above 0 on any of its tokens
-        (BOS excluded). The latents are ranked by ``rate_on − rate_off`` (the contrastive rule of the
-        vector machinery, read per text).
+        A text fires a latent at threshold t when the latent's largest code over the text's tokens (BOS
+        excluded) reaches t. For each latent the threshold is the one (among its codes on the ``on``
+        texts) that maximises ``rate_on − rate_off``; the latents are ranked by that gap (the contrastive
+        rule of the vector machinery, read per text). A latent that fires weakly everywhere but strongly on
+        the topic is kept, with a threshold above its background.
 
         Args:
             model: the HookedTransformer ``sae`` reads.
@@ -87,9 +92,12 @@ class Condition:
         """
         if not on or not off:
             raise ValueError("from_examples needs texts on both sides (on= and off=).")
-        rate_on, rate_off = text_firing_rates(model, sae, on), text_firing_rates(model, sae, off)
-        latents = (rate_on - rate_off).topk(top_k).indices.tolist()
-        return cls(sae, tuple(sorted(latents)), 0.0, per, name)
+        on_max, off_max = text_max_codes(model, sae, on), text_max_codes(model, sae, off)
+        gap, threshold = best_thresholds(on_max, off_max)
+        latents = sorted(gap.topk(top_k).indices.tolist())
+        # fires() asks for code > threshold: just under the chosen code, so that it counts itself
+        thresholds = tuple(float(threshold[c]) * (1 - 1e-6) for c in latents)
+        return cls(sae, tuple(latents), thresholds, per, name)
 
     @property
     def hook_name(self) -> str:
@@ -99,7 +107,8 @@ class Condition:
         """Where the condition fires, per position, on the residual ``a`` at its hook."""
         with torch.no_grad():
             codes = self.sae.encode(a.to(self.sae.device, self.sae.dtype))[..., list(self.ids)]
-        return (codes > self.threshold).any(dim=-1).to(a.device)
+        threshold = torch.as_tensor(self.threshold, dtype=codes.dtype, device=codes.device)
+        return (codes > threshold).any(dim=-1).to(a.device)
 
     def firing_rate(self, model, texts: Sequence[str]) -> float:
         """The share of ``texts`` on which the condition fires (any non-BOS token)."""
@@ -123,6 +132,52 @@ def _not_bos(valid: Tensor) -> Tensor:
     keep = torch.ones_like(valid)
     keep[torch.arange(valid.shape[0]), first] = False
     return keep
+
+
+def text_max_codes(model, sae, texts: Sequence[str]) -> Float[Tensor, "n_texts d_sae"]:
+    """Each text's largest code of each latent over its tokens (BOS and padding excluded).
+
+    Args:
+        model: the HookedTransformer ``sae`` reads.
+        sae: the SAE.
+        texts: the texts.
+
+    Example:
+        >>> peaks = text_max_codes(model, sae, ["I baked bread", "I fixed the fence"])   # doctest: +SKIP
+    """
+    from sas_lens.loading.activations import sae_codes
+    from sas_lens.loading.prompts import tokenize_with_spans
+
+    rows = []
+    for start in range(0, len(texts), 8):
+        batch = list(texts[start:start + 8])
+        tokens, attention, _ = tokenize_with_spans(model.tokenizer, batch, [(0, len(t)) for t in batch])
+        codes = sae_codes(model, sae, tokens, attention)
+        valid = (attention.bool() & _not_bos(attention.bool())).to(codes.device)
+        rows.append(codes.masked_fill(~valid[..., None], 0.0).amax(dim=1))
+    return torch.cat(rows)
+
+
+def best_thresholds(on_max: Tensor, off_max: Tensor) -> tuple[Tensor, Tensor]:
+    """Per latent, the threshold among its peak codes on the ``on`` texts that maximises the share of ``on`` texts
+    reaching it minus the share of ``off`` texts reaching it; returns ``(gap, threshold)``, each ``[d_sae]``
+    (gap 0 where a latent never fires on ``on``).
+
+    Args:
+        on_max: :func:`text_max_codes` of the texts where the condition should fire.
+        off_max: the same of the texts where it should not.
+
+    Example:
+        >>> gap, t = best_thresholds(torch.tensor([[3.0], [2.0]]), torch.tensor([[1.0], [3.5]]))
+        >>> gap.tolist(), t.tolist()   # at 2.0: both on texts, one off text (at 3.0: one and one)
+        ([0.5], [2.0])
+    """
+    candidates = on_max[:, None, :]  # [n_on candidates, 1, d_sae]
+    rate_on = (on_max[None] >= candidates).float().mean(dim=1)  # [n_on, d_sae]
+    rate_off = (off_max[None] >= candidates).float().mean(dim=1)
+    gap = torch.where(on_max > 0, rate_on - rate_off, torch.full_like(rate_on, -1.0))
+    best, index = gap.max(dim=0)
+    return best.clamp_min(0), on_max.gather(0, index[None]).squeeze(0)
 
 
 def text_firing_rates(model, sae, texts: Sequence[str]) -> Float[Tensor, " d_sae"]:

@@ -110,16 +110,22 @@ def test_a_condition_read_after_the_steered_hook_is_refused_before_any_hook(mode
         sl.Condition.latents(late, [10_000])
 
 
-def test_conditions_from_examples_watch_the_latents_that_separate_the_texts(model):
+def test_conditions_from_examples_watch_the_latents_and_thresholds_that_separate_the_texts(model):
+    from sas_lens.steering.conditions import best_thresholds, text_max_codes
+
     sae = random_sae("jumprelu")
     on, off = ["the movie was good", "the music was fun"], ["i hate it", "the plot was bad"]
     rates = text_firing_rates(model, sae, on)
-    by_hand = torch.zeros(sae.cfg.d_sae)
-    for text in on:
-        by_hand += (sae.encode(residual(model, model.to_tokens(text)))[0, 1:] > 0).any(dim=0).float()
+    peaks, by_hand = text_max_codes(model, sae, on), torch.zeros(sae.cfg.d_sae)
+    for i, text in enumerate(on):
+        codes = sae.encode(residual(model, model.to_tokens(text)))[0, 1:]
+        by_hand += (codes > 0).any(dim=0).float()
+        torch.testing.assert_close(peaks[i], codes.max(dim=0).values.detach())
     torch.testing.assert_close(rates, by_hand / len(on))
     condition = sl.Condition.from_examples(model, sae, on, off, top_k=2)
-    gap = rates - text_firing_rates(model, sae, off)
+    gap, threshold = best_thresholds(peaks, text_max_codes(model, sae, off))
     assert set(condition.ids) == set(gap.topk(2).indices.tolist())
-    # the condition fires on a text when any of its latents does: at least as often as each of them
-    assert condition.firing_rate(model, on) >= max(rates[list(condition.ids)].tolist())
+    for latent, t in zip(condition.ids, condition.threshold):
+        assert t == pytest.approx(float(threshold[latent]), rel=1e-5) and t < float(threshold[latent])
+    # each chosen latent reaches its threshold on the on-texts as often as its gap says, at least
+    assert condition.firing_rate(model, on) >= float(gap[list(condition.ids)].max())
