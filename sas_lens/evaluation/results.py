@@ -265,11 +265,55 @@ def topic_table(records: list[dict]):
     return pd.DataFrame(rows)
 
 
-def evaluation_figures(records: list[dict]) -> list:
-    """λ curves per behaviour (main layer), layer × λ heatmaps (layer sweeps), and the fluency-vs-effect trade-off.
+def composition_cross_talk(records: list[dict], out_dir: str | Path):
+    """From composition cells: how far each vector alone (the other at λ = 0) moves the *other* behaviour's
+    p(matching answer), beside the two vectors' overlap (read from ``<out_dir>/vectors``): Jaccard and weighted
+    Jaccard of SAS supports, cosine of the vectors (of dense vectors, or of the SAS codes).
+
+    Args:
+        records: the run's cells.
+        out_dir: the results folder (for the vectors).
+
+    Example:
+        >>> composition_cross_talk(records, "eval_out")  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    from sas_lens.analysis.overlap import cosine, jaccard, weighted_jaccard
+    from sas_lens.steering.vectors import SASVector, load_vector
+
+    table = composition_table(records)
+    rows = []
+    for (pair, method), cells in table.groupby(["pair", "method"], sort=False):
+        a, b = pair.split("+")
+        layer = next(r["layer"] for r in records if r["kind"] == "composition" and r["behaviour"] == pair)
+        files = [Path(out_dir) / "vectors" / f"{name}-L{layer}-{method}.safetensors" for name in (a, b)]
+        if not all(f.exists() for f in files):
+            continue
+        va, vb = (load_vector(f) for f in files)
+        if isinstance(va, SASVector):
+            ua, ub = va.dense(), vb.dense()
+            overlap = {"jaccard": jaccard(ua != 0, ub != 0), "weighted_jaccard": weighted_jaccard(ua, ub),
+                       "cosine": cosine(ua, ub)}
+        else:
+            overlap = {"cosine": cosine(va.vector, vb.vector)}
+        at = {(r.lam_a, r.lam_b): r for r in cells.itertuples()}
+        base = at.get((0.0, 0.0))
+        k = max(abs(x) for x in cells["lam_a"])
+        for steered, judged, key, column in ((a, b, (k, 0.0), "p_b"), (b, a, (0.0, k), "p_a")):
+            if base is not None and key in at:
+                rows.append({"method": method, "steered": steered, "judged": judged, "lam": k,
+                             "cross_talk": getattr(at[key], column) - getattr(base, column), **overlap})
+    return pd.DataFrame(rows)
+
+
+def evaluation_figures(records: list[dict], out_dir: str | Path | None = None) -> list:
+    """λ curves per behaviour (main layer), layer × λ heatmaps (layer sweeps), composition heatmaps and their
+    cross-talk against overlap, and the fluency-vs-effect trade-off.
 
     Args:
         records: the run's cells (``results.json``).
+        out_dir: the results folder; with it, the cross-talk figure reads the vectors' overlap there.
 
     Example:
         >>> figures = evaluation_figures(records)  # doctest: +SKIP
@@ -315,6 +359,18 @@ def evaluation_figures(records: list[dict]) -> list:
             fig.update_layout(title=f"{method}, {a} + {b} composed: p({behaviour})", xaxis_title=f"λ {a}",
                               yaxis_title=f"λ {b}", **_LAYOUT)
             figures.append(fig)
+    talk = composition_cross_talk(records, out_dir) if out_dir is not None and len(composed) else []
+    if len(talk):
+        fig = go.Figure()
+        for method, rows in talk.groupby("method", sort=False):
+            measure = "weighted_jaccard" if method == "sas" else "cosine"
+            fig.add_trace(go.Scatter(x=rows[measure].abs(), y=rows["cross_talk"].abs(), mode="markers+text",
+                                     name=f"{method} ({measure.replace('_', ' ')})", textposition="top center",
+                                     text=[f"{s} → {j}" for s, j in zip(rows["steered"], rows["judged"])]))
+        fig.update_layout(title="Cross-talk against overlap: each vector alone, the other behaviour's p",
+                          xaxis_title="overlap (weighted Jaccard for SAS, |cosine| for dense)",
+                          yaxis_title="|change of the other behaviour's p|", **_LAYOUT)
+        figures.append(fig)
     topics = topic_table(records)
     if len(topics):
         fig = go.Figure()
@@ -349,4 +405,4 @@ def evaluation_section(out_dir: str | Path):
     tables = [table.round(3).to_html(index=False, na_rep="–")
               for table in (summary_table(records), matched_cost_table(records), layer_table(records),
                             conditional_table(records), topic_table(records)) if len(table)]
-    return Section("Evaluation", "\n".join(tables), evaluation_figures(records))
+    return Section("Evaluation", "\n".join(tables), evaluation_figures(records, out_dir))

@@ -400,8 +400,15 @@ def test_composition_and_conditional_cells_are_the_runs_they_stand_for(model, tw
     assert 0 <= gated["fires_on_items"] <= 1 and 0 <= gated["fires_on_mmlu"] <= 1
     assert len(composition_table(records)) == 2 * 2 * 2 and len(conditional_table(records)) == 4
     assert conditional_table(records)["p_ungated"].notna().all()
-    titles = [fig.layout.title.text for fig in evaluation_figures(records)]
+    titles = [fig.layout.title.text for fig in evaluation_figures(records, tmp_path / "run")]
     assert "sas, tiny + other composed: p(other)" in titles
+    assert "Cross-talk against overlap: each vector alone, the other behaviour's p" in titles
+    from sas_lens.evaluation.results import composition_cross_talk
+
+    talk = composition_cross_talk(records, tmp_path / "run").set_index(["method", "steered"])
+    base = at[("composition", "tiny+other", "sas@b=0", 0.0)]["p_other"]
+    assert talk.loc[("sas", "tiny"), "cross_talk"] == pytest.approx(alone["p_other"] - base)
+    assert 0 <= talk.loc[("sas", "tiny"), "weighted_jaccard"] <= 1 and "jaccard" in talk
     for name in ("composition.csv", "conditional.csv"):
         assert (tmp_path / "run" / name).exists()
     with pytest.raises(ValueError, match="two different behaviours"):
