@@ -176,6 +176,8 @@ class EvalResources:
     def residuals(self, behaviour: str, n_pairs: int | None = None):
         """The training pairs' residuals (the first ``n_pairs`` of them, or all) at every layer the run steers
         ``behaviour`` at, in one pass."""
+        if n_pairs is not None and n_pairs >= len(self.pairs(behaviour, "train")):
+            n_pairs = None  # every pair: the residuals already collected
         key = ("residuals", behaviour, n_pairs)
         if key not in self._data:
             from sas_lens.steering.extraction import collect_residuals
