@@ -342,7 +342,7 @@ def test_strength_unit_kl_steers_each_vector_at_multiples_of_its_own_kl_strength
     for method, sae in (("sas", sae_per_layer["sae-1"]), ("dense", None)):
         unit = units[f"tiny|L1|{method}"]
         vector = resources.vector("tiny", 1, method)
-        assert next_token_kl(model, {vector: unit}, prompts, sae=sae) == pytest.approx(0.1, rel=0.06)
+        assert next_token_kl(model, {vector: unit}, prompts[:8], sae=sae) == pytest.approx(0.1, rel=0.11)
         cell = next(r for r in records if r["kind"] == "ab" and r["method"] == method and r["lam"] == 1.0)
         assert cell["lam_value"] == unit
         expected = float(ab_probabilities(model, items, steering={vector: unit}, sae=sae).mean())
