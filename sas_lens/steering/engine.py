@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -179,10 +180,30 @@ def steer(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor =
     Yields:
         The position policy (call ``.reset()`` between prompts when positions or a condition matter).
 
+    Inside the block, ``model(...)``, ``model.generate`` (with or without the KV cache) and
+    ``model.run_with_cache`` run steered (the cache at a steered hook holds the steered residual), and
+    ``model.run_with_saes`` composes with the steering when its SAEs sit at other hooks. An SAE spliced in
+    at a steered hook replaces that hook point, so steering there stops: ``steer`` warns on exit and
+    removes its hook from the replaced point.
+
     Example:
         >>> with sl.steer(model, {vec: 4.0}, sae=sae):    # doctest: +SKIP
         ...     logits = model(tokens)
     """
     hooks, policy = build_hooks(model, steering, sae=sae, positions=positions, when=when)
-    with model.hooks(fwd_hooks=hooks):
-        yield policy
+    points = {name: model.hook_dict[name] for name, _ in hooks}
+    try:
+        with model.hooks(fwd_hooks=hooks):
+            yield policy
+    finally:
+        # SAELens's run_with_saes/add_sae swaps the hook point at its SAE's hook for the SAE and, on reset, for a
+        # new HookPoint: a steering hook on the old one stops acting there and would be left behind on it.
+        replaced = [name for name, point in points.items() if model.hook_dict.get(name) is not point]
+        for name in replaced:
+            points[name].remove_hooks("fwd")
+        if replaced:
+            warnings.warn(
+                f"An SAE was spliced in at {replaced} inside sl.steer (model.run_with_saes or add_sae): it replaced "
+                "the hook point, so steering there stopped from that call on. To steer with the SAE's "
+                "reconstruction in place of the residual, steer with vec.with_delta(False) instead.",
+                stacklevel=3)

@@ -296,3 +296,34 @@ def test_delta_switch_is_saved_and_vectors_that_disagree_do_not_add(tmp_path):
         vec + vector_for(sae, 1)
     with pytest.raises(TypeError, match="delta"):  # the runtime type check in tests, or ours
         SASVector(vec.indices, vec.values, vec.d_sae, delta="no")
+
+
+def test_steer_around_run_with_cache_generate_and_run_with_saes_behaves_as_documented(model):
+    from tests.unit.test_conditions import dense
+
+    push = dense()
+    a = residual(model)
+    clean = model(TOKENS)
+    with steer(model, {push: 3.0}):
+        steered = model(TOKENS)
+        logits, cache = model.run_with_cache(TOKENS)
+        generated = model.generate(TOKENS[:1], max_new_tokens=4, do_sample=False, verbose=False)
+    assert torch.equal(logits, steered) and not torch.equal(steered, clean)
+    torch.testing.assert_close(cache[HOOK], a + 3.0 * push.vector)  # the cache holds the steered residual
+    with steer(model, {push: 3.0}) as policy:
+        policy.reset()
+        again = model.generate(TOKENS[:1], max_new_tokens=4, do_sample=False, verbose=False, use_past_kv_cache=False)
+    assert generated.tolist() == again.tolist()
+
+    earlier = random_sae("jumprelu", hook_name="blocks.0.hook_resid_post")
+    with steer(model, {push: 3.0}):
+        composed = model.run_with_saes(TOKENS, saes=[earlier])
+    by_hand = model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: earlier(x)),
+                                                     (HOOK, lambda x, hook: x + 3.0 * push.vector)])
+    torch.testing.assert_close(composed, by_hand, atol=1e-4, rtol=1e-4)
+
+    same = random_sae("jumprelu")
+    with pytest.warns(UserWarning, match="replaced the hook point"):
+        with steer(model, {push: 3.0}):
+            model.run_with_saes(TOKENS, saes=[same])
+    assert leftover_hooks() == [] and torch.equal(model(TOKENS), clean)
