@@ -114,7 +114,7 @@ class EvalResources:
                     if settings["n"] > len(pairs):
                         raise DataError(f"data_sizes asks for {int(settings['n'])} pairs of {behaviour!r}, which has "
                                         f"{len(pairs)} training pairs; lower data_sizes or train_pairs.")
-                    pairs = pairs.split(int(settings["n"]))[0]
+                    pairs = pairs[: int(settings["n"])]
                     residuals = self.residuals(behaviour, n_pairs=len(pairs))
                 if base_method(method) == "sas":
                     sas = {k: v for k, v in self.cfg.sas.items() if k != "read"}  # residuals fix the read
@@ -185,7 +185,7 @@ class EvalResources:
 
             layers = sorted({layer for _, b, layer, _, _ in plan_cells(self.cfg) if b == behaviour})
             pairs = self.pairs(behaviour, "train")
-            pairs = pairs.split(n_pairs)[0] if n_pairs is not None else pairs
+            pairs = pairs[:n_pairs] if n_pairs is not None else pairs
             self._data[key] = collect_residuals(self.model, pairs, layers,
                                                 read=self.cfg.sas.get("read", "mean"))
         return self._data[key]

@@ -260,6 +260,8 @@ def test_tau_and_data_size_sweeps_plan_their_cells_and_build_their_vectors(model
     train = resources.pairs("tiny", "train")
     expected = sl.dense_vector(model, train.split(3)[0], layer=1)
     torch.testing.assert_close(dense.vector, expected.vector)
+    every = EvalResources(config(caa_dir, data_sizes=(4,)), tmp_path / "every", model=model)
+    assert every.vector("tiny", 1, "dense@n=4").metadata["extraction"]["pairs"]["n"] == 4  # all 4 training pairs
     with pytest.raises(DataError, match="data_sizes asks for 999 pairs"):
         EvalResources(config(caa_dir, data_sizes=(999,)), tmp_path / "x", model=model).vector("tiny", 1, "dense@n=999")
 
