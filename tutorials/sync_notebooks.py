@@ -1,8 +1,8 @@
 """Write each tutorial's notebook from its script: ``python tutorials/sync_notebooks.py``.
 
 The scripts (jupytext "percent" format: ``# %%`` starts a code cell, ``# %% [markdown]``
-a markdown cell whose lines start with ``# ``) are the source; CI runs them and checks
-that every ``.ipynb`` here equals what this file would write from its script.
+a markdown cell whose lines start with ``# ``) are the source; CI executes the notebooks in a
+Jupyter kernel and checks that every ``.ipynb`` here equals what this file would write from its script.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _cell(kind: str, lines: list[str]) -> dict:
+def _cell(kind: str, lines: list[str], number: int) -> dict:
     while lines and not lines[-1].strip():
         lines = lines[:-1]
     if kind == "markdown":
         lines = [line[2:] if line.startswith("# ") else line.lstrip("#") for line in lines]
     source = [line + "\n" for line in lines[:-1]] + lines[-1:]
-    cell = {"cell_type": kind, "metadata": {}, "source": source}
+    cell = {"cell_type": kind, "id": f"cell-{number}", "metadata": {}, "source": source}  # ids: nbformat 4.5
     if kind == "code":
         cell.update(execution_count=None, outputs=[])
     return cell
@@ -32,12 +32,12 @@ def notebook_from_script(text: str) -> dict:
     for line in text.splitlines():
         if line.startswith("# %%"):
             if kind is not None and any(x.strip() for x in lines):
-                cells.append(_cell(kind, lines))
+                cells.append(_cell(kind, lines, len(cells)))
             kind, lines = ("markdown" if "[markdown]" in line else "code"), []
         elif kind is not None:
             lines.append(line)
     if kind is not None and any(x.strip() for x in lines):
-        cells.append(_cell(kind, lines))
+        cells.append(_cell(kind, lines, len(cells)))
     return {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
                                                        "name": "python3"},
                                          "language_info": {"name": "python"}},
