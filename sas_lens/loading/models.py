@@ -34,7 +34,7 @@ DEFAULT_MODEL = "gemma-3-270m"
 _TL_NAME = "google/gemma-3-270m"  # the TransformerLens architecture the GGUF holds
 _CACHE_FOLDER = "gemma-3-270m-q4_k_m"
 # Bump when the way the TransformerLens-ready cache is written changes: older caches are then rebuilt.
-_TL_CACHE_FORMAT = 1
+_TL_CACHE_FORMAT = 2
 
 
 def cache_dir() -> Path:
@@ -161,8 +161,12 @@ def _write_tl_cache(model) -> None:
         tmp_dir = Path(tmp) / "cache"
         tmp_dir.mkdir()
         torch.save(model.cfg, tmp_dir / "config.pt")
-        save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
-                  tmp_dir / "weights.safetensors")
+        # weights that _store_linear_weights_transposed laid out as W.T-contiguous are saved as W.T, so that
+        # loading assigns W = saved.T without copying (and ends in the same layout)
+        tensors = {(f"{name}{_TRANSPOSED}" if _stored_transposed(tensor) else name):
+                   (tensor.T if _stored_transposed(tensor) else tensor.contiguous())
+                   for name, tensor in model.state_dict().items()}
+        save_file(tensors, tmp_dir / "weights.safetensors")
         (tmp_dir / "key.json").write_text(json.dumps(_tl_cache_key()))
         try:
             tmp_dir.rename(target)
@@ -185,15 +189,24 @@ def _load_tl_cache(device, dtype):
         return None
     from safetensors.torch import load_file
     from sae_lens import HookedSAETransformer
-    from transformers import AutoTokenizer
 
     cfg = torch.load(folder / "config.pt", weights_only=False)
     cfg.init_weights = False  # the weights come from the cache: skip the random initialisation
-    model = HookedSAETransformer(cfg, AutoTokenizer.from_pretrained(default_model_dir()), move_to_device=False)
-    model.load_state_dict(load_file(folder / "weights.safetensors"), strict=True, assign=True)
+    model = HookedSAETransformer(cfg, _tokenizer(default_model_dir()), move_to_device=False)
+    state = {(name[: -len(_TRANSPOSED)] if name.endswith(_TRANSPOSED) else name):
+             (tensor.T if name.endswith(_TRANSPOSED) else tensor)
+             for name, tensor in load_file(folder / "weights.safetensors").items()}
+    model.load_state_dict(state, strict=True, assign=True)
     model.eval()
-    _store_linear_weights_transposed(model)
+    _store_linear_weights_transposed(model)  # a no-op for the weights saved transposed
     return model
+
+
+_TRANSPOSED = ".stored_transposed"
+
+
+def _stored_transposed(tensor: torch.Tensor) -> bool:
+    return tensor.ndim == 2 and not tensor.is_contiguous() and tensor.T.is_contiguous()
 
 
 @contextmanager
@@ -251,9 +264,17 @@ def _load_default_hf():
     target = default_model_dir()
     if not (target / "config.json").exists():
         _convert_default_gguf(target)
-    tokenizer = AutoTokenizer.from_pretrained(target)
+    tokenizer = _tokenizer(target)
     hf_model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
     return hf_model, tokenizer
+
+
+def _tokenizer(folder: Path):
+    """The tokenizer as TransformerLens wants it (``add_bos_token=True``): given any other, TransformerLens
+    loads it a second time with that flag, 2.5 s for Gemma's 262k-token vocabulary."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, add_bos_token=True)
 
 
 def _convert_default_gguf(target: Path) -> None:
