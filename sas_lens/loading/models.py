@@ -259,7 +259,7 @@ def _store_linear_weights_transposed(model: torch.nn.Module) -> None:
 
 def _load_default_hf():
     """Load the embedded Gemma 3 270M as (HF model, tokenizer), converting the GGUF once."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     target = default_model_dir()
     if not (target / "config.json").exists():
