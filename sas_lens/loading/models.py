@@ -193,6 +193,7 @@ def _load_tl_cache(device, dtype):
     cfg = torch.load(folder / "config.pt", weights_only=False)
     cfg.init_weights = False  # the weights come from the cache: skip the random initialisation
     model = HookedSAETransformer(cfg, _tokenizer(default_model_dir()), move_to_device=False)
+    cfg.init_weights = True  # as the slow load leaves it, for anyone who builds a model from this config
     state = {(name[: -len(_TRANSPOSED)] if name.endswith(_TRANSPOSED) else name):
              (tensor.T if name.endswith(_TRANSPOSED) else tensor)
              for name, tensor in load_file(folder / "weights.safetensors").items()}
