@@ -29,9 +29,11 @@ STEER_KL = 0.3
 SWEEP_MULTIPLES = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)
 HELD_OUT_AB_ITEMS = 12  # of an A/B demo set, kept out of its vectors for the λ sweep
 DEMO_TOPIC = "medicine"
-# Measured on the three demo prompts with the shipped 15 medicine texts: topic similarity of the
-# continuations 0.082 unsteered, unchanged at strengths 4 and 6, 0.26 at 12, 0.37 at 16.
-TOPIC_LATENTS, TOPIC_STRENGTH = 64, 12.0
+# Measured on the three demo prompts with the shipped 15 medicine texts, latents ranked with per-prompt token
+# means: topic similarity of the continuations 0.082 unsteered, unchanged at strengths 4 and 6, 0.26 at 12,
+# 0.37 at 16. With the original's summary ("avg", the library's default) amplify did not move medicine at all
+# in bench/bench_topic.py (0.080 → 0.080 at 8; token means 0.109), so the demo ranks by token means.
+TOPIC_LATENTS, TOPIC_STRENGTH, TOPIC_SUMMARY = 64, 12.0, "token_mean"
 COMPOSED = "sentiment"  # composed with the topic, each at its own λ
 TOPIC_MIN_PROMPTS = 5  # a latent's topic score counts once it fires on this many reference prompts
 
@@ -136,7 +138,7 @@ def _align_topic(model, sae):
     from sas_lens.topic.alignment import demo_topic_texts, topic_scores
 
     start = time.perf_counter()
-    topic = topic_scores(model, sae, demo_topic_texts(DEMO_TOPIC), name=DEMO_TOPIC)
+    topic = topic_scores(model, sae, demo_topic_texts(DEMO_TOPIC), name=DEMO_TOPIC, summary=TOPIC_SUMMARY)
     print(f"\ntopic {DEMO_TOPIC!r}: latents scored against {topic.metadata['n_alignment_texts']} shipped "
           f"texts in {time.perf_counter() - start:.1f} s; most aligned, firing on >= {TOPIC_MIN_PROMPTS} "
           "reference prompts (latent, score): "
