@@ -112,18 +112,8 @@ class Condition:
 
     def firing_rate(self, model, texts: Sequence[str]) -> float:
         """The share of ``texts`` on which the condition fires (any non-BOS token)."""
-        from sas_lens.loading.activations import activations_at
-        from sas_lens.loading.prompts import tokenize_with_spans
-
-        fired = []
-        for start in range(0, len(texts), 8):
-            batch = list(texts[start:start + 8])
-            tokens, attention, _ = tokenize_with_spans(model.tokenizer, batch, [(0, len(t)) for t in batch])
-            acts = activations_at(model, self.hook_name, tokens, attention).float()
-            valid = attention.bool().to(acts.device)
-            valid = valid & _not_bos(valid)
-            fired += ((self.fires(acts) & valid).any(dim=-1)).tolist()
-        return sum(fired) / len(fired)
+        peaks = text_max_codes(model, self.sae, texts)[:, list(self.ids)]  # fires somewhere ⇔ its peak does
+        return float((peaks > torch.as_tensor(self.threshold, dtype=peaks.dtype)).any(dim=-1).float().mean())
 
 
 def _not_bos(valid: Tensor) -> Tensor:
@@ -191,17 +181,7 @@ def text_firing_rates(model, sae, texts: Sequence[str]) -> Float[Tensor, " d_sae
     Example:
         >>> rates = text_firing_rates(model, sae, ["I baked bread", "I fixed the fence"])   # doctest: +SKIP
     """
-    from sas_lens.loading.activations import sae_codes
-    from sas_lens.loading.prompts import tokenize_with_spans
-
-    counts = torch.zeros(sae.cfg.d_sae)
-    for start in range(0, len(texts), 8):
-        batch = list(texts[start:start + 8])
-        tokens, attention, _ = tokenize_with_spans(model.tokenizer, batch, [(0, len(t)) for t in batch])
-        codes = sae_codes(model, sae, tokens, attention)
-        valid = (attention.bool() & _not_bos(attention.bool())).to(codes.device)
-        counts += ((codes > 0) & valid[..., None]).any(dim=1).sum(dim=0).float()
-    return counts / len(texts)
+    return (text_max_codes(model, sae, texts) > 0).float().mean(dim=0)  # codes are ≥ 0: fires ⇔ peak > 0
 
 
 class ConditionGate:
