@@ -327,13 +327,20 @@ def _check_eval(args: argparse.Namespace) -> None:
     from sas_lens.evaluation.config import load_config
 
     args.loaded_config = load_config(args.config)  # a bad config fails before the model loads
+    if args.ray is not None:
+        from sas_lens.distributed import RayExecutor
+
+        args.executor = RayExecutor(address=args.ray or None, actors=args.actors, gpus_per_actor=args.gpus_per_actor)
+        args.executor.check()  # Ray installed, or say how to install it
+    else:
+        args.executor = "serial"
 
 
 def _eval(args: argparse.Namespace) -> int:
     from sas_lens.evaluation.results import summary_table, topic_table
     from sas_lens.evaluation.runner import run_evaluation
 
-    records = run_evaluation(args.loaded_config, args.out)
+    records = run_evaluation(args.loaded_config, args.out, executor=args.executor)
     for table in (summary_table(records), topic_table(records)):
         if len(table):
             print(table.round(3).to_string(index=False))
@@ -475,6 +482,13 @@ def _add_eval(commands, model) -> None:
     evaluate_run.add_argument("config", help="a .toml or .json evaluation config "
                                              "(see sas_lens.evaluation.config.EvalConfig)")
     evaluate_run.add_argument("--out", default="sas_lens_eval", help="results folder; rerun to resume")
+    evaluate_run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                              help="run the cells on Ray actors: on the cluster at ADDRESS ('auto', 'ray://head:10001'), "
+                                   "or on a local one without ADDRESS (pip install -e '.[ray]')")
+    evaluate_run.add_argument("--actors", type=int, default=None,
+                              help="Ray actors (default: one per GPU of the cluster, else one per CPU)")
+    evaluate_run.add_argument("--gpus-per-actor", type=float, default=None,
+                              help="GPUs each Ray actor holds (default: 1 when the cluster has GPUs)")
     evaluate_run.set_defaults(run=_eval, check=_check_eval)
 
 

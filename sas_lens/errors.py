@@ -38,6 +38,14 @@ class DataError(SASLensError, ValueError):
     """Input data (text files, pair sets) that cannot be used."""
 
 
+class MissingExtraError(SASLensError, ImportError):
+    """An optional dependency that is not installed (the message says which extra installs it)."""
+
+
+class EvalError(SASLensError, RuntimeError):
+    """Cells of an evaluation run that failed (the others are saved; running again retries them)."""
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" Did you mean 'a', 'b'?"`` for the closest choices, or ``""``.
 

@@ -11,9 +11,15 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import torch
+
+from sas_lens.evaluation.distributed import CellWorker
+from sas_lens.evaluation.store import cell_key
 
 
 def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
@@ -113,3 +119,28 @@ def save_random_sae(model, layer: int, folder: str | Path, d_sae: int = 256, see
     folder = Path(folder)
     sae.save_model(folder)
     return folder
+
+
+
+class FlakyCellWorker(CellWorker):
+    """A Ray evaluation actor that kills its own process on the cells listed in ``<out_dir>/die_on.json``
+    (``{cell key: times}``), that many times in all across workers (each death leaves a marker file), to test
+    how a run survives lost workers.
+
+    Example:
+        >>> RayExecutor(worker=FlakyCellWorker)   # doctest: +SKIP
+    """
+
+    def run(self, cell):
+        plan_file = self.out_dir / "die_on.json"
+        plan = json.loads(plan_file.read_text()) if plan_file.exists() else {}
+        key = cell_key(*cell)
+        if key in plan:
+            markers = self.out_dir / "deaths"
+            markers.mkdir(exist_ok=True)
+            stem = hashlib.sha256(key.encode()).hexdigest()[:12]
+            died = len(list(markers.glob(f"{stem}-*")))
+            if died < plan[key]:
+                (markers / f"{stem}-{died}").touch()
+                os._exit(1)
+        return super().run(cell)

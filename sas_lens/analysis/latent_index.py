@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,113 @@ class LatentIndex:
                    header["n_tokens"], header["metadata"])
 
 
+@dataclass
+class _PartialIndex:
+    """The index of a run of consecutive batches: what shards return and what :func:`_merge` combines."""
+
+    values: Float[Tensor, "n_top d_sae"]
+    positions: Int[Tensor, "n_top d_sae"]
+    fire_counts: Int[Tensor, " d_sae"]
+    n_tokens: int
+
+
+def _top(values: Tensor, positions: Tensor, n_top: int) -> tuple[Tensor, Tensor]:
+    """Per latent (column), the ``n_top`` largest values, equal values ordered by position.
+
+    Ordering ties by position makes the result a function of the candidates alone, whatever order batches and
+    shards are merged in: the top ``n_top`` of a union is the top of the union of each part's top.
+    """
+    by_position = positions.argsort(dim=0, stable=True)
+    values, positions = values.gather(0, by_position), positions.gather(0, by_position)
+    best = values.sort(dim=0, descending=True, stable=True).indices[:n_top]
+    return values.gather(0, best), positions.gather(0, best)
+
+
+def _merge(parts: list[_PartialIndex], n_top: int) -> _PartialIndex:
+    values, positions = _top(torch.cat([p.values for p in parts]), torch.cat([p.positions for p in parts]), n_top)
+    return _PartialIndex(values, positions, sum(p.fire_counts for p in parts), sum(p.n_tokens for p in parts))
+
+
+@torch.no_grad()
+def _index_batches(model, sae, batches: Iterable[Tensor], first_row: int, n_top: int) -> _PartialIndex:
+    """Index consecutive token batches whose first sequence is row ``first_row`` of the whole index."""
+    d_sae = sae.cfg.d_sae
+    part = _PartialIndex(torch.zeros(n_top, d_sae), torch.full((n_top, d_sae), -1, dtype=torch.long),
+                         torch.zeros(d_sae, dtype=torch.long), 0)
+    for tokens in batches:
+        context_size = tokens.shape[1]
+        codes = sae_codes(model, sae, tokens)
+        codes[:, 0] = 0.0  # BOS
+        flat = codes.reshape(-1, d_sae)
+        batch_top = flat.topk(min(n_top, flat.shape[0]), dim=0)
+        batch = _PartialIndex(batch_top.values, batch_top.indices + first_row * context_size,
+                              (flat > 0).sum(0), tokens.shape[0] * (context_size - 1))
+        part = _merge([part, batch], n_top)
+        first_row += tokens.shape[0]
+    return part
+
+
+def _token_batches(model, texts, n_tokens: int, context_size: int, batch_size: int) -> list[Tensor]:
+    """The batches an index of ``n_tokens`` tokens runs: whole batches until the count is reached."""
+    batches, counted = [], 0
+    for tokens in iter_token_sequences(model.tokenizer, iter_documents(resolve_text_files(texts)), context_size,
+                                       batch_size):
+        if counted >= n_tokens:
+            break
+        batches.append(tokens)
+        counted += tokens.shape[0] * (context_size - 1)
+    if not batches:
+        from sas_lens.errors import DataError
+
+        raise DataError(f"{texts} holds fewer than {context_size} tokens of text; nothing to index.")
+    return batches
+
+
+def _model_fingerprint(model) -> tuple[str, float]:
+    return model.cfg.model_name, float(model.W_E[:64].double().sum())
+
+
+class IndexWorker:
+    """A Ray actor's body: one model and the SAE, indexing the shards it is handed.
+
+    Args:
+        model_factory: makes the model; ``None`` loads the embedded default.
+        sae: the SAE being indexed.
+    """
+
+    def __init__(self, model_factory, sae):
+        from sas_lens.loading.models import load_model
+
+        self.model = model_factory() if model_factory else load_model()
+        self.sae = sae.to(self.model.cfg.device)
+
+    def index(self, batches: list[Tensor], first_row: int, n_top: int) -> tuple[tuple[str, float], _PartialIndex]:
+        return _model_fingerprint(self.model), _index_batches(self.model, self.sae, batches, first_row, n_top)
+
+
+def _index_on_ray(executor, model, sae, batches: list[Tensor], n_top: int, progress: bool) -> _PartialIndex:
+    """One contiguous shard of batches per actor; each shard's top contexts, merged here."""
+    from sas_lens.errors import SASLensError
+
+    ray = executor.connect()
+    n_shards, _ = executor.pool_size(len(batches))
+    bounds = [round(i * len(batches) / n_shards) for i in range(n_shards + 1)]
+    first_rows = [sum(len(b) for b in batches[:start]) for start in bounds[:-1]]
+    tasks = [(ray.put(batches[a:b]), row, n_top) for a, b, row in zip(bounds, bounds[1:], first_rows)]
+    results: dict[int, tuple] = {}
+    executor.map(IndexWorker, (executor.model_factory, ray.put(sae)), "index", tasks, results.__setitem__,
+                 names=[f"shard {i} (batches {a}-{b - 1})" for i, (a, b) in enumerate(zip(bounds, bounds[1:]))],
+                 desc="latent index shards", progress=progress)
+    if executor.report["failed"]:
+        lines = "; ".join(f"{name}: {why}" for name, why in executor.report["failed"])
+        raise SASLensError(f"The latent index could not be built on Ray: {lines}")
+    theirs = {fingerprint for fingerprint, _ in results.values()}
+    if theirs != {_model_fingerprint(model)}:
+        raise ValueError(f"The Ray actors loaded another model ({sorted(theirs)[0][0]}) than the one given "
+                         f"({model.cfg.model_name}); give RayExecutor(model_factory=...) a function that makes it.")
+    return _merge([results[i][1] for i in range(len(tasks))], n_top)
+
+
 @torch.no_grad()
 def build_latent_index(
     model,
@@ -122,6 +230,7 @@ def build_latent_index(
     n_top: int = 20,
     batch_size: int = 16,
     progress: bool = True,
+    executor=None,
 ) -> LatentIndex:
     """Run ``n_tokens`` tokens of ``texts`` through ``model`` and ``sae`` and index every latent.
 
@@ -130,47 +239,25 @@ def build_latent_index(
         n_tokens: tokens to index (BOS excluded); the corpus may run out first.
         context_size: tokens per sequence, BOS included.
         n_top: contexts kept per latent.
+        executor: ``None`` (here), or a :class:`~sas_lens.evaluation.distributed.RayExecutor`: the batches are split
+            into one contiguous shard per actor and the shards' top contexts merged; the index is the same.
 
     Example:
         >>> index = build_latent_index(model, sae, "corpus/", n_tokens=50_000)   # uncached; sl.latent_index caches  # doctest: +SKIP
     """
     check_sae_fits(sae, model)
     files = resolve_text_files(texts)
-    d_sae = sae.cfg.d_sae
-    top_values = torch.zeros(n_top, d_sae)
-    top_positions = torch.full((n_top, d_sae), -1, dtype=torch.long)
-    fire_counts = torch.zeros(d_sae, dtype=torch.long)
-    kept: list[torch.Tensor] = []
-    counted = 0
-    bar = tqdm(total=n_tokens, unit="tok", desc=f"indexing {d_sae} latents", disable=not progress)
-    for tokens in iter_token_sequences(model.tokenizer, iter_documents(files), context_size, batch_size):
-        if counted >= n_tokens:
-            break
-        first_row = sum(len(t) for t in kept)
-        codes = sae_codes(model, sae, tokens)
-        codes[:, 0] = 0.0  # BOS
-        flat = codes.reshape(-1, d_sae)
-        fire_counts += (flat > 0).sum(0)
-        # Merge this batch's best rows per latent into the running top n_top.
-        batch_top = flat.topk(min(n_top, flat.shape[0]), dim=0)
-        positions = batch_top.indices + first_row * context_size
-        merged_values = torch.cat([top_values, batch_top.values])
-        merged_positions = torch.cat([top_positions, positions])
-        best = merged_values.topk(n_top, dim=0)
-        top_values = best.values
-        top_positions = merged_positions.gather(0, best.indices)
-        kept.append(tokens)
-        counted += tokens.shape[0] * (context_size - 1)
-        bar.update(tokens.shape[0] * (context_size - 1))
-    bar.close()
-    if not kept:
-        from sas_lens.errors import DataError
-
-        raise DataError(f"{texts} holds fewer than {context_size} tokens of text; nothing to index.")
+    batches = _token_batches(model, files, n_tokens, context_size, batch_size)
+    if executor is None:
+        bar = tqdm(batches, unit="batch", desc=f"indexing {sae.cfg.d_sae} latents", disable=not progress)
+        part = _index_batches(model, sae, bar, 0, n_top)
+    else:
+        part = _index_on_ray(executor, model, sae, batches, n_top, progress)
+    top_values, top_positions = part.values, part.positions.clone()
     top_positions[top_values <= 0] = -1
     metadata = _index_key_fields(model, sae, files, n_tokens, context_size, n_top)
-    return LatentIndex(top_values.T.contiguous(), top_positions.T.contiguous(), torch.cat(kept), fire_counts,
-                       counted, metadata)
+    return LatentIndex(top_values.T.contiguous(), top_positions.T.contiguous(), torch.cat(batches),
+                       part.fire_counts, part.n_tokens, metadata)
 
 
 def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -> LatentIndex:

@@ -64,7 +64,7 @@ def load_capability_items(path: str | Path, *, limit: int | None = None, name: s
 
 
 def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None, when=None,
-             style: PromptStyle = PromptStyle()) -> dict[str, float]:
+             style: PromptStyle = PromptStyle(), prefix=None) -> dict[str, float]:
     """Accuracy (p(correct) > 1/2) and mean p(correct) on capability items.
 
     Args:
@@ -74,11 +74,12 @@ def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None
         sae: the SAE(s) of the SAS vectors.
         when: a condition gating the steering (see :func:`~sas_lens.steering.scoring.ab_probabilities`).
         style: how items are written as prompts.
+        prefix: a :class:`~sas_lens.steering.prefix.PrefixCache` shared across calls on the same items.
 
     Example:
         >>> accuracy(model, mmlu, steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
     """
-    p = ab_probabilities(model, items, steering=steering, sae=sae, when=when, style=style)
+    p = ab_probabilities(model, items, steering=steering, sae=sae, when=when, style=style, prefix=prefix)
     return {"accuracy": float((p > 0.5).double().mean()), "p_correct": float(p.double().mean()), "n": len(p)}
 
 

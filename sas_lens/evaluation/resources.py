@@ -10,6 +10,7 @@ from typing import Any
 from sas_lens.errors import DataError
 from sas_lens.evaluation.config import EvalConfig
 from sas_lens.evaluation.plan import base_method, plan_cells, variant_settings
+from sas_lens.steering.prefix import PrefixCache
 
 
 class EvalResources:
@@ -20,6 +21,10 @@ class EvalResources:
         self._saes: dict[int, Any] = {}
         self._vectors: dict[tuple[str, int, str], Any] = {}
         self._data: dict[tuple, Any] = {}
+        self._units: dict[str, float] = {}
+        # A/B cells of one behaviour share their items across λs and methods: the blocks below the steered
+        # layer run once per batch (see sas_lens.steering.prefix)
+        self.prefix = PrefixCache()
 
     @property
     def model(self):
@@ -150,8 +155,10 @@ class EvalResources:
             return 1.0
         if "delta" in variant_settings(method):  # the Δ ablation changes nothing else: SAS's own λs
             return self.unit(behaviour, layer, base_method(method))
-        vector = self.vector(behaviour, layer, method)
         key = f"{behaviour}|L{layer}|{method}"
+        if key in self._units:  # measured in this process, or handed over by the driver of a Ray run
+            return self._units[key]
+        vector = self.vector(behaviour, layer, method)
         file = self.out_dir / "units.json"
         units = json.loads(file.read_text()) if file.exists() else {}
         if key not in units:
@@ -172,6 +179,7 @@ class EvalResources:
                     units[key] = 1024.0
                     print(f"sas_lens: {key} does not reach a next-token KL of 0.1 by λ = 1024; its unit is 1024.")
             file.write_text(json.dumps(units, indent=1))
+        self._units[key] = units[key]
         return units[key]
 
     def residuals(self, behaviour: str, n_pairs: int | None = None):
@@ -189,3 +197,45 @@ class EvalResources:
             self._data[key] = collect_residuals(self.model, pairs, layers,
                                                 read=self.cfg.sas.get("read", "mean"))
         return self._data[key]
+
+    def prepare(self, cells) -> dict:
+        """Build here what ``cells`` share — vectors, strength units, conditions, topic alignments — and return it
+        for :meth:`adopt` in other processes (a Ray run builds each once, on the driver).
+
+        Args:
+            cells: the ``(kind, behaviour, layer, method, λ)`` cells about to run.
+        """
+        import dataclasses
+
+        for kind, behaviour, layer, method, _ in cells:
+            if kind == "topic":
+                self.topic(behaviour)
+                continue
+            steered = [(b, base_method(method)) for b in behaviour.split("+")] if kind == "composition" else \
+                [(behaviour, method)]
+            for name, steered_method in steered:
+                if steered_method != "prompting":
+                    self.vector(name, layer, steered_method)
+                    self.unit(name, layer, steered_method)
+            if kind == "conditional":
+                self.condition(behaviour, layer)
+        vectors = {key: dataclasses.replace(v, diagnostics=None) if getattr(v, "diagnostics", None) is not None
+                   else v for key, v in self._vectors.items()}
+        conditions = {key: {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "sae"}
+                      for key, c in self._data.items() if key[0] == "condition"}
+        topics = {key: value for key, value in self._data.items() if key[0] == "topic"}
+        return {"vectors": vectors, "units": dict(self._units), "conditions": conditions, "topics": topics}
+
+    def adopt(self, shared: dict) -> None:
+        """Use what :meth:`prepare` built in another process instead of building it again here.
+
+        Args:
+            shared: :meth:`prepare`'s result.
+        """
+        from sas_lens.steering.conditions import Condition
+
+        self._vectors.update(shared["vectors"])
+        self._units.update(shared["units"])
+        self._data.update(shared["topics"])
+        for key, fields in shared["conditions"].items():  # read at this process's own copy of the SAE
+            self._data[key] = Condition(sae=self.sae(key[2]), **fields)

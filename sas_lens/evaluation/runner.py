@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from sas_lens.evaluation.behaviour import ab_cell, mean_ci
 from sas_lens.evaluation.config import EvalConfig
-from sas_lens.evaluation.plan import base_method, plan_cells, steers_at_zero, variant_settings
+from sas_lens.evaluation.plan import Cell, base_method, plan_cells, steers_at_zero, variant_settings
 from sas_lens.evaluation.resources import EvalResources
 from sas_lens.evaluation.store import CellStore, cell_key
 
@@ -57,7 +57,7 @@ def _run_ab(res: EvalResources, behaviour, layer, method, lam) -> dict:
         p = ab_cell(res.model, res.pairs(behaviour, "test"), method, None, lam, behaviour=behaviour)
     else:
         steering, sae = _steering(res, behaviour, layer, method, lam)
-        p = ab_probabilities(res.model, res.pairs(behaviour, "test"), steering=steering, sae=sae)
+        p = ab_probabilities(res.model, res.pairs(behaviour, "test"), steering=steering, sae=sae, prefix=res.prefix)
     mean, low, high = mean_ci(p)
     out = {"mean": mean, "ci_low": low, "ci_high": high, "n": len(p)}
     if res.cfg.strength_unit != "raw" and method != "prompting":
@@ -77,7 +77,7 @@ def _run_capability(res: EvalResources, behaviour, layer, method, lam) -> dict:
         items = res.capability_items(name)
         if method == "prompting" and lam != 0:
             items = with_instruction(items, instruction_for(behaviour, lam))
-        figures = accuracy(res.model, items, steering=steering, sae=sae)
+        figures = accuracy(res.model, items, steering=steering, sae=sae, prefix=res.prefix)
         out[f"{name}_accuracy"], out[f"{name}_p_correct"] = figures["accuracy"], figures["p_correct"]
     if res.cfg.heldout_text and (method != "prompting" or lam == 0):  # no instruction fits held-out text
         out["perplexity"] = perplexity(res.model, res.cfg.heldout_text, steering=steering, sae=sae,
@@ -127,7 +127,7 @@ def _run_composition(res: EvalResources, pair, layer, method, lam) -> dict:
     out: dict[str, Any] = {"lam_b": lam_b}
     for behaviour in (a, b):
         out[f"p_{behaviour}"] = float(ab_probabilities(res.model, res.pairs(behaviour, "test"), steering=steering,
-                                                       sae=sae).mean())
+                                                       sae=sae, prefix=res.prefix).mean())
     return out
 
 
@@ -139,12 +139,15 @@ def _run_conditional(res: EvalResources, behaviour, layer, method, lam) -> dict:
     condition = res.condition(behaviour, layer)
     steering, sae = _steering(res, behaviour, layer, method, lam)
     items, mmlu = res.pairs(behaviour, "test"), res.capability_items("mmlu")
-    mean, low, high = mean_ci(ab_probabilities(res.model, items, steering=steering, sae=sae, when=condition))
+    mean, low, high = mean_ci(ab_probabilities(res.model, items, steering=steering, sae=sae, when=condition,
+                                               prefix=res.prefix))
     return {"mean": mean, "ci_low": low, "ci_high": high, "condition_latents": list(condition.ids),
             "fires_on_items": condition.firing_rate(res.model, [item.question for item in items]),
             "fires_on_mmlu": condition.firing_rate(res.model, [item.question for item in mmlu]),
-            "mmlu_accuracy_gated": accuracy(res.model, mmlu, steering=steering, sae=sae, when=condition)["accuracy"],
-            "mmlu_accuracy_ungated": accuracy(res.model, mmlu, steering=steering, sae=sae)["accuracy"]}
+            "mmlu_accuracy_gated": accuracy(res.model, mmlu, steering=steering, sae=sae, when=condition,
+                                            prefix=res.prefix)["accuracy"],
+            "mmlu_accuracy_ungated": accuracy(res.model, mmlu, steering=steering, sae=sae,
+                                              prefix=res.prefix)["accuracy"]}
 
 
 def _run_topic(res: EvalResources, topic, layer, method, lam) -> dict:
@@ -205,14 +208,65 @@ class EvalRecords(list):
         return "".join(parts)
 
 
-def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True) -> list[dict]:
+def run_cell(res: EvalResources, cell: Cell) -> dict:
+    """Measure one cell: its figures and the seconds it took (what a Ray worker returns to the driver).
+
+    Args:
+        res: the run's resources (model, SAEs, data, vectors).
+        cell: ``(kind, behaviour, layer, method, λ)``.
+
+    Example:
+        >>> run_cell(res, ("ab", "refusal", 9, "sas", 4.0))["mean"]   # doctest: +SKIP
+    """
+    kind, behaviour, layer, method, lam = cell
+    started = time.perf_counter()
+    figures = _RUNNERS[kind](res, behaviour, layer, method, lam)
+    return {**figures, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def cell_record(cell: Cell, figures: dict) -> dict:
+    """The line of ``cells.jsonl`` for a cell: which cell it is, then what was measured.
+
+    Args:
+        cell: ``(kind, behaviour, layer, method, λ)``.
+        figures: what was measured (with ``seconds``).
+
+    Example:
+        >>> cell_record(("ab", "refusal", 9, "sas", 4.0), {"mean": 0.6})["key"]
+        'ab|refusal|L9|sas|4'
+    """
+    kind, behaviour, layer, method, lam = cell
+    return {"key": cell_key(*cell), "kind": kind, "behaviour": behaviour, "layer": layer, "method": method,
+            "lam": lam, **figures}
+
+
+def reuses_unsteered(cell: Cell) -> bool:
+    """Whether the cell is the unsteered model, measured once per kind and behaviour (see ``CellStore.unsteered``).
+
+    Args:
+        cell: ``(kind, behaviour, layer, method, λ)``.
+
+    Example:
+        >>> reuses_unsteered(("ab", "refusal", 9, "dense", 0.0)), reuses_unsteered(("ab", "refusal", 9, "sas@delta=0", 0.0))
+        (True, False)
+    """
+    kind, _, _, method, lam = cell
+    return lam == 0 and kind in ("ab", "capability", "open") and not steers_at_zero(method)
+
+
+def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True,
+                   executor="serial") -> list[dict]:
     """Run (or resume) every cell of ``cfg``; write cells.jsonl, results.json, CSVs and figures to ``out_dir``.
 
     Args:
         cfg: what to measure (see :class:`~sas_lens.evaluation.config.EvalConfig`).
-        out_dir: the results folder; run again with the same folder to resume.
-        model: a loaded model to use instead of loading ``cfg.model``.
+        out_dir: the results folder; run again with the same folder to resume (serially or on Ray).
+        model: a loaded model to use instead of loading ``cfg.model`` (in this process; Ray workers load
+            their own, see :class:`~sas_lens.distributed.RayExecutor`).
         progress: show a tqdm bar with an ETA.
+        executor: ``"serial"`` (one cell after another, here), ``"ray"`` (a pool of Ray actors on the cluster
+            ``ray.init()`` finds, or a local one) or a configured
+            :class:`~sas_lens.distributed.RayExecutor`.
 
     Returns:
         One record per cell of the plan, finished ones included.
@@ -220,6 +274,14 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     Example:
         >>> records = sl.run_evaluation(sl.load_config("eval.toml"), "eval_out")   # doctest: +SKIP
     """
+    from sas_lens.distributed import RayExecutor
+
+    if executor not in ("serial", "ray") and not isinstance(executor, RayExecutor):
+        raise ValueError(f"executor must be 'serial', 'ray' or a RayExecutor, got {executor!r}.")
+    if executor == "ray":
+        executor = RayExecutor()
+    if executor != "serial":
+        executor.check(model)  # before anything is written: Ray is installed, workers can get a model
     out_dir = Path(out_dir)
     (out_dir / "vectors").mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -228,15 +290,14 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     pending = [c for c in cells if cell_key(*c) not in store]
     res = EvalResources(cfg, out_dir, model)
     started = time.perf_counter()
-    for kind, behaviour, layer, method, lam in tqdm(pending, desc="evaluation cells", disable=not progress,
-                                                     unit="cell"):
-        cell_started = time.perf_counter()
-        reuse = lam == 0 and kind in ("ab", "capability", "open") and not steers_at_zero(method)
-        unsteered = store.unsteered(kind, behaviour) if reuse else None
-        figures = unsteered or _RUNNERS[kind](res, behaviour, layer, method, lam)
-        store.add({"key": cell_key(kind, behaviour, layer, method, lam), "kind": kind, "behaviour": behaviour,
-                   "layer": layer, "method": method, "lam": lam, **figures,
-                   "seconds": round(time.perf_counter() - cell_started, 2)})
+    if executor == "serial":
+        for cell in tqdm(pending, desc="evaluation cells", disable=not progress, unit="cell"):
+            copied = store.unsteered(*cell[:2]) if reuses_unsteered(cell) else None
+            store.add(cell_record(cell, {**copied, "seconds": 0.0} if copied else run_cell(res, cell)))
+    else:
+        from sas_lens.evaluation.distributed import run_cells_on_ray
+
+        run_cells_on_ray(executor, pending, store, res, progress=progress)
     records = EvalRecords(store.cells[cell_key(*c)] for c in cells)
     from sas_lens.evaluation.results import write_results
 

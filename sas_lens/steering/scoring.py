@@ -22,10 +22,12 @@ from sas_lens.loading.prompts import (
     tokenize_with_spans,
 )
 from sas_lens.steering.engine import build_hooks
+from sas_lens.steering.prefix import PrefixCache, run_from_prefix
 from sas_lens.typing import Float, Tensor
 
 
-def last_position_logits(model, tokens: Tensor, attention_mask: Tensor | None = None) -> Float[Tensor, "batch d_vocab"]:
+def last_position_logits(model, tokens: Tensor, attention_mask: Tensor | None = None, *,
+                         prefix: PrefixCache | None = None) -> Float[Tensor, "batch d_vocab"]:
     """The model's logits at the last position only, equal to ``model(tokens)[:, -1]``.
 
     Gemma's unembedding (262k tokens) at every position costs more than all the blocks below
@@ -35,12 +37,17 @@ def last_position_logits(model, tokens: Tensor, attention_mask: Tensor | None = 
     Args:
         model: a HookedTransformer.
         tokens: left-padded token ids.
-        attention_mask: their mask.
+        attention_mask: their mask (required with ``prefix``).
+        prefix: keeps the unsteered blocks below the first hooked one across calls (see
+            :mod:`sas_lens.steering.prefix`).
 
     Example:
         >>> logits = last_position_logits(model, model.to_tokens("The film was"))  # doctest: +SKIP
     """
-    residual = model(tokens, attention_mask=attention_mask, stop_at_layer=model.cfg.n_layers)[:, -1]
+    if prefix is not None:
+        residual = run_from_prefix(model, tokens, attention_mask, prefix)[:, -1]
+    else:
+        residual = model(tokens, attention_mask=attention_mask, stop_at_layer=model.cfg.n_layers)[:, -1]
     if model.cfg.normalization_type is not None:
         residual = model.ln_final(residual[:, None])[:, 0]
     logits = model.unembed(residual[:, None])[:, 0]
@@ -79,6 +86,7 @@ def ab_probabilities(
     when=None,
     style: PromptStyle = PromptStyle(),
     batch_size: int = 8,
+    prefix: PrefixCache | None = None,
 ) -> Float[Tensor, " n"]:
     """Normalised probability of the behaviour-matching letter for each A/B item, optionally steered.
 
@@ -93,6 +101,8 @@ def ab_probabilities(
             ``per="sequence"``, padding excluded).
         style: how an item is written as a prompt (base-model text or the chat template).
         batch_size: items per forward pass.
+        prefix: a :class:`~sas_lens.steering.prefix.PrefixCache` shared by calls on the same items (a λ sweep):
+            the blocks below the first steered layer run once per batch, not once per call.
 
     Returns:
         ``p(matching) / (p(matching) + p(other))`` per item, read at the answer letter.
@@ -111,7 +121,7 @@ def ab_probabilities(
             tokens, attention = left_pad(model.tokenizer, [context for context, _, _ in batch])
             policy.reset(attention)  # each batch is a new prompt; padding never fires a condition
             device = model.cfg.device
-            logits = last_position_logits(model, tokens.to(device), attention.to(device)).float()
+            logits = last_position_logits(model, tokens.to(device), attention.to(device), prefix=prefix).float()
             pair_logits = torch.stack(
                 [logits[i, [match_id, other_id]] for i, (_, match_id, other_id) in enumerate(batch)]
             )

@@ -197,3 +197,18 @@ def test_align_a_demo_topic(tmp_path, capsys, monkeypatch, tiny_default):
     assert (tmp_path / "sports.safetensors").exists()
     code, err = run(capsys, "align", "--demo-topic", "sport", "--out", str(tmp_path / "x"))
     assert code == 2 and "Did you mean" in err
+
+
+def test_eval_on_ray_reads_the_cluster_options_and_says_how_to_install_ray(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    (tmp_path / "eval.toml").write_text('behaviours = ["sycophancy"]\ndata_dir = "."\n')
+    args = cli.build_parser().parse_args(["eval", str(tmp_path / "eval.toml"), "--ray", "auto", "--actors", "3",
+                                          "--gpus-per-actor", "0.5"])
+    args.check(args)
+    assert (args.executor.address, args.executor.actors, args.executor.gpus_per_actor) == ("auto", 3, 0.5)
+    args = cli.build_parser().parse_args(["eval", str(tmp_path / "eval.toml"), "--ray"])
+    args.check(args)
+    assert args.executor.address is None  # a local cluster
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if Ray were not installed
+    code, err = run(capsys, "eval", str(tmp_path / "eval.toml"), "--ray")
+    assert code == 2 and 'pip install -e ".[ray]"' in err

@@ -92,3 +92,16 @@ def test_saved_index_round_trips(model, corpus, tmp_path):
                                n_top=2, batch_size=4, progress=False)
     loaded = LatentIndex.load(index.save(tmp_path / "idx"))
     assert torch.equal(loaded.positions, index.positions) and loaded.n_tokens == index.n_tokens
+
+
+def test_merging_shards_in_any_order_gives_the_same_top_even_with_ties():
+    from sas_lens.analysis.latent_index import _merge, _PartialIndex
+
+    values = torch.tensor([[3.0, 1.0], [2.0, 1.0], [2.0, 1.0], [2.0, 0.5]])  # ties across the shards
+    positions = torch.tensor([[7, 7], [9, 9], [4, 4], [1, 1]])
+    parts = [_PartialIndex(values[i : i + 1], positions[i : i + 1], torch.ones(2, dtype=torch.long), 1)
+             for i in range(4)]
+    forward, backward = _merge(parts, n_top=2), _merge(parts[::-1], n_top=2)
+    assert torch.equal(forward.positions, backward.positions)
+    assert forward.positions[:, 0].tolist() == [7, 1] and forward.positions[:, 1].tolist() == [4, 7]  # earliest wins
+    assert forward.fire_counts.tolist() == [4, 4] and forward.n_tokens == 4

@@ -14,7 +14,7 @@ import sas_lens as sl
 PACKAGE = Path(sl.__file__).parent
 
 # Which layers each layer may import (lazily inside functions too). Everything sits on ``base``.
-BASE = {"errors", "typing", "_version"}
+BASE = {"errors", "typing", "_version", "distributed"}
 MAY_IMPORT = {
     "base": set(),
     "loading": {"base"},
