@@ -150,9 +150,9 @@ def _index_batches(model, sae, batches: Iterable[Tensor], first_row: int, n_top:
         codes = sae_codes(model, sae, tokens)
         codes[:, 0] = 0.0  # BOS
         flat = codes.reshape(-1, d_sae)
-        batch_top = flat.topk(min(n_top, flat.shape[0]), dim=0)
-        batch = _PartialIndex(batch_top.values, batch_top.indices + first_row * context_size,
-                              (flat > 0).sum(0), tokens.shape[0] * (context_size - 1))
+        batch_top = flat.topk(min(n_top, flat.shape[0]), dim=0)  # the merge runs on the CPU, where the index lives
+        batch = _PartialIndex(batch_top.values.float().cpu(), batch_top.indices.cpu() + first_row * context_size,
+                              (flat > 0).sum(0).cpu(), tokens.shape[0] * (context_size - 1))
         part = _merge([part, batch], n_top)
         first_row += tokens.shape[0]
     return part
@@ -239,8 +239,8 @@ def build_latent_index(
         n_tokens: tokens to index (BOS excluded); the corpus may run out first.
         context_size: tokens per sequence, BOS included.
         n_top: contexts kept per latent.
-        executor: ``None`` (here), or a :class:`~sas_lens.evaluation.distributed.RayExecutor`: the batches are split
-            into one contiguous shard per actor and the shards' top contexts merged; the index is the same.
+        executor: ``None`` (here), or a :class:`~sas_lens.distributed.RayExecutor`: the batches are split into one
+            contiguous shard per actor and the shards' top contexts merged; the index is the same.
 
     Example:
         >>> index = build_latent_index(model, sae, "corpus/", n_tokens=50_000)   # uncached; sl.latent_index caches  # doctest: +SKIP

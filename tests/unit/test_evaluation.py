@@ -463,3 +463,36 @@ def test_the_delta_ablation_steers_at_the_strengths_of_sas_with_delta(model, caa
     resources = EvalResources(cfg, tmp_path, model=model)
     assert resources.unit("tiny", 1, "sas@delta=0") == resources.unit("tiny", 1, "sas")
     assert "tiny|L1|sas@delta=0" not in json.loads((tmp_path / "units.json").read_text())
+
+
+def test_what_the_driver_prepares_measures_every_kind_of_cell_elsewhere_as_here(model, two_behaviours, tmp_path,
+                                                                             sae_per_layer, monkeypatch):
+    """A Ray worker's resources: the driver's vectors, units and conditions, through pickle, nothing rebuilt."""
+    import pickle
+
+    from sas_lens.evaluation.runner import run_cell
+
+    cfg = config(two_behaviours, behaviours=("tiny", "other"), layers=(1,), saes={"1": "sae-1"},
+                 methods=("sas", "dense"), sas={"selection": "contrast", "top_k": 3}, open_ended=0,
+                 compositions=(("tiny", "other"),), composition_lams=(2.0,), conditional=("tiny",),
+                 condition_latents=2, strength_unit="kl", lams={"sas": (2.0,), "dense": (2.0,)},
+                 cost_lams={"sas": (2.0,), "dense": (2.0,)})
+    cells = plan_cells(cfg)
+    assert {c[0] for c in cells} == {"ab", "capability", "composition", "conditional"}
+    driver = EvalResources(cfg, tmp_path / "driver", model=model)
+    shared = pickle.loads(pickle.dumps(driver.prepare(cells)))
+    expected = [run_cell(driver, cell) for cell in cells]
+
+    for name in ("sas_vector", "dense_vector"):
+        monkeypatch.setattr(f"sas_lens.steering.build_vectors.{name}", lambda *a, **k: pytest.fail("rebuilt"))
+    monkeypatch.setattr("sas_lens.steering.strength.strength_for_kl", lambda *a, **k: pytest.fail("remeasured"))
+    monkeypatch.setattr("sas_lens.steering.conditions.Condition.from_examples",
+                        lambda *a, **k: pytest.fail("condition rebuilt"))
+    worker = EvalResources(cfg, tmp_path / "worker", model=model)
+    worker.adopt(shared)
+    for cell, figures in zip(cells, expected):
+        got = run_cell(worker, cell)
+        assert got.keys() == figures.keys(), cell
+        for name in figures.keys() - {"seconds"}:
+            assert got[name] == pytest.approx(figures[name], abs=1e-6), (cell, name)
+    assert any(figures.get("lam_value", 1.0) != 2.0 for figures in expected)  # the units were measured, not 1
