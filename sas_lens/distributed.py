@@ -85,8 +85,10 @@ class RayExecutor:
         """``ray``, initialised: the running cluster, the one at ``address``, or a new local one."""
         ray = import_ray()
         if not ray.is_initialized():
+            # an offline driver means offline actors (no hub download at run time); otherwise the cluster decides
+            offline = {"HF_HUB_OFFLINE": os.environ["HF_HUB_OFFLINE"]} if "HF_HUB_OFFLINE" in os.environ else {}
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0")}})
+                     runtime_env={"env_vars": offline} if offline else None)
         return ray
 
     def pool_size(self, n_tasks: int) -> tuple[int, float]:
