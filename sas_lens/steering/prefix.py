@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import re
+import weakref
 
 from sas_lens.typing import Float, Tensor
 
@@ -68,6 +69,7 @@ class PrefixCache:
         self.max_bytes = max_bytes
         self.n_bytes = 0
         self._entries: dict[tuple, Tensor] = {}
+        self._models: dict[int, weakref.ref] = {}  # an id is reused once its model is gone: entries die with it
 
     def residual(self, model, tokens: Tensor, attention_mask: Tensor, start: int) -> Float[Tensor, "batch pos d_model"]:
         """The residual entering block ``start`` for these tokens, computed (blocks below ``start``) or reused.
@@ -78,6 +80,10 @@ class PrefixCache:
             attention_mask: their mask.
             start: the first block that will run.
         """
+        owner = self._models.get(id(model))
+        if owner is None or owner() is not model:
+            self._forget(id(model))
+            self._models[id(model)] = weakref.ref(model)
         key = (id(model), start, tuple(tokens.shape), tokens.cpu().numpy().tobytes(),
                attention_mask.cpu().numpy().tobytes())
         if key in self._entries:
@@ -91,6 +97,11 @@ class PrefixCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _forget(self, model_id: int) -> None:
+        for key in [key for key in self._entries if key[0] == model_id]:
+            residual = self._entries.pop(key)
+            self.n_bytes -= residual.numel() * residual.element_size()
 
 
 def run_from_prefix(model, tokens: Tensor, attention_mask: Tensor, cache: PrefixCache | None) -> Tensor:

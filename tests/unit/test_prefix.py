@@ -97,3 +97,18 @@ def test_rotary_positions_survive_the_restart_under_left_padding():
     full = ab_probabilities(model, ITEMS, steering={vec: 6.0}, batch_size=3)  # items of three lengths: padded
     torch.testing.assert_close(ab_probabilities(model, ITEMS, steering={vec: 6.0}, batch_size=3, prefix=PrefixCache()),
                                full, **TOLERANCE)
+
+
+def test_a_new_model_at_a_dead_models_address_gets_none_of_its_residuals(model):
+    from tests.helpers import tiny_model
+
+    cache = PrefixCache()
+    vec = sl.dense_vector(model, ITEMS, layer=1)
+    ab_probabilities(model, ITEMS, steering={vec: 6.0}, prefix=cache)
+    other = tiny_model(seed=1)
+    cache._models[id(other)] = cache._models.pop(id(model))  # as if `other` lived where `model` died
+    for key in list(cache._entries):
+        cache._entries[(id(other), *key[1:])] = cache._entries.pop(key)
+    other_vec = sl.dense_vector(other, ITEMS, layer=1)
+    torch.testing.assert_close(ab_probabilities(other, ITEMS, steering={other_vec: 6.0}, prefix=cache),
+                               ab_probabilities(other, ITEMS, steering={other_vec: 6.0}), **TOLERANCE)
