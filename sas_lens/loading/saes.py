@@ -327,7 +327,8 @@ def write_shipped_sae(source: str | Path, short_name: str, card: dict, dtype: to
     from safetensors.torch import load_file, save_file
 
     source = Path(source)
-    target = PRETRAINED_DIR / f"{card['model']}-res-l{card['layer']}-{short_name}"
+    at_layer = f"l{card['layer']}-"
+    target = PRETRAINED_DIR / f"{card['model']}-res-{'' if short_name.startswith(at_layer) else at_layer}{short_name}"
     target.mkdir(parents=True, exist_ok=True)
     weights = load_file(source / "sae_weights.safetensors")
     save_file({name: tensor.to(dtype).contiguous() for name, tensor in weights.items()},

@@ -18,10 +18,11 @@ SENTENCES = [
     "Photosynthesis converts light energy into chemical energy stored in glucose.",
 ]
 
-# The 16k SAE explains 0.919 of the variance of 100k held-out Wikipedia tokens (its eval.json).
-# These sentences are short and partly off the training distribution (code, dialogue, a
-# recipe), so the bar sits at 0.65, 0.1 below the 0.75 that the held-out evaluation must clear.
-MIN_EXPLAINED_VARIANCE = 0.65
+# The shipped SAEs explain 0.77-0.92 of the variance of 100k held-out Wikipedia tokens (their eval.json;
+# the deeper layers' residuals are harder). These sentences are short and partly off the training
+# distribution (code, dialogue, a recipe): measured 0.64 (layer 12) to 0.87 (layer 3), 0.73 for the 16k, so
+# the bar sits at 0.55. An SAE that does not fit its layer explains about nothing.
+MIN_EXPLAINED_VARIANCE = 0.55
 
 
 def explained_variance(sae, acts):
@@ -29,10 +30,13 @@ def explained_variance(sae, acts):
     return 1 - (acts - recon).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
 
 
-@pytest.mark.parametrize(("short_name", "d_sae"), [(None, 16384), ("16k", 16384), ("4k", 4096)])
-def test_shipped_sae_reconstructs_new_sentences(gemma, short_name, d_sae):
+@pytest.mark.parametrize(("short_name", "d_sae", "layer"), [
+    (None, 16384, 9), ("16k", 16384, 9), ("4k", 4096, 9),
+    ("l3-4k", 4096, 3), ("l6-4k", 4096, 6), ("l12-4k", 4096, 12), ("l15-4k", 4096, 15)])
+def test_shipped_sae_reconstructs_new_sentences(gemma, short_name, d_sae, layer):
     sae = sl.load_sae(short_name, model=gemma)
     assert sae.cfg.d_sae == d_sae and sae.cfg.architecture() == "jumprelu"
+    assert hook_layer(sae.cfg.metadata.hook_name) == layer
     assert sae.dtype == torch.float32  # bfloat16 on disk, float32 at run time
     hook = sae.cfg.metadata.hook_name
     stop_at_layer = hook_layer(hook) + 1
@@ -46,3 +50,12 @@ def test_shipped_sae_reconstructs_new_sentences(gemma, short_name, d_sae):
         l0 = float((sae.encode(acts) > 0).float().sum(-1).mean())
     assert ev > MIN_EXPLAINED_VARIANCE, f"explained variance {ev:.3f} on {acts.shape[0]} tokens (L0 {l0:.1f})"
     assert 5 < l0 < 200, f"mean L0 {l0:.1f}"
+
+
+def test_a_shipped_sae_is_picked_by_width_and_layer(gemma):
+    assert set(sl.shipped_saes()) == {"16k", "4k", "l3-4k", "l6-4k", "l12-4k", "l15-4k"}
+    for layer in (3, 6, 9, 12, 15):
+        sae = sl.load_sae("4k", layer=layer, model=gemma)
+        assert sae.cfg.d_sae == 4096 and hook_layer(sae.cfg.metadata.hook_name) == layer
+    with pytest.raises(sl.errors.NoDefaultSAEError, match="No shipped SAE of width 16k at layer 12"):
+        sl.load_sae("16k", layer=12, model=gemma)
