@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--multiples", type=float, nargs="+", default=[1.0, 2.0])
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--out", default="bench_layers.json")
+    parser.add_argument("--layers", type=int, nargs="*", default=None,
+                        help="only these layers; rows of other layers already in --out are kept (a resumed run)")
     args = parser.parse_args()
 
     import sas_lens as sl
@@ -51,8 +53,10 @@ def main() -> None:
 
     base = measure({}, None)
     print("unsteered", base, flush=True)
-    rows = []
-    layers = [layer for layer in range(model.cfg.n_layers) if shipped_sae_at(layer, args.width)]
+    layers = [layer for layer in range(model.cfg.n_layers) if shipped_sae_at(layer, args.width)
+              and (args.layers is None or layer in args.layers)]
+    earlier = json.loads(Path(args.out).read_text())["rows"] if Path(args.out).exists() else []
+    rows = [row for row in earlier if row["layer"] not in layers]
     for layer in layers:
         sae = sl.load_sae(args.width, layer=layer, model=model)
         vectors = {"dense": sl.dense_vector(model, pairs, layer=layer), "sas": sl.sas_vector(model, sae, pairs)}
@@ -78,7 +82,7 @@ def main() -> None:
                                              indent=1))
     print(f"\nshift of the VADER judge (unsteered {base['judge']:.3f}, perplexity {base['perplexity']:.2f}); "
           "perplexity in brackets")
-    for layer in layers:
+    for layer in sorted({r["layer"] for r in rows}):
         cells = [f"{r['method']} {r['multiple']:+g}: {r['shift']:+.3f} ({r['perplexity']:.2f})"
                  for r in rows if r["layer"] == layer]
         print(f"  layer {layer:2d}  " + "; ".join(cells))
