@@ -145,8 +145,9 @@ class RayExecutor:
                         self.report["retried"].append(names[i])
                         queue.appendleft(i)
                     else:
+                        first_line = (str(err).strip().splitlines() or [""])[0][:300]  # e.g. why the model did not load
                         self.report["failed"].append((names[i], f"its actor died {deaths[i]} times "
-                                                                f"({type(err).__name__})"))
+                                                                f"({type(err).__name__}: {first_line})"))
                         bar.update()
                     continue
                 except ray.exceptions.RayTaskError as err:  # the task raised: no retry would change that
