@@ -107,7 +107,6 @@ def test_ray_runs_refuse_what_cannot_work_before_writing_anything(model, ray_con
     with pytest.raises(ImportError, match=r'pip install -e "\.\[ray\]"'):
         run_evaluation(ray_config, tmp_path / "out", executor="ray")
     assert not (tmp_path / "out").exists()
-    torch.manual_seed(0)
 
 
 def test_the_latent_index_built_on_two_actors_equals_the_serial_one(model, tmp_path, local_cluster):
