@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,9 +44,6 @@ class CellWorker:
         from sas_lens.evaluation.runner import run_cell
 
         return run_cell(self.res, tuple(cell))
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 def run_cells_on_ray(executor, cells: list[Cell], store: CellStore, res: EvalResources, *,
