@@ -43,13 +43,19 @@ class CacheSpec:
 
 
 class ActivationCache:
-    """Activations of one hook, ``[n_rows, d_model]`` float32, memory-mapped from disk."""
+    """Activations of one hook, ``[n_rows, d_model]`` float32, memory-mapped from disk.
 
-    def __init__(self, folder: str | Path):
+    Args:
+        folder: the cache's folder.
+        max_rows: read only the first ``max_rows`` rows (an SAE trained on 6.4M tokens
+            from a 15M-token cache sees the same 6.4M tokens whatever the cache holds).
+    """
+
+    def __init__(self, folder: str | Path, max_rows: int | None = None):
         self.folder = Path(folder)
         meta = json.loads((self.folder / _META_FILE).read_text())
         self.spec = CacheSpec(**{**meta["spec"], "sources": tuple(meta["spec"]["sources"])})
-        self.n_rows: int = meta["n_rows"]
+        self.n_rows: int = meta["n_rows"] if max_rows is None else min(meta["n_rows"], max_rows)
         self.n_sequences: int = meta["n_sequences"]
         self.rows = np.memmap(
             self.folder / _DATA_FILE, dtype=np.float32, mode="r", shape=(self.n_rows, self.spec.d_model)
@@ -203,12 +209,15 @@ def _fill(model, writers: dict[str, _CacheWriter], files, n_tokens: int, context
                 if all(w.n_rows >= n_tokens for w in writers.values()):
                     break
                 continue
-            with torch.no_grad():
+            first_seen = seen - tokens.shape[0]
+            with torch.inference_mode():
                 _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=todo,
                                                 stop_at_layer=stop_at_layer)
             for hook in todo:
-                rows = cache[hook][:, 1:, :].reshape(-1, d_model).float().cpu().numpy()
-                writers[hook].append(handles[hook], rows, tokens.shape[0])
+                # A run resumed with another batch size can straddle what a hook already holds.
+                new = max(0, skip_sequences + writers[hook].n_sequences - first_seen)
+                rows = cache[hook][new:, 1:, :].reshape(-1, d_model).float().cpu().numpy()
+                writers[hook].append(handles[hook], rows, tokens.shape[0] - new)
             progress.update(min(w.n_rows for w in writers.values()) - progress.n)
     short = [h for h, w in writers.items() if w.n_rows < n_tokens]
     if short:

@@ -189,8 +189,9 @@ def _activation_cache(cfg: SAETrainingConfig, cache_dir: Path, model, model_name
         raise ValueError("No complete activation cache yet, so texts= is needed to build one.")
     if model is None:
         model = load_model(model_name)
-    return build_activation_cache(model, cfg.hook_name, texts, cache_dir, cfg.n_tokens,
-                                  context_size=cfg.context_size, model_name=model_name)
+    build_activation_cache(model, cfg.hook_name, texts, cache_dir, cfg.n_tokens,
+                           context_size=cfg.context_size, model_name=model_name)
+    return ActivationCache(cache_dir, max_rows=cfg.n_tokens)  # the last batch can overshoot n_tokens
 
 
 def _new_training_sae(cfg: SAETrainingConfig, d_model: int, model_name: str | None) -> FastBatchTopKTrainingSAE:
@@ -384,6 +385,6 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
 def _existing_complete_cache(folder: Path, n_tokens: int) -> ActivationCache | None:
     if not (folder / "meta.json").exists():
         return None
-    cache = ActivationCache(folder)
+    cache = ActivationCache(folder, max_rows=n_tokens)
     return cache if len(cache) >= n_tokens else None
 

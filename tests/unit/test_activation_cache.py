@@ -87,3 +87,22 @@ def test_several_hooks_resume_when_one_cache_is_a_batch_ahead(tmp_path, model, c
         np.testing.assert_allclose(np.asarray(resumed[hook].rows), np.asarray(full[hook].rows), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="at least one hook"):
         build_activation_caches(model, {}, corpus, n_tokens=10)
+
+
+def test_a_cache_resumed_with_another_batch_size_holds_each_sequence_once(tmp_path, model, corpus):
+    full = build_activation_cache(model, HOOK, corpus, tmp_path / "full", n_tokens=84, context_size=8, batch_size=2)
+    build_activation_cache(model, HOOK, corpus, tmp_path / "parts", n_tokens=14, context_size=8, batch_size=2)
+    # 2 sequences written; batches of 3 resume inside the first batch: only its third sequence is new
+    resumed = build_activation_cache(model, HOOK, corpus, tmp_path / "parts", n_tokens=84, context_size=8, batch_size=3)
+    assert resumed.n_sequences * 7 == len(resumed)
+    assert len(resumed) >= len(full)
+    # same rows from forwards over batches of another size: equal up to float32 reassociation
+    np.testing.assert_allclose(np.asarray(resumed.rows)[: len(full)], np.asarray(full.rows), rtol=1e-5, atol=1e-5)
+
+
+def test_max_rows_reads_the_first_rows_only(tmp_path, model, corpus):
+    full = build_activation_cache(model, HOOK, corpus, tmp_path / "c", n_tokens=56, context_size=8, batch_size=2)
+    head = ActivationCache(tmp_path / "c", max_rows=20)
+    assert len(head) == 20 and len(full) == 56
+    torch.testing.assert_close(head.batch(np.arange(20)), full.batch(np.arange(20)))
+    assert len(ActivationCache(tmp_path / "c", max_rows=10_000)) == 56
