@@ -34,6 +34,10 @@ class NoDefaultSAEError(SASLensError, LookupError):
     """No SAE ships for the requested default."""
 
 
+class SAENotCachedError(SASLensError, LookupError):
+    """An SAELens release's SAE asked for offline that the local Hugging Face cache does not hold."""
+
+
 class DataError(SASLensError, ValueError):
     """Input data (text files, pair sets) that cannot be used."""
 

@@ -71,18 +71,21 @@ def load_sae(
         release: ``None`` for the shipped default, a shipped short name (``"16k"``,
             ``"4k"``, ``"l12-4k"``: :func:`shipped_saes` lists them), a local SAELens folder
             (``cfg.json`` + ``sae_weights.safetensors``), or an SAELens release id (then
-            ``sae_id`` is required; needs a hub).
+            ``sae_id`` is required): downloaded when online; with ``HF_HUB_OFFLINE=1``,
+            read from the Hugging Face cache without a connection, or a clear
+            :class:`~sas_lens.errors.SAENotCachedError` when it is not there.
         sae_id: the SAE's id within an SAELens release.
         layer: with a shipped width (``"4k"``) or ``None``, the shipped SAE of that width (the
             widest, for ``None``) at this layer: ``load_sae("4k", layer=12)``.
         model: if given, :func:`check_sae_fits` is run against it.
         device: defaults to the model's device, else ``"cpu"``.
-        dtype: the dtype the SAE runs in. Shipped SAEs are stored in float16 but run
+        dtype: the dtype the SAE runs in. Shipped SAEs are stored in bfloat16 but run
             in float32: SAELens casts inputs to the SAE's dtype, and Gemma residuals
             overflow float16.
 
     Raises:
-        NoDefaultSAEError: no shipped SAE of that name.
+        NoDefaultSAEError: no shipped SAE of that name, or no such SAELens release or id.
+        SAENotCachedError: offline, and the release's SAE is not in the Hugging Face cache.
         IncompatibleSAEError, HookNotFoundError, LayerOutOfRangeError: the SAE does
             not fit ``model``.
 
@@ -117,7 +120,9 @@ def load_sae(
             "load_sae('gemma-scope-2-270m-pt-res', 'layer_9_width_16k_l0_medium')."
         )
     else:
-        sae = SAE.from_pretrained(str(release), sae_id, device=device, dtype=dtype)
+        from sas_lens.loading.release_saes import load_release_sae
+
+        sae = load_release_sae(str(release), sae_id, device=device, dtype=dtype)
     if model is not None:
         check_sae_fits(sae, model)
     return sae
