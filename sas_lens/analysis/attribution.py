@@ -2,9 +2,9 @@
 
 For each of a vector's top latents (by ``|value|``):
 
-- the tokens its decoder direction promotes and suppresses through the
-  unembedding (logit lens: ``W_dec[i] · W_U``, the model's final norm folded into
-  ``W_U`` by TransformerLens);
+- the tokens its decoder direction promotes and suppresses through the model's
+  final norm and unembedding (logit lens, :func:`logit_lens`), optionally among the
+  tokens common in a corpus sample only;
 - with a :class:`~sas_lens.analysis.latent_index.LatentIndex`: its firing frequency on the
   corpus sample and its top-activating contexts, the peak token marked «so»;
 - a Neuronpedia link where the SAE's metadata names a Neuronpedia id.
@@ -29,14 +29,46 @@ from sas_lens.steering.vectors import SASVector, check_vector_fits
 NEURONPEDIA = "https://www.neuronpedia.org"
 
 
-def logit_lens(sae, model, latents: list[int], n_tokens: int = 5) -> list[tuple[list[str], list[str]]]:
+def through_final_norm(model, directions: torch.Tensor) -> torch.Tensor:
+    """What the model's final norm does to residual ``directions`` ``[n, d_model]``, up to a positive scale.
+
+    A norm divides by the residual's own scale (unknown for a direction alone and
+    the same for every token, so it cannot change a ranking), centres it (LayerNorm)
+    and multiplies by its weight. ``load_model`` keeps that weight unfolded
+    (``from_pretrained_no_processing``, the residuals SAEs are trained on), and on
+    Gemma 3 270M it runs from 0.19 to 301 across dimensions: a lens that leaves it
+    out ranks tokens by dimensions the model all but ignores. Models whose weights
+    were folded into ``W_U`` (``LNPre``, ``RMSPre``) only centre (``LNPre``).
+
+    Args:
+        model: a HookedTransformer.
+        directions: ``[n, d_model]`` residual directions (e.g. decoder rows).
+
+    Example:
+        >>> through_final_norm(model, sae.W_dec[:2]).shape   # doctest: +SKIP
+        torch.Size([2, 640])
+    """
+    norm_type = model.cfg.normalization_type
+    if norm_type in ("LN", "LNPre"):
+        directions = directions - directions.mean(-1, keepdim=True)
+    weight = getattr(model.ln_final, "w", None) if norm_type in ("LN", "RMS") else None
+    return directions if weight is None else directions * weight.detach().to(directions)
+
+
+def logit_lens(sae, model, latents: list[int], n_tokens: int = 5,
+               vocabulary: torch.Tensor | None = None) -> list[tuple[list[str], list[str]]]:
     """For each latent, the ``n_tokens`` tokens its decoder row promotes most and suppresses most.
+
+    The logits are ``through_final_norm(W_dec[i]) · W_U``: the decoder row as the
+    model's final norm passes it to the unembedding (see :func:`through_final_norm`).
 
     Args:
         sae: the SAE whose decoder rows are read.
-        model: the model whose unembedding and tokenizer are used.
+        model: the model whose final norm, unembedding and tokenizer are used.
         latents: latent ids.
         n_tokens: tokens per list.
+        vocabulary: token ids to rank among (e.g. :meth:`LatentIndex.common_tokens`,
+            so that a 262k vocabulary's rare pieces stop filling the lists); all tokens if ``None``.
 
     Example:
         >>> promotes, suppresses = logit_lens(sae, model, [10402], 5)[0]  # doctest: +SKIP
@@ -44,9 +76,14 @@ def logit_lens(sae, model, latents: list[int], n_tokens: int = 5) -> list[tuple[
     if not latents:
         return []
     directions = sae.W_dec.detach()[latents].to(model.W_U.device, model.W_U.dtype)
-    logits = directions @ model.W_U.detach()
-    top = logits.topk(n_tokens, dim=-1).indices.tolist()
-    bottom = (-logits).topk(n_tokens, dim=-1).indices.tolist()
+    logits = through_final_norm(model, directions) @ model.W_U.detach()
+    token_ids = torch.arange(logits.shape[-1], device=logits.device)
+    if vocabulary is not None:
+        token_ids = vocabulary.to(logits.device)
+        logits = logits[:, token_ids]
+    n_tokens = min(n_tokens, logits.shape[-1])
+    top = token_ids[logits.topk(n_tokens, dim=-1).indices].tolist()
+    bottom = token_ids[(-logits).topk(n_tokens, dim=-1).indices].tolist()
     decode = model.tokenizer.convert_ids_to_tokens
     return [(decode(up), decode(down)) for up, down in zip(top, bottom)]
 
@@ -79,7 +116,7 @@ def mark_context(context: dict[str, Any]) -> str:
 
 
 def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tokens: int = 5,
-                n_contexts: int = 3):
+                n_contexts: int = 3, min_token_count: int | None = 3):
     """The ``k`` latents of ``vector`` with the largest ``|value|``, as a DataFrame.
 
     Args:
@@ -91,6 +128,9 @@ def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tok
             frequency and top contexts.
         n_tokens: promoted / suppressed tokens per latent.
         n_contexts: contexts per latent.
+        min_token_count: with an index, the logit lens ranks only tokens that occur at
+            least this often in the indexed text (:meth:`LatentIndex.common_tokens`);
+            ``None``: the whole vocabulary. Without an index the whole vocabulary is used.
 
     Returns:
         Columns ``latent, value, sign, promotes, suppresses`` (+ ``frequency, contexts``
@@ -114,7 +154,8 @@ def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tok
     order = vector.values.abs().argsort(descending=True)[:k]
     latents = vector.indices[order].tolist()
     values = vector.values[order].tolist()
-    lens = logit_lens(sae, model, latents, n_tokens)
+    vocabulary = index.common_tokens(min_token_count) if index is not None and min_token_count else None
+    lens = logit_lens(sae, model, latents, n_tokens, vocabulary=vocabulary)
     rows = []
     for latent, value, (promotes, suppresses) in zip(latents, values, lens):
         row = {"latent": latent, "value": value, "sign": "+" if value > 0 else "−",

@@ -60,6 +60,17 @@ class LatentIndex:
         """The fraction of tokens each latent fired on."""
         return self.fire_counts.double().div(max(self.n_tokens, 1)).float()
 
+    def common_tokens(self, min_count: int = 3) -> Int[Tensor, " n_common"]:
+        """Ids of the tokens that occur at least ``min_count`` times in the indexed text (BOS excluded).
+
+        The vocabulary a corpus-restricted logit lens ranks among: Gemma's 262k tokens
+        are mostly rare multilingual pieces that the text a researcher reads never holds.
+        """
+        if min_count < 1:
+            raise ValueError(f"min_count must be at least 1, got {min_count}.")
+        counts = torch.bincount(self.tokens[:, 1:].reshape(-1))
+        return (counts >= min_count).nonzero().flatten()
+
     def top_contexts(self, latent: int, tokenizer, n: int = 5, before: int = 12, after: int = 4) -> list[dict]:
         """The ``n`` strongest contexts of ``latent``: text before, the peak token, text after, activation."""
         if not 0 <= latent < self.values.shape[0]:

@@ -117,6 +117,10 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
         columns = ["latent", "value", "promotes", "suppresses"] + (
             ["frequency", "top contexts"] if index is not None else [])
         parts.append(_table_html(rows, columns))
+        lens_vocabulary = (f"among the {len(index.common_tokens()):,} tokens seen at least 3 times in the indexed "
+                           "text" if index is not None else "over the whole vocabulary")
+        parts.append(f"<p class='meta'>Promotes / suppresses: the logit lens of each latent's decoder row through "
+                     f"the model's final norm and unembedding, {lens_vocabulary}.</p>")
         parts.append(_figure_html(top_latents_figure(table, title=f"Top latents of {vector.name}")))
     parts.append("</div>")
     return "".join(parts)

@@ -26,7 +26,11 @@ threshold θ, so the paper's form turns most of a mean-valued vector into nothin
 Only latents in the union S of the vectors' supports can change, so the edit needs the encoder columns and decoder rows of S
 alone (``[tokens, d_model] x [d_model, |S|]`` products), plus, for TopK SAEs, the full
 encoding that decides which latents are active. σ is the SAE's own: JumpReLU keeps
-``s·[s > θ]``; ReLU and TopK SAEs use ReLU (the top k are not re-selected). An SAE that
+``s·[s > θ]``; ReLU and TopK SAEs use ReLU (the top k are not re-selected), so for them
+``gate="sae"`` equals ``gate="none"`` wherever the shift is positive (``relu(c + s) − c = s``
+for ``c ≥ 0, s > 0``) and differs only where it pushes an active latent below zero. A TopK SAE
+with ``rescale_acts_by_decoder_norm`` encodes ``pre · ‖W_dec[i]‖`` and decodes ``z / ‖W_dec[i]‖``;
+its decoder rows are used divided by their norms here, as SAELens's decode does. An SAE that
 normalises each token at run time (``constant_norm_rescale``, ``layer_norm``) encodes the
 normalised ``a`` and its decoder output is scaled back per token, so the edit is that
 token's scale times the code difference times ``W_dec``.
@@ -46,7 +50,11 @@ from sas_lens.errors import IncompatibleSAEError
 from sas_lens.loading.saes import check_hook_exists, check_sae_fits, sae_hook_name
 from sas_lens.typing import Float, Tensor
 
-SUPPORTED_ARCHITECTURES = ("jumprelu", "standard", "topk", "batchtopk")
+SUPPORTED_ARCHITECTURES = ("jumprelu", "standard", "topk")
+# SAELens's BatchTopK exists only as a training class: its encode picks the top k x batch over the whole
+# flattened batch (padding included), so one sequence's edit would depend on the others beside it.
+TRAINING_ONLY_ARCHITECTURES = {"batchtopk": "save_inference_model(folder) saves it as a JumpReLU SAE; "
+                                            "load that folder with sl.load_sae(folder)"}
 # How the shifted code reaches the residual: through the SAE's own σ (Algorithm 2) or decoded as is.
 GATES = ("sae", "none")
 # Per-token input normalisations the edit undoes; the others SAELens applies at
@@ -127,6 +135,12 @@ def check_steerable(sae) -> None:
         >>> check_steerable(sl.load_sae("4k"))
     """
     architecture = sae.cfg.architecture()
+    if architecture in TRAINING_ONLY_ARCHITECTURES:
+        raise IncompatibleSAEError(
+            f"This is a {architecture!r} SAE in its training form, whose encoding of a token depends on the other "
+            f"tokens of the batch, so a steered sequence would change with what it is batched with. "
+            f"{TRAINING_ONLY_ARCHITECTURES[architecture]}, and steer with that."
+        )
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise IncompatibleSAEError(
             f"sas_lens cannot steer through a {architecture!r} SAE yet; supported: {list(SUPPORTED_ARCHITECTURES)}."
@@ -223,7 +237,7 @@ class _SparseSlice:
 
     W_enc: torch.Tensor  # [d_model, |S|]
     b_enc: torch.Tensor  # [|S|]
-    W_dec: torch.Tensor  # [|S|, d_model]
+    W_dec: torch.Tensor  # [|S|, d_model], divided by its row norms for rescale_acts_by_decoder_norm
     threshold: torch.Tensor | None  # [|S|] for JumpReLU
     b_dec_in: torch.Tensor  # subtracted from the input before encoding
     shift: torch.Tensor  # Σ λᵢ vᵢ on S
@@ -237,16 +251,19 @@ class _SparseSlice:
         architecture = sae.cfg.architecture()
         f32 = dict(device=device, dtype=torch.float32)
         normalisation = sae.cfg.normalize_activations
+        W_dec = sae.W_dec.detach()[support].to(**f32)
+        if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):  # SAELens's TopK decode: z / ‖W_dec[i]‖
+            W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True)
         return cls(
             W_enc=sae.W_enc.detach()[:, support].to(**f32),
             b_enc=sae.b_enc.detach()[support].to(**f32),
-            W_dec=sae.W_dec.detach()[support].to(**f32),
+            W_dec=W_dec,
             threshold=sae.threshold.detach()[support].to(**f32) if architecture == "jumprelu" else None,
             b_dec_in=(sae.b_dec.detach() * sae.cfg.apply_b_dec_to_input).to(**f32),
             shift=shift[support].to(**f32),
             support=support.to(device),
             normalisation=normalisation if normalisation in PER_TOKEN_NORMALISATIONS else "none",
-            sae=sae if architecture in ("topk", "batchtopk") else None,
+            sae=sae if architecture == "topk" else None,
         )
 
     def sigma(self, s: Tensor) -> Tensor:

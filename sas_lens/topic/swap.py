@@ -175,7 +175,7 @@ def weight_reconstruction(sae, a: Tensor, scores: Tensor) -> Tensor:
     architecture = sae.cfg.architecture()
     if architecture == "jumprelu":
         weighted = product * (product > sae.threshold)
-    elif architecture in ("topk", "batchtopk"):
+    elif architecture == "topk":
         k = int(getattr(sae.cfg, "k", product.shape[-1]))
         top = product.topk(min(k, product.shape[-1]), dim=-1)
         weighted = torch.zeros_like(product).scatter(-1, top.indices, top.values.relu())

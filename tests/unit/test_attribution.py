@@ -22,7 +22,8 @@ def test_top_latents_are_ordered_by_magnitude_with_the_logit_lens(model):
     sae = random_sae("jumprelu")
     table = top_latents(vector_on(sae, {3: 0.5, 10: -2.0, 20: 1.0}), sae, model, k=2, n_tokens=3)
     assert table["latent"].tolist() == [10, 20] and table["sign"].tolist() == ["−", "+"]
-    logits = sae.W_dec[10].detach() @ model.W_U.detach()
+    direction = sae.W_dec[10].detach()
+    logits = (direction - direction.mean()) @ model.W_U.detach()  # the tiny model's LayerNorm centres; its weight is 1
     expected_up = model.tokenizer.convert_ids_to_tokens(logits.topk(3).indices.tolist())
     expected_down = model.tokenizer.convert_ids_to_tokens((-logits).topk(3).indices.tolist())
     assert table.loc[0, "promotes"] == expected_up and table.loc[0, "suppresses"] == expected_down
@@ -63,3 +64,42 @@ def test_trace_latents_matches_encoding_the_cached_residual(model):
     expected = sae.encode(cache[HOOK][0, 1:])[:, [1, 5, 7]].detach()
     assert len(tokens) == acts.shape[0] == expected.shape[0]
     torch.testing.assert_close(acts, expected)
+
+
+def test_logit_lens_applies_the_final_norm_weight(model):
+    sae = random_sae("jumprelu")
+    latent = 5
+    weight = torch.ones(model.cfg.d_model)
+    weight[3] = 300.0  # one dimension the norm amplifies, as Gemma 3 270M's final norm does (0.19 to 301)
+    weight[7] = 0.2
+    with torch.no_grad():
+        model.ln_final.w.copy_(weight)
+    direction = sae.W_dec[latent].detach()
+    literal = ((direction - direction.mean()) * weight) @ model.W_U.detach()  # LayerNorm: centre, then weight
+    unnormed = direction @ model.W_U.detach()
+    assert literal.topk(3).indices.tolist() != unnormed.topk(3).indices.tolist()  # the fix is visible here
+    decode = model.tokenizer.convert_ids_to_tokens
+    promotes, suppresses = logit_lens(sae, model, [latent], n_tokens=3)[0]
+    assert promotes == decode(literal.topk(3).indices.tolist())
+    assert suppresses == decode((-literal).topk(3).indices.tolist())
+
+
+def test_logit_lens_among_a_vocabulary_ranks_only_those_tokens(model, tmp_path):
+    sae = random_sae("jumprelu")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(" ".join(["good great movie"] * 30 + ["bad"]))
+    index = build_latent_index(model, sae, corpus, n_tokens=60, context_size=8, n_top=3, batch_size=2,
+                               progress=False)
+    common = index.common_tokens(min_count=3)
+    assert sorted(model.tokenizer.convert_ids_to_tokens(common.tolist())) == ["good", "great", "movie"]
+    promotes, suppresses = logit_lens(sae, model, [2], n_tokens=5, vocabulary=common)[0]
+    assert sorted(promotes) == ["good", "great", "movie"] and promotes == suppresses[::-1]
+    direction = sae.W_dec[2].detach()
+    logits = ((direction - direction.mean()) * model.ln_final.w.detach()) @ model.W_U.detach()
+    assert promotes[0] == max(["good", "great", "movie"], key=lambda t: logits[model.tokenizer.convert_tokens_to_ids(t)])
+    table = top_latents(vector_on(sae, {2: 1.0}), sae, model, index=index, n_tokens=2)
+    assert set(table.loc[0, "promotes"]) <= {"good", "great", "movie"}
+    assert len(top_latents(vector_on(sae, {2: 1.0}), sae, model, index=index, min_token_count=None,
+                           n_tokens=8).loc[0, "promotes"]) == 8
+    with pytest.raises(ValueError, match="min_count"):
+        index.common_tokens(0)

@@ -327,3 +327,46 @@ def test_steer_around_run_with_cache_generate_and_run_with_saes_behaves_as_docum
         with steer(model, {push: 3.0}):
             model.run_with_saes(TOKENS, saes=[same])
     assert leftover_hooks() == [] and torch.equal(model(TOKENS), clean)
+
+
+@pytest.mark.parametrize("gate", ["sae", "none"])
+def test_a_topk_sae_that_rescales_by_decoder_norm_steers_by_the_literal_formula(model, gate):
+    sae = random_sae("topk")
+    sae.cfg.rescale_acts_by_decoder_norm = True  # SAELens reads it at every encode / decode
+    with torch.no_grad():  # unequal decoder-row norms, so that the rescaling matters
+        sae.W_dec.mul_(torch.linspace(0.3, 3.0, sae.cfg.d_sae)[:, None])
+    vec = vector_for(sae).with_gate(gate)
+    literal = literal_edit if gate == "sae" else literal_ungated_edit
+    expected = model(literal(sae, residual(model), 4.0 * vec.dense()), start_at_layer=2)
+    with steer(model, {vec: 4.0}, sae=sae):
+        steered = model(TOKENS)
+    torch.testing.assert_close(steered, expected, atol=1e-4, rtol=1e-4)  # float32 matmuls of different shapes
+    assert not torch.allclose(steered, model(TOKENS), atol=1e-3)
+
+
+def test_a_batchtopk_training_sae_is_refused_with_how_to_convert_it(model):
+    from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(
+        d_in=model.cfg.d_model, d_sae=32, k=2, metadata=SAEMetadata(hook_name=HOOK, model_name="tiny-random")))
+    vec = vector_for(sae)
+    with pytest.raises(sl.errors.IncompatibleSAEError, match=r"batchtopk.*other tokens of the batch.*save_inference_model"):
+        with steer(model, {vec: 1.0}, sae=sae):
+            pass
+    assert leftover_hooks() == []
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("gate", ["sae", "none"])
+def test_a_sequence_steered_alone_equals_the_same_sequence_in_a_batch(model, architecture, gate):
+    sae = random_sae(architecture)
+    vec = vector_for(sae).with_gate(gate)
+    loud = TOKENS.clone()
+    loud[1] = torch.tensor([1, 40, 40, 40, 40, 40, 40])  # one repeated token beside the first sequence
+    with steer(model, {vec: 3.0}, sae=sae):
+        alone = model(TOKENS[:1])
+        batched = model(loud)
+    # per-token edits: equal up to float32 rounding of matmuls over batches of another size
+    torch.testing.assert_close(batched[:1], alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(alone, model(TOKENS[:1]), atol=1e-3)
