@@ -148,11 +148,12 @@ def _align_topic(model, sae):
 
 def _matched_strength(model, sae, vector, target: float) -> float | None:
     """The λ at which ``vector`` moves the demo prompts' next-token distribution by ``target`` mean KL."""
+    from sas_lens.errors import StrengthNotReachedError
     from sas_lens.steering.strength import strength_for_kl
 
     try:
         return strength_for_kl(model, vector, target, DEMO_PROMPTS, sae=sae, high=1024.0, rtol=0.1)
-    except ValueError as err:  # a vector too weak to reach the target: say so, steer nothing
+    except StrengthNotReachedError as err:  # a vector too weak to reach the target: say so, steer nothing
         print(f"  {err}")
         return None
 

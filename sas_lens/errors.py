@@ -38,6 +38,14 @@ class SAENotCachedError(SASLensError, LookupError):
     """An SAELens release's SAE asked for offline that the local Hugging Face cache does not hold."""
 
 
+class StrengthNotReachedError(SASLensError, ValueError):
+    """A steering key too weak to reach a target effect (a KL, a norm) within the strengths tried.
+
+    Callers that fall back (steer at the largest λ, skip a row) catch this one only: an SAE or layer
+    that does not fit is another error and must not be mistaken for a weak vector.
+    """
+
+
 class DataError(SASLensError, ValueError):
     """Input data (text files, pair sets) that cannot be used."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from sas_lens.errors import StrengthNotReachedError
 from sas_lens.steering.fluency import fluency
 from sas_lens.steering.generation import generate
 from sas_lens.steering.strength import strength_for_kl
@@ -83,7 +84,7 @@ def support_curve(model, vector: SASVector, judge: Callable[[list[str]], float],
         for sign in (-1.0, 1.0):
             try:
                 lam = strength_for_kl(model, cut, target_kl, prompts, sae=sae, sign=sign, high=high)
-            except ValueError:  # this support cannot move the model that far: no row to compare
+            except StrengthNotReachedError:  # this support cannot move the model that far: no row to compare
                 rows.append({"k": k, "sign": sign, "lam": float("nan"), "judge": float("nan"),
                              "perplexity": None, "distinct_2": None})
                 continue

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sas_lens.errors import DataError
+from sas_lens.errors import DataError, StrengthNotReachedError
 from sas_lens.evaluation.config import EvalConfig
 from sas_lens.evaluation.plan import base_method, plan_cells, variant_settings
 from sas_lens.steering.prefix import PrefixCache
@@ -175,7 +175,7 @@ class EvalResources:
             else:
                 try:
                     units[key] = strength_for_kl(self.model, vector, 0.1, prompts, sae=sae, high=1024.0, rtol=0.1)
-                except ValueError:  # too weak to reach the KL: steer at the largest λ tried, and say so
+                except StrengthNotReachedError:  # too weak to reach the KL: steer at the largest λ tried, and say so
                     units[key] = 1024.0
                     print(f"sas_lens: {key} does not reach a next-token KL of 0.1 by λ = 1024; its unit is 1024.")
             file.write_text(json.dumps(units, indent=1))

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import torch
 
+from sas_lens.errors import StrengthNotReachedError
 from sas_lens.loading.activations import activations_at
 from sas_lens.loading.prompts import tokenize_with_spans
 from sas_lens.steering.edits import SAESet, merge_edits, total_delta
@@ -123,7 +124,8 @@ def strength_for_kl(model, key, target: float, texts: list[str], *, sae=None, si
         max_steps: bisection steps at most.
 
     Raises:
-        ValueError: ``target`` is not positive, or ``|λ| = high`` does not reach it (say how far it gets).
+        ValueError: ``target`` is not positive.
+        StrengthNotReachedError: ``|λ| = high`` does not reach it (the message says how far it gets).
 
     Example:
         >>> lam_sas = strength_for_kl(model, vec, 0.1, texts, sae=sae)   # doctest: +SKIP
@@ -138,8 +140,9 @@ def strength_for_kl(model, key, target: float, texts: list[str], *, sae=None, si
 
     reached = kl(high)
     if reached < target:
-        raise ValueError(f"{getattr(key, 'name', key)!r} reaches a KL of {reached:.3g} at λ = {sign * high:g}, "
-                         f"below the target {target:g}; raise high= or lower the target.")
+        raise StrengthNotReachedError(
+            f"{getattr(key, 'name', key)!r} reaches a KL of {reached:.3g} at λ = {sign * high:g}, below the target "
+            f"{target:g}; raise high= or lower the target.")
     low = 0.0
     lam = high
     for _ in range(max_steps):

@@ -1,5 +1,7 @@
 """The main job end to end on the tiny model: vectors, top latents, report, all under --out."""
 
+import pytest
+
 import sas_lens as sl
 from sas_lens import demo
 from tests.helpers import random_sae, tiny_model
@@ -34,3 +36,14 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     caution = sl.load_vector(tmp_path / "out" / "vectors" / "caution.dense.safetensors")
     assert caution.metadata["extraction"]["pairs"]["n"] == 42 - 12  # the swept items stay out of the vector
     assert timings["total_s"] > 0
+
+
+def test_matched_strength_lets_an_sae_mismatch_through(model):
+    from sas_lens.demo import _matched_strength
+    from sas_lens.errors import IncompatibleSAEError
+    from tests.helpers import random_sae
+    from tests.unit.test_steering import vector_for
+
+    vec = vector_for(random_sae("jumprelu"))
+    with pytest.raises(IncompatibleSAEError):  # printed as "too weak" and steered with nothing before the fix
+        _matched_strength(model, random_sae("jumprelu", seed=5), vec, 0.1)

@@ -496,3 +496,23 @@ def test_what_the_driver_prepares_measures_every_kind_of_cell_elsewhere_as_here(
         for name in figures.keys() - {"seconds"}:
             assert got[name] == pytest.approx(figures[name], abs=1e-6), (cell, name)
     assert any(figures.get("lam_value", 1.0) != 2.0 for figures in expected)  # the units were measured, not 1
+
+
+def test_a_kl_unit_falls_back_only_when_the_strength_is_not_reached(model, caa_dir, tmp_path, sae_per_layer,
+                                                                    monkeypatch):
+    from sas_lens.errors import IncompatibleSAEError, StrengthNotReachedError
+    from sas_lens.steering import strength
+
+    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, strength_unit="kl", methods=("dense",),
+                 lams={"dense": (1.0,)}, cost_lams={}, open_ended=0, mmlu=1, truthfulqa=1)
+
+    def raising(error):
+        def search(*args, **kwargs):
+            raise error("from the search")
+        return search
+
+    monkeypatch.setattr(strength, "strength_for_kl", raising(StrengthNotReachedError))
+    assert EvalResources(cfg, tmp_path / "weak", model=model).unit("tiny", 1, "dense") == 1024.0
+    monkeypatch.setattr(strength, "strength_for_kl", raising(IncompatibleSAEError))
+    with pytest.raises(IncompatibleSAEError, match="from the search"):  # was a unit of 1024 before the fix
+        EvalResources(cfg, tmp_path / "mismatch", model=model).unit("tiny", 1, "dense")

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from sas_lens.errors import StrengthNotReachedError
+
 from sas_lens.steering.strength import edit_norm, next_token_kl, strength_for_kl
 from sas_lens.steering.vectors import DenseVector
 from tests.helpers import HOOK, random_sae
@@ -50,7 +52,7 @@ def test_the_matched_cost_search_reaches_the_target(model):
     lam = strength_for_kl(model, dense, target, TEXTS, sign=-1.0, high=32.0)
     assert lam < 0
     assert next_token_kl(model, {dense: lam}, TEXTS) == pytest.approx(target, rel=0.05)
-    with pytest.raises(ValueError, match="below the target"):
+    with pytest.raises(StrengthNotReachedError, match="below the target"):
         strength_for_kl(model, dense, 50.0, TEXTS, high=0.01)
 
 

@@ -40,3 +40,24 @@ def test_every_cut_is_steered_at_the_target_kl(model):
         assert kl == pytest.approx(0.02, rel=0.05)
     assert table["lam"].notna().sum() >= 3
     assert len(support_curve_figure(table).data) == 2
+
+
+def test_only_a_strength_not_reached_becomes_a_row_of_nan(model, monkeypatch):
+    from sas_lens.analysis import support
+    from sas_lens.errors import IncompatibleSAEError, StrengthNotReachedError
+
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae, nnz=4)
+
+    def raising(error):
+        def search(*args, **kwargs):
+            raise error("from the search")
+        return search
+
+    run = lambda: support_curve(model, vec, lambda texts: 0.0, PROMPTS, sae=sae, sizes=(2,),  # noqa: E731
+                                target_kl=0.02, max_new_tokens=2)
+    monkeypatch.setattr(support, "strength_for_kl", raising(StrengthNotReachedError))
+    assert run()["lam"].isna().sum() == 2
+    monkeypatch.setattr(support, "strength_for_kl", raising(IncompatibleSAEError))
+    with pytest.raises(IncompatibleSAEError, match="from the search"):  # rows of NaN before the fix
+        run()
