@@ -23,7 +23,7 @@ import torch
 
 from sas_lens.errors import IncompatibleSAEError
 from sas_lens.loading.activations import sae_codes
-from sas_lens.loading.saes import check_sae_fits, sae_fingerprint
+from sas_lens.loading.saes import check_sae_fits, fingerprint_matches
 from sas_lens.steering.vectors import SASVector, check_vector_fits
 
 NEURONPEDIA = "https://www.neuronpedia.org"
@@ -147,7 +147,7 @@ def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tok
         raise ValueError(f"k must be at least 1, got {k}.")
     check_vector_fits(vector, sae=sae)
     check_sae_fits(sae, model)
-    if index is not None and index.metadata.get("sae_fingerprint") != sae_fingerprint(sae):
+    if index is not None and not fingerprint_matches(index.metadata.get("sae_fingerprint", ""), sae):
         raise IncompatibleSAEError(
             "The latent index was built for another SAE than this one; build one with latent_index(model, sae, texts)."
         )

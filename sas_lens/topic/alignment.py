@@ -203,9 +203,10 @@ def _cached_reference_activations(model, sae, prompts: list[str]) -> tuple[dict[
     they were cached."""
     from safetensors.torch import load_file, save_file
 
-    from sas_lens.loading.models import cache_dir
+    from sas_lens.loading.models import cache_dir, model_fingerprint
 
-    key = hashlib.sha256(json.dumps([model.cfg.model_name, sae_fingerprint(sae), prompts, SUMMARIES]).encode())
+    key = hashlib.sha256(json.dumps([model.cfg.model_name, model_fingerprint(model), sae_fingerprint(sae), prompts,
+                                     SUMMARIES]).encode())
     path = cache_dir() / "topic_references" / f"{key.hexdigest()[:16]}.safetensors"
     if path.exists():
         return load_file(path), True

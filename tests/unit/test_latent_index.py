@@ -10,7 +10,7 @@ from sas_lens.loading.text_data import (
     iter_token_sequences,
     resolve_text_files,
 )
-from tests.helpers import HOOK, WORDS, random_sae
+from tests.helpers import HOOK, WORDS, random_sae, tiny_model
 
 CONTEXT = 8
 
@@ -85,6 +85,16 @@ def test_index_is_cached_and_reloaded(model, corpus, tmp_path, monkeypatch):
         latent_index(model, random_sae("jumprelu", seed=5), corpus, **settings)
     with pytest.raises(Built):  # other settings are another key
         latent_index(model, sae, corpus, **{**settings, "n_top": 3})
+    with pytest.raises(Built):  # the batch size sets how many whole batches reach n_tokens
+        latent_index(model, sae, corpus, **{**settings, "batch_size": 2})
+    with pytest.raises(Built):  # a re-calibrated threshold is another SAE
+        recalibrated = random_sae("jumprelu")
+        recalibrated.threshold.data.mul_(1.5)
+        latent_index(model, recalibrated, corpus, **settings)
+    with pytest.raises(Built):  # another model of the same name (other weights) is another key
+        other = tiny_model(seed=7)
+        assert other.cfg.model_name == model.cfg.model_name
+        latent_index(other, sae, corpus, **settings)
 
 
 def test_saved_index_round_trips(model, corpus, tmp_path):

@@ -53,6 +53,23 @@ def test_interrupted_conversion_leaves_no_cache(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
+def test_a_conversion_of_another_gguf_package_version_is_redone(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
+    target = models.default_model_dir()
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")
+    (target / "sas_lens_converted_from.json").write_text('{"version": "0.9"}')
+    monkeypatch.setattr(models, "_gguf_package_version", lambda: "1.0")
+    assert not models._converted_folder_is_current(target)
+    assert models._tl_cache_key()["gguf_package"] == "1.0"  # the TransformerLens cache follows it too
+    (target / "sas_lens_converted_from.json").write_text('{"version": "1.0"}')
+    assert models._converted_folder_is_current(target)
+    (target / "sas_lens_converted_from.json").unlink()  # converted before versions were recorded: redone
+    assert not models._converted_folder_is_current(target)
+    monkeypatch.setattr(models, "_gguf_package_version", lambda: None)  # nothing to convert from: kept
+    assert models._converted_folder_is_current(target)
+
+
 def test_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
     assert models.default_model_dir().is_relative_to(tmp_path)

@@ -96,3 +96,39 @@ def test_load_sae_picks_a_shipped_sae_by_width_and_layer(tmp_path, monkeypatch):
         sl.load_sae("48k", layer=7)
     with pytest.raises(ValueError, match="not both"):
         sl.load_sae("48k", "some_id", layer=1)
+
+
+def test_a_float16_sae_is_refused_before_it_overflows(model):
+    sae = random_sae("jumprelu").to(torch.float16)
+    big = torch.full((1, model.cfg.d_model), 7e4)  # a residual norm real models reach, beyond float16
+    assert not torch.isfinite(sae.encode(big.half())).all() or not torch.isfinite(big.half()).all()
+    with pytest.raises(sl.errors.IncompatibleSAEError, match=r"float16.*sae.to\(torch.float32\)"):
+        check_sae_fits(sae, model)
+    check_sae_fits(random_sae("jumprelu").to(torch.bfloat16), model)  # bfloat16 keeps float32's range
+
+
+def test_the_fingerprint_changes_with_each_thing_that_changes_the_numbers():
+    from sas_lens.loading.saes import fingerprint_matches, legacy_sae_fingerprint, sae_fingerprint
+
+    base = sae_fingerprint(random_sae("jumprelu"))
+    assert base == sae_fingerprint(random_sae("jumprelu"))
+    edits = {
+        "W_enc": lambda sae: sae.W_enc.data[3, 40].add_(0.01),  # one weight of a latent the stride skips
+        "threshold": lambda sae: sae.threshold.data.mul_(1.1),  # a re-calibrated threshold
+        "W_dec": lambda sae: sae.W_dec.data[41, 0].add_(0.01),
+        "b_enc": lambda sae: sae.b_enc.data[0].add_(0.01),
+        "normalisation": lambda sae: setattr(sae.cfg, "normalize_activations", "layer_norm"),
+    }
+    for name, edit in edits.items():
+        sae = random_sae("jumprelu")
+        edit(sae)
+        assert sae_fingerprint(sae) != base, name
+    topk = random_sae("topk")
+    rescaled = random_sae("topk")
+    rescaled.cfg.rescale_acts_by_decoder_norm = True
+    assert sae_fingerprint(topk) != sae_fingerprint(rescaled)
+    # files of earlier versions carry the legacy fingerprint, and still match their SAE (and only it)
+    sae = random_sae("jumprelu")
+    assert fingerprint_matches(legacy_sae_fingerprint(sae), sae)
+    assert not fingerprint_matches(legacy_sae_fingerprint(sae), random_sae("jumprelu", seed=3))
+    assert fingerprint_matches(None, sae) and not fingerprint_matches(base[:-1] + "x", sae)

@@ -171,10 +171,13 @@ def residual_of(model):
     return cache[HOOK]
 
 
-def test_swap_equals_the_literal_original_procedure(model, topic):
-    sae, alignment = topic
+def test_swap_equals_the_literal_original_procedure(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
+    sae = random_sae("jumprelu")
     with torch.no_grad():  # high thresholds: many sub-threshold pre-activations compete for the top k
         sae.threshold.fill_(0.6)
+    # scored on the SAE as it steers (a threshold changed afterwards is another SAE, by its fingerprint)
+    alignment = topic_scores(model, sae, ["the team won"], REFERENCE, name="sport", embed_fn=hand_embeddings)
     _, cache = model.run_with_cache(TOKENS, names_filter=HOOK)
     a = cache[HOOK]
     expected_full = model(literal_swap(sae, a, alignment.scores, 5), start_at_layer=2)
