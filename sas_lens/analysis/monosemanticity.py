@@ -97,8 +97,9 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
 def compare_widths(model, saes, vectors: list[SASVector]):
     """:func:`width_comparison` for each vector's own pair set and settings, stacked with a ``behaviour`` column.
 
-    Each vector is rebuilt on every SAE in ``saes`` from the pair source and the
-    τ / read / mean-over settings recorded in its provenance.
+    Each vector is rebuilt on every SAE in ``saes`` from the pair source and every
+    setting recorded in its provenance (rule, τ, read, gate, ...: see
+    :func:`~sas_lens.steering.build_vectors.rebuild_settings`).
 
     Args:
         model: the HookedTransformer the SAEs read.
@@ -111,7 +112,7 @@ def compare_widths(model, saes, vectors: list[SASVector]):
     import pandas as pd
 
     from sas_lens.loading.pairs import load_pairs
-    from sas_lens.steering.extraction import READ_POSITIONS
+    from sas_lens.steering.build_vectors import rebuild_settings
 
     tables = []
     for vector in vectors:
@@ -119,10 +120,7 @@ def compare_widths(model, saes, vectors: list[SASVector]):
         source = extraction.get("pairs", {}).get("source")
         if not source or source == "<in memory>":
             raise ValueError(f"{vector.name!r} records no pair file to rebuild it from; use width_comparison().")
-        settings = {"tau": extraction.get("tau", 0.7), "mean_over": extraction.get("mean_over", "all")}
-        read = extraction.get("read", "")
-        if read.split(" ")[0] in READ_POSITIONS:
-            settings["read"] = read.split()[0]
+        settings = rebuild_settings(vector)
         pairs = load_pairs(source, name=vector.name, limit=extraction["pairs"].get("n"))
         table, _ = width_comparison(model, saes, pairs, **settings)
         tables.append(table.assign(behaviour=vector.name))

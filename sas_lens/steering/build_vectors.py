@@ -37,7 +37,7 @@ from sas_lens.loading.prompts import PromptStyle
 from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_hook_name
 from sas_lens.steering.diagnostics import diagnose_codes
 from sas_lens.steering.edits import GATES
-from sas_lens.steering.extraction import ContrastiveResiduals, collect_residuals
+from sas_lens.steering.extraction import READ_POSITIONS, ContrastiveResiduals, collect_residuals
 from sas_lens.steering.provenance import Provenance, SAEIdentity
 from sas_lens.steering.selection import (
     SELECTIONS,
@@ -160,7 +160,7 @@ def sas_vector(
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
     codes = [side_codes(sae, residuals, layer, side) for side in ("positive", "negative")]
-    settings = {"tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">="}
+    settings = {"selection": selection, "tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">="}
     if selection == "paper":
         dense = sas_from_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
         diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
@@ -168,13 +168,13 @@ def sas_vector(
         dense = contrast_from_codes(*codes, top_k=top_k, rank_by=rank_by, mean_over=mean_over)
         diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense,
                                      rule=f"contrast ({rank_by}, top {top_k})")
-        settings.update(selection="contrast", top_k=top_k, rank_by=rank_by)
+        settings.update(top_k=top_k, rank_by=rank_by)
     else:
         difference = residual_difference(residuals, layer)
         dense = decompose_direction(difference.to(sae.device), sae.W_dec.detach(), top_k=top_k).cpu()
         diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense,
                                      rule=f"decompose (top {top_k})")
-        settings.update(selection="decompose", top_k=top_k)
+        settings.update(top_k=top_k)
     provenance = Provenance.for_hook(
         model, hook, name=name or pairs.name, sae=SAEIdentity.of(sae),
         extraction={**_extraction_metadata(pairs, residuals, style), **settings},
@@ -182,6 +182,35 @@ def sas_vector(
     if gate is None:
         gate = "sae" if selection == "paper" else "none"
     return SASVector.from_dense(dense, provenance, diagnostics=diagnostics, gate=gate)
+
+
+def rebuild_settings(vector: SASVector) -> dict[str, Any]:
+    """The :func:`sas_vector` arguments that build ``vector`` again (on this SAE or another), from its provenance.
+
+    Every setting that shapes the vector is recorded when it is built; vectors saved by
+    earlier versions name no ``selection`` when it was ``"paper"``.
+
+    Args:
+        vector: an SAS vector built by :func:`sas_vector`.
+
+    Example:
+        >>> again = sl.sas_vector(model, sae_4k, pairs, **rebuild_settings(vec))   # doctest: +SKIP
+    """
+    extraction = vector.provenance.extraction
+    selection = extraction.get("selection", "paper")
+    settings: dict[str, Any] = {
+        "selection": selection, "tau": extraction.get("tau", 0.7), "mean_over": extraction.get("mean_over", "all"),
+        "strict": extraction.get("comparison") == ">", "gate": vector.gate,
+        "style": PromptStyle(extraction.get("prompt_style", "base")),
+    }
+    read = str(extraction.get("read", "")).split(" ")[0]
+    if read in READ_POSITIONS:  # A/B items read the answer letter, whatever read= says
+        settings["read"] = read
+    if selection in ("contrast", "decompose"):
+        settings["top_k"] = extraction.get("top_k", 16)
+    if selection == "contrast":
+        settings["rank_by"] = extraction.get("rank_by", "mean")
+    return settings
 
 
 def side_codes(sae, residuals: ContrastiveResiduals, layer: int, side: str) -> Float[Tensor, "rows d_sae"]:

@@ -281,3 +281,40 @@ def test_an_unknown_gate_is_refused_with_the_choices(model):
         sas_vector(model, sae, PAIRS, gate="relu")
     with pytest.raises(ValueError, match=r"gate must be one of \('sae', 'none'\), got 'off'"):
         SASVector(torch.tensor([1]), torch.tensor([1.0]), 4, gate="off")
+
+
+REBUILT_RULES = [
+    dict(selection="paper", tau=0.5),
+    dict(selection="paper", tau=0.25, strict=True, mean_over="active", gate="none"),
+    dict(selection="contrast", top_k=3, rank_by="frequency"),
+    dict(selection="contrast", top_k=5, read="last", gate="sae"),
+    dict(selection="decompose", top_k=4, read="token_mean"),
+]
+
+
+@pytest.mark.parametrize("rule", REBUILT_RULES, ids=lambda rule: "-".join(f"{k}={v}" for k, v in rule.items()))
+def test_a_vector_rebuilt_from_its_provenance_is_the_same_vector(model, tmp_path, rule):
+    import json
+
+    from sas_lens.analysis.monosemanticity import compare_widths, width_comparison
+    from sas_lens.steering.build_vectors import rebuild_settings
+
+    pair_file = tmp_path / "pairs.json"
+    pair_file.write_text(json.dumps([{"prompt": p.prompt, "positive": p.positive, "negative": p.negative}
+                                     for p in PAIRS]))
+    sae, wider = random_sae("jumprelu"), random_sae("jumprelu", d_sae=96, seed=2)
+    vec = sas_vector(model, sae, sl.load_pairs(pair_file), **rule)
+    again = sas_vector(model, sae, sl.load_pairs(pair_file), **rebuild_settings(load_vector_round_trip(vec, tmp_path)))
+    assert torch.equal(again.indices, vec.indices)
+    # decompose's least-squares solve can round differently from one call to the next (threaded BLAS)
+    torch.testing.assert_close(again.values, vec.values, rtol=1e-5, atol=1e-6)
+    assert again.gate == vec.gate and again.provenance.extraction == vec.provenance.extraction
+    # compare_widths (sas-lens report --compare-saes) rebuilds with the same rule, not the default one
+    table = compare_widths(model, [sae, wider], [vec])
+    expected, _ = width_comparison(model, [sae, wider], sl.load_pairs(pair_file), **rule)
+    assert table["support"].tolist() == expected["support"].tolist()
+
+
+def load_vector_round_trip(vec, tmp_path):
+    path = vec.save(tmp_path / "v.safetensors")
+    return load_vector(path)
