@@ -187,33 +187,27 @@ def text_firing_rates(model, sae, texts: Sequence[str]) -> Float[Tensor, " d_sae
 class ConditionGate:
     """The condition's decisions during one steered run, kept consistent under the KV cache and left padding.
 
-    ``observe(a)`` is called with the residual at the condition's hook on every forward pass;
-    ``mask()`` gives the positions the steering may edit in that pass. A pass is a fresh prompt when
-    no decision is held yet or it is no longer than the last prompt (as :class:`PositionPolicy`
-    reads it); a one-token step or a re-run of prompt + generated tokens keeps the prompt's decision.
+    ``observe(a, fresh)`` is called with the residual at the condition's hook on every forward pass,
+    ``fresh`` saying whether the pass starts a prompt (the :class:`~sas_lens.steering.engine.PositionPolicy`
+    decides that, once per pass); ``mask()`` gives the positions the steering may edit in that pass. A
+    per-sequence condition decides on a prompt's pass and keeps that decision for its generation steps.
     """
 
     def __init__(self, condition: Condition):
         self.condition = condition
-        self.padding: Tensor | None = None
         self.reset()
 
     def reset(self, attention_mask: Tensor | None = None) -> None:
         self.padding = None if attention_mask is None else attention_mask.bool()
-        self.prompt_len: int | None = None
         self.decision: Tensor | None = None  # [batch] for per="sequence"
         self.current: Tensor | None = None  # [batch, pos] for the current pass
 
-    def observe(self, a: Tensor) -> None:
+    def observe(self, a: Tensor, fresh: bool) -> None:
         batch, n_pos = a.shape[:2]
-        fresh = self.prompt_len is None or (n_pos > 1 and n_pos <= self.prompt_len)
         if self.condition.per == "token":
             self.current = self.condition.fires(a)
-            if fresh:
-                self.prompt_len = n_pos
             return
-        if fresh:
-            self.prompt_len = n_pos
+        if fresh or self.decision is None or self.decision.shape[0] != batch:
             valid = torch.ones(batch, n_pos, dtype=torch.bool, device=a.device)
             if self.padding is not None and self.padding.shape == (batch, n_pos):
                 valid = self.padding.to(a.device)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 import torch
 
 from sas_lens.steering.conditions import Condition, ConditionGate, check_condition_hooks
+from sas_lens.loading.saes import hook_layer
 from sas_lens.steering.edits import Edit, SAESet, Steerable, merge_edits, total_delta
 
 POSITIONS = ("all", "prompt", "generated")
@@ -30,12 +31,19 @@ POSITIONS = ("all", "prompt", "generated")
 class PositionPolicy:
     """Which token positions a steering hook edits, kept consistent under the KV cache.
 
-    ``"all"``: every position. ``"prompt"``: the positions of the first forward pass
-    of a prompt. ``"generated"``: positions after the prompt — the one-token steps of
-    cached generation, or the positions past the prompt when the whole sequence is
-    re-run. A boolean ``[batch, pos]`` mask: those positions of a full pass.
-    A pass no longer than the recorded prompt starts a new prompt. With a ``condition``
-    (:class:`~sas_lens.steering.conditions.Condition`), edits are kept only where it fires too.
+    ``"all"``: every position. ``"prompt"``: the prompt's positions. ``"generated"``: positions
+    after the prompt — the one-token steps of cached generation, or the positions past the prompt
+    when prompt + generated tokens are re-run. A boolean ``[batch, pos]`` mask: those positions
+    of a full pass. With a ``condition`` (:class:`~sas_lens.steering.conditions.Condition`), edits
+    are kept only where it fires too.
+
+    Where the prompt ends is given when it is known: ``sl.generate`` and ``ab_probabilities``
+    call ``reset(prompt_len=...)`` before each batch, and so can a caller of ``run_with_hooks``
+    or ``model.generate`` (``handle.reset(prompt_len=n)``). Otherwise each forward pass is read
+    at the first steered hook: a one-token pass of the same batch is a cached generation step;
+    a longer pass whose first positions hold the residuals the prompt had (up to float32
+    rounding) is the prompt re-run with generated tokens; any other pass is a new prompt, so
+    nothing a call guessed carries over to the next prompt.
     """
 
     def __init__(self, positions: str | torch.Tensor = "all", condition: Condition | None = None):
@@ -45,22 +53,50 @@ class PositionPolicy:
         elif positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS} or a boolean mask, got {positions!r}.")
         self.positions = positions
-        self.prompt_len: int | None = None
         self.gate = ConditionGate(condition) if condition is not None else None
+        self.first_hook: str | None = None  # where each pass is read; set by build_hooks
+        self.reset()
 
-    def reset(self, attention_mask: torch.Tensor | None = None) -> None:
-        """Start a new prompt; ``attention_mask`` (left padding) keeps padding out of per-sequence conditions."""
-        self.prompt_len = None
+    def reset(self, attention_mask: torch.Tensor | None = None, prompt_len: int | None = None) -> None:
+        """Start a new prompt of ``prompt_len`` tokens (``None``: read from the next pass).
+
+        ``attention_mask`` (left padding) keeps padding out of per-sequence conditions.
+        """
+        if prompt_len is not None and prompt_len < 1:
+            raise ValueError(f"prompt_len must be at least 1, got {prompt_len}.")
+        self.prompt_len = prompt_len
+        self.explicit = prompt_len is not None
+        self.batch: int | None = None  # of the prompt's pass; None: no pass of this prompt yet
+        self.step = False  # the current pass is a one-token generation step
+        self.fresh = True  # the current pass starts a prompt
+        self._prompt_residual: torch.Tensor | None = None
         if self.gate is not None:
             self.gate.reset(attention_mask)
 
+    def begin_pass(self, a: torch.Tensor) -> None:
+        """Read one forward pass from its float32 residual ``a`` at the first steered hook."""
+        batch, n_pos = a.shape[:2]
+        same_batch = self.batch == batch
+        self.step = same_batch and n_pos == 1
+        if self.step or (same_batch and self.explicit):
+            continuing = True
+        elif same_batch and n_pos > self.prompt_len:
+            prompt = a[:, : self.prompt_len]
+            scale = float(self._prompt_residual.abs().max()) + 1e-12
+            continuing = torch.allclose(prompt, self._prompt_residual, rtol=1e-4, atol=1e-4 * scale)
+        else:
+            continuing = False
+        self.fresh = not continuing
+        if self.fresh:
+            self.batch = batch
+            if not self.explicit:
+                self.prompt_len = n_pos
+                self._prompt_residual = a.detach().clone()
+
     def mask(self, batch: int, n_pos: int, device) -> torch.Tensor | None:
-        """Boolean ``[batch, pos]`` mask of positions to edit (``None``: all of them)."""
-        one_token_step = n_pos == 1 and self.prompt_len is not None
-        if not one_token_step and (self.prompt_len is None or n_pos <= self.prompt_len):
-            self.prompt_len = n_pos  # a fresh prompt
+        """Boolean ``[batch, pos]`` mask of positions to edit in the current pass (``None``: all of them)."""
         if isinstance(self.positions, torch.Tensor):
-            if one_token_step:
+            if self.step:
                 return torch.zeros(batch, 1, dtype=torch.bool, device=device)
             mask = torch.zeros(batch, n_pos, dtype=torch.bool, device=device)
             width = min(n_pos, self.positions.shape[1])
@@ -68,13 +104,24 @@ class PositionPolicy:
             return mask
         if self.positions == "all":
             return None
-        index = torch.arange(n_pos, device=device)
-        if one_token_step:
+        if self.step:
             generated = torch.ones(n_pos, dtype=torch.bool, device=device)
         else:
-            generated = index >= self.prompt_len
+            generated = torch.arange(n_pos, device=device) >= self.prompt_len
         keep = generated if self.positions == "generated" else ~generated
         return keep[None, :].expand(batch, n_pos)
+
+
+class SteeringHooks(list):
+    """The ``(hook_name, fn)`` pairs of :func:`steering_hooks`, a plain list to TransformerLens, with the
+    :class:`PositionPolicy` they share: ``hooks.reset(prompt_len=n)`` starts a new prompt."""
+
+    def __init__(self, hooks, policy: PositionPolicy):
+        super().__init__(hooks)
+        self.policy = policy
+
+    def reset(self, attention_mask: torch.Tensor | None = None, prompt_len: int | None = None) -> None:
+        self.policy.reset(attention_mask, prompt_len)
 
 
 def build_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor | PositionPolicy = "all",
@@ -97,7 +144,15 @@ def build_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Te
     """
     if when is not None and not isinstance(when, Condition):
         raise TypeError(f"when= takes a sl.Condition, got {type(when).__name__}.")
-    policy = positions if isinstance(positions, PositionPolicy) else PositionPolicy(positions, when)
+    if isinstance(positions, PositionPolicy):
+        policy = positions
+        if when is not None and policy.gate is None:
+            policy.gate = ConditionGate(when)
+        elif when is not None and policy.gate.condition is not when:
+            raise ValueError("The PositionPolicy given already has another condition; give the condition once, "
+                             "to the policy or to when=.")
+    else:
+        policy = PositionPolicy(positions, when)
     saes = SAESet(sae)
     edits = []
     for key, lam in steering.items():
@@ -114,11 +169,13 @@ def build_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Te
     hooks = [(hook, _make_hook(group, policy, model.cfg.d_model, observe=hook == reads)) for hook, group in grouped]
     if reads is not None and reads not in dict(grouped):  # the condition is read at an earlier hook
         hooks.insert(0, (reads, _observer(policy)))
+    if hooks:  # each pass is read where it first meets a steering hook (the blocks run in order)
+        policy.first_hook = min((name for name, _ in hooks), key=lambda name: (hook_layer(name) or -1, name))
     return hooks, policy
 
 
 def steering_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor = "all",
-                   when: Condition | None = None) -> list[tuple[str, object]]:
+                   when: Condition | None = None) -> SteeringHooks:
     """The ``(hook_name, fn)`` pairs that apply ``steering``, for ``model.run_with_hooks`` or ``model.hooks``.
 
     Args:
@@ -129,17 +186,26 @@ def steering_hooks(model, steering: Mapping, *, sae=None, positions: str | torch
         when: a condition gating the steering (per token; a per-sequence one decides on each call's first pass).
 
     Returns:
-        A plain list, to pass as ``fwd_hooks``; TransformerLens removes them after the call.
+        A list to pass as ``fwd_hooks`` (TransformerLens removes them after the call) that owns the
+        hooks' :class:`PositionPolicy`: ``hooks.reset(prompt_len=n)`` between prompts where positions or a
+        condition matter and the passes alone cannot tell (see :class:`PositionPolicy`).
 
     Example:
         >>> logits = model.run_with_hooks(tokens, fwd_hooks=sl.steering_hooks(model, {vec: 4.0}, sae=sae))  # doctest: +SKIP
     """
-    return build_hooks(model, steering, sae=sae, positions=positions, when=when)[0]
+    return SteeringHooks(*build_hooks(model, steering, sae=sae, positions=positions, when=when))
+
+
+def _begin_pass_if_first(policy: PositionPolicy, a: torch.Tensor, hook) -> None:
+    if hook.name == policy.first_hook or policy.batch is None:
+        policy.begin_pass(a)
 
 
 def _observer(policy: PositionPolicy):
     def hook_fn(acts: torch.Tensor, hook) -> None:
-        policy.gate.observe(acts.float())  # reads only: returns None, so the residual is left as it is
+        a = acts.float()
+        _begin_pass_if_first(policy, a, hook)
+        policy.gate.observe(a, fresh=policy.fresh)  # reads only: returns None, so the residual is left as it is
 
     return hook_fn
 
@@ -149,8 +215,9 @@ def _make_hook(edits: list[Edit], policy: PositionPolicy, d_model: int, observe:
         if acts.ndim != 3 or acts.shape[-1] != d_model:
             raise ValueError(f"Steering expected a [batch, pos, {d_model}] residual at {hook.name}, got {tuple(acts.shape)}.")
         a = acts.float()
+        _begin_pass_if_first(policy, a, hook)
         if observe:
-            policy.gate.observe(a)  # the unsteered residual, before this hook's edits
+            policy.gate.observe(a, fresh=policy.fresh)  # the unsteered residual, before this hook's edits
         delta = total_delta(edits, a)
         mask = policy.mask(acts.shape[0], acts.shape[1], acts.device)
         if policy.gate is not None:

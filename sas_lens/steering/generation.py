@@ -64,7 +64,7 @@ def generate(
             batch = prompts[start : start + batch_size]
             tokens, attention, _ = tokenize_with_spans(model.tokenizer, batch, [(0, len(p)) for p in batch])
             tokens, attention = tokens.to(model.cfg.device), attention.to(model.cfg.device)
-            policy.reset(attention)
+            policy.reset(attention, prompt_len=tokens.shape[1])  # generated tokens are what comes after
             if backend == "hf":
                 out = hf_generate(model, hf_model, tokens, attention, hooks, max_new_tokens=max_new_tokens,
                                   do_sample=do_sample, **generate_kwargs)

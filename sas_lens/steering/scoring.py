@@ -119,7 +119,8 @@ def ab_probabilities(
         for start in range(0, len(prompts), batch_size):
             batch = prompts[start : start + batch_size]
             tokens, attention = left_pad(model.tokenizer, [context for context, _, _ in batch])
-            policy.reset(attention)  # each batch is a new prompt; padding never fires a condition
+            # each batch is a new prompt, all of it; padding never fires a condition
+            policy.reset(attention, prompt_len=tokens.shape[1])
             device = model.cfg.device
             logits = last_position_logits(model, tokens.to(device), attention.to(device), prefix=prefix).float()
             pair_logits = torch.stack(

@@ -129,3 +129,64 @@ def test_conditions_from_examples_watch_the_latents_and_thresholds_that_separate
         assert t == pytest.approx(float(threshold[latent]), rel=1e-5) and t < float(threshold[latent])
     # each chosen latent reaches its threshold on the on-texts as often as its gap says, at least
     assert condition.firing_rate(model, on) >= float(gap[list(condition.ids)].max())
+
+
+def test_a_longer_second_prompt_in_one_block_is_steered_as_if_alone(model):
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae, nnz=12)
+    short, long = TOKENS[:1, :4], TOKENS[1:]  # long does not begin with short: a new prompt, not a re-run
+    for positions in ("prompt", "all"):
+        with steer(model, {vec: 5.0}, sae=sae, positions=positions):
+            model(short)
+            second = model(long)  # no reset: before the fix its last 3 positions read as "generated"
+        with steer(model, {vec: 5.0}, sae=sae, positions=positions):
+            alone = model(long)
+        torch.testing.assert_close(second, alone, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(alone, model(long), atol=1e-3)
+
+
+def test_a_per_sequence_condition_decides_again_for_each_prompt_and_batch_size():
+    model = tiny_model(positional_embedding_type="rotary")
+    sae = random_sae("jumprelu")
+    prompts = ["the movie was very good and the music was fun", "i love", "the plot"]
+    condition = sl.Condition.latents(sae, [prompts_that_split(sae, model, prompts)], per="sequence")
+    steering = {dense(): 6.0}
+    fires, silent = model.to_tokens(prompts[0]), model.to_tokens(prompts[1])
+    with steer(model, steering, when=condition):
+        steered = model(fires)
+        after = model(silent)  # a new, shorter prompt: its own decision, not the first prompt's
+        batch = model(torch.cat([fires, fires]))  # another batch size: a new decision, no expand error
+    torch.testing.assert_close(after, model(silent), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(steered, model(fires), atol=1e-3)
+    torch.testing.assert_close(batch, torch.cat([steered, steered]), atol=1e-5, rtol=1e-5)
+
+
+def test_a_position_policy_given_with_a_condition_steers_as_steer_does(model):
+    from sas_lens.steering.engine import PositionPolicy, build_hooks
+
+    sae = random_sae("jumprelu")
+    condition = sl.Condition.latents(sae, [0, 1], threshold=-1.0)  # always fires
+    hooks, policy = build_hooks(model, {dense(): 2.0}, positions=PositionPolicy("prompt"), when=condition)
+    with model.hooks(fwd_hooks=hooks):
+        via_policy = model(TOKENS)  # AttributeError on the policy's missing gate before the fix
+    with steer(model, {dense(): 2.0}, positions="prompt", when=condition):
+        expected = model(TOKENS)
+    torch.testing.assert_close(via_policy, expected)
+    other = sl.Condition.latents(sae, [2])
+    with pytest.raises(ValueError, match="another condition"):
+        build_hooks(model, {dense(): 2.0}, positions=policy, when=other)
+
+
+def test_steering_hooks_own_their_policy_and_reset_between_prompts(model):
+    sae = random_sae("jumprelu")
+    vec = vector_for(sae, nnz=12)
+    hooks = sl.steering_hooks(model, {vec: 5.0}, sae=sae, positions="generated")
+    prompt = TOKENS[:1, :4]
+    hooks.reset(prompt_len=4)
+    continued = model.run_with_hooks(TOKENS[:1], fwd_hooks=hooks)  # prompt + 3 generated tokens, re-run
+    clean = model(TOKENS[:1])
+    torch.testing.assert_close(continued[:, :4], clean[:, :4], atol=1e-5, rtol=1e-5)  # the prompt: unsteered
+    assert not torch.allclose(continued[:, 4:], clean[:, 4:], atol=1e-3)
+    hooks.reset()  # a new prompt, its length read from the pass: nothing is generated yet
+    torch.testing.assert_close(model.run_with_hooks(prompt, fwd_hooks=hooks), model(prompt), atol=1e-5, rtol=1e-5)
+    assert hooks.policy.prompt_len == 4 and leftover_hooks() == []
