@@ -76,8 +76,7 @@ def main() -> None:
         if not (out / "eval.json").exists():
             sae = sl.load_sae(out, model=model)
             figures = evaluate_sae(model, sae, HELD_OUT, cache_dir=args.work / "activations" / "heldout",
-                                   out_json=out / "eval.json.partial")
-            (out / "eval.json.partial").rename(out / "eval.json")
+                                   out_json=out / "eval.json")  # written atomically
             log(args.work, stage="evaluation", sae=out.name, **{k: figures[k] for k in
                 ("explained_variance", "ce_loss_recovered", "mean_l0", "dead_fraction", "dense_fraction")})
 

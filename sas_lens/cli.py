@@ -340,7 +340,7 @@ def _eval(args: argparse.Namespace) -> int:
     from sas_lens.evaluation.results import summary_table, topic_table
     from sas_lens.evaluation.runner import run_evaluation
 
-    records = run_evaluation(args.loaded_config, args.out, executor=args.executor)
+    records = run_evaluation(args.loaded_config, args.out, executor=args.executor, restart=args.restart)
     for table in (summary_table(records), topic_table(records)):
         if len(table):
             print(table.round(3).to_string(index=False))
@@ -482,6 +482,8 @@ def _add_eval(commands, model) -> None:
     evaluate_run.add_argument("config", help="a .toml or .json evaluation config "
                                              "(see sas_lens.evaluation.config.EvalConfig)")
     evaluate_run.add_argument("--out", default="sas_lens_eval", help="results folder; rerun to resume")
+    evaluate_run.add_argument("--restart", action="store_true",
+                              help="delete the results a run with other settings left in --out and start over")
     evaluate_run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                               help="run the cells on Ray actors: on the cluster at ADDRESS ('auto', 'ray://head:10001'), "
                                    "or on a local one without ADDRESS (pip install -e '.[ray]')")

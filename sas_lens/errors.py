@@ -46,6 +46,10 @@ class StrengthNotReachedError(SASLensError, ValueError):
     """
 
 
+class RunMismatchError(SASLensError, ValueError):
+    """A results folder holding a run of other settings than the ones asked to resume it with."""
+
+
 class DataError(SASLensError, ValueError):
     """Input data (text files, pair sets) that cannot be used."""
 

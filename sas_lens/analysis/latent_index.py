@@ -94,21 +94,19 @@ class LatentIndex:
         """Write the index to ``folder`` (a safetensors file and a JSON header), atomically."""
         from safetensors.torch import save_file
 
+        from sas_lens.loading.files import atomic_folder
+
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = folder.with_name(folder.name + ".partial")
-        staging.mkdir(exist_ok=True)
+        with atomic_folder(folder) as staging:
+            self._write(staging, save_file)
+        return folder
+
+    def _write(self, staging: Path, save_file) -> None:
         save_file({"values": self.values.contiguous(), "positions": self.positions.contiguous(),
                    "tokens": self.tokens.contiguous(), "fire_counts": self.fire_counts.contiguous()},
                   staging / "index.safetensors")
         (staging / "index.json").write_text(json.dumps(
             {"format": _FORMAT, "n_tokens": self.n_tokens, "metadata": self.metadata}, indent=2))
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        staging.rename(folder)
-        return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> "LatentIndex":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sas_lens.errors import DataError, StrengthNotReachedError
+from sas_lens.loading.files import atomic_write_text
 from sas_lens.evaluation.config import EvalConfig
 from sas_lens.evaluation.plan import base_method, plan_cells, variant_settings
 from sas_lens.steering.prefix import PrefixCache
@@ -108,8 +109,9 @@ class EvalResources:
             from sas_lens.steering.vectors import load_vector
 
             file = self.out_dir / "vectors" / f"{behaviour}-L{layer}-{method}.safetensors"
-            if file.exists():
-                self._vectors[key] = load_vector(file, model=self.model)
+            saved = _readable_vector(file)
+            if saved is not None:
+                self._vectors[key] = load_vector(saved, model=self.model)
             else:
                 from sas_lens.steering.build_vectors import dense_vector, sas_vector
 
@@ -178,7 +180,7 @@ class EvalResources:
                 except StrengthNotReachedError:  # too weak to reach the KL: steer at the largest λ tried, and say so
                     units[key] = 1024.0
                     print(f"sas_lens: {key} does not reach a next-token KL of 0.1 by λ = 1024; its unit is 1024.")
-            file.write_text(json.dumps(units, indent=1))
+            atomic_write_text(file, json.dumps(units, indent=1))
         self._units[key] = units[key]
         return units[key]
 
@@ -239,3 +241,22 @@ class EvalResources:
         self._data.update(shared["topics"])
         for key, fields in shared["conditions"].items():  # read at this process's own copy of the SAE
             self._data[key] = Condition(sae=self.sae(key[2]), **fields)
+
+
+def _readable_vector(file: Path) -> Path | None:
+    """``file`` if it holds a whole vector file; ``None`` if it is missing or cut off (then it is rebuilt).
+
+    Vectors are written atomically now; a cut-off file can only come from an earlier sas_lens.
+    """
+    if not file.exists():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():
+                handle.get_tensor(name)
+    except (SafetensorError, OSError):
+        print(f"sas_lens: {file} is cut off (an interrupted write); rebuilding it.")
+        return None
+    return file

@@ -38,7 +38,7 @@ from sas_lens.evaluation.behaviour import ab_cell, mean_ci
 from sas_lens.evaluation.config import EvalConfig
 from sas_lens.evaluation.plan import Cell, base_method, plan_cells, steers_at_zero, variant_settings
 from sas_lens.evaluation.resources import EvalResources
-from sas_lens.evaluation.store import CellStore, cell_key
+from sas_lens.evaluation.store import CellStore, cell_key, claim_run_folder
 
 
 def _steering(res: EvalResources, behaviour: str, layer: int, method: str, lam: float):
@@ -255,7 +255,7 @@ def reuses_unsteered(cell: Cell) -> bool:
 
 
 def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True,
-                   executor="serial") -> list[dict]:
+                   executor="serial", restart: bool = False) -> list[dict]:
     """Run (or resume) every cell of ``cfg``; write cells.jsonl, results.json, CSVs and figures to ``out_dir``.
 
     Args:
@@ -267,6 +267,9 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
         executor: ``"serial"`` (one cell after another, here), ``"ray"`` (a pool of Ray actors on the cluster
             ``ray.init()`` finds, or a local one) or a configured
             :class:`~sas_lens.distributed.RayExecutor`.
+        restart: delete the results a previous run left in ``out_dir`` and start over. Without it, a folder
+            whose run used other settings (items, τ, rule, SAEs... anything but added λs, methods, layers or
+            behaviours) is refused with :class:`~sas_lens.errors.RunMismatchError`.
 
     Returns:
         One record per cell of the plan, finished ones included.
@@ -283,6 +286,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     if executor != "serial":
         executor.check(model)  # before anything is written: Ray is installed, workers can get a model
     out_dir = Path(out_dir)
+    claim_run_folder(cfg, out_dir, restart=restart)
     (out_dir / "vectors").mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     store = CellStore(out_dir / "cells.jsonl")

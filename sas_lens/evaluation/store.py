@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from dataclasses import asdict
 from pathlib import Path
+
+from sas_lens.errors import RunMismatchError
+from sas_lens.loading.files import atomic_write_text
 
 # Fields of a record that say which cell it is, as opposed to what was measured in it.
 CELL_FIELDS = ("key", "kind", "behaviour", "layer", "method", "lam", "seconds", "nan_fields")
@@ -97,3 +102,65 @@ class CellStore:
                 shared = {k: v for k, v in record.items() if k not in CELL_FIELDS}
                 return {**shared, "measured_in": record["key"]}
         return None
+
+
+RUN_IDENTITY = "run_identity.json"
+# Settings that only add cells (another λ, method, layer, behaviour...) may change between resumes; every
+# other setting changes what a finished cell or a saved vector means (its items, τ, rule, SAE, judge...).
+GRID_FIELDS = frozenset({
+    "behaviours", "layers", "methods", "lams", "cost_lams", "tau_sweep", "data_sizes", "layer_sweep_behaviour",
+    "compositions", "composition_lams", "conditional", "topics", "topic_strengths", "topic_swap", "device",
+    "cost_budget", "delta_ablation",
+})
+# What a run folder holds besides its identity; a restart removes these.
+RUN_FILES = ("cells.jsonl", "vectors", "topics", "units.json", "results.json", RUN_IDENTITY)
+
+
+def run_identity(cfg) -> dict:
+    """The settings of ``cfg`` that finished cells and saved vectors depend on (JSON-ready).
+
+    Args:
+        cfg: an :class:`~sas_lens.evaluation.config.EvalConfig`.
+
+    Example:
+        >>> "tau" in run_identity(EvalConfig(behaviours=("refusal",), data_dir="caa"))  # doctest: +SKIP
+        True
+    """
+    settings = json.loads(json.dumps(asdict(cfg), default=str))
+    return {name: value for name, value in settings.items() if name not in GRID_FIELDS}
+
+
+def claim_run_folder(cfg, out_dir: Path, *, restart: bool = False) -> None:
+    """Record ``cfg``'s identity in ``out_dir``, or refuse to resume a run that was made with other settings.
+
+    Args:
+        cfg: the run's config.
+        out_dir: the results folder.
+        restart: remove the old run's results first (cells, vectors, units) and start over.
+
+    Raises:
+        RunMismatchError: ``out_dir`` holds a run whose settings differ (the message lists them).
+    """
+    path = out_dir / RUN_IDENTITY
+    identity = run_identity(cfg)
+    if restart:
+        for name in RUN_FILES:
+            target = out_dir / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    elif path.exists():
+        recorded = json.loads(path.read_text())
+        changed = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+        if changed:
+            lines = "; ".join(f"{k}: {recorded.get(k)!r} -> {identity.get(k)!r}" for k in changed)
+            raise RunMismatchError(
+                f"{out_dir} holds a run made with other settings ({lines}); its finished cells and vectors would be "
+                "mixed with new ones. Use another --out, or restart this one (run_evaluation(..., restart=True), "
+                "`sas-lens eval ... --restart`), which deletes its results."
+            )
+    elif (out_dir / "cells.jsonl").exists():
+        raise RunMismatchError(
+            f"{out_dir} holds cells of a run that recorded no settings (an earlier sas_lens), so they cannot be "
+            "checked against this config. Use another --out, or restart it (--restart), which deletes its results."
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(identity, indent=1))

@@ -239,6 +239,7 @@ def _resume_point(folder: Path, spec: CacheSpec) -> tuple[int, int]:
 
 
 def _write_meta(folder: Path, spec: CacheSpec, n_rows: int, n_sequences: int) -> None:
-    tmp = folder / (_META_FILE + ".tmp")
-    tmp.write_text(json.dumps({"spec": asdict(spec), "n_rows": n_rows, "n_sequences": n_sequences}, indent=1))
-    tmp.replace(folder / _META_FILE)
+    from sas_lens.loading.files import atomic_write_text
+
+    atomic_write_text(folder / _META_FILE,
+                      json.dumps({"spec": asdict(spec), "n_rows": n_rows, "n_sequences": n_sequences}, indent=1))

@@ -85,7 +85,9 @@ def evaluate_sae(
         loss_tokens=n_loss_sequences * (context_size - 1),
     )
     if out_json is not None:
-        Path(out_json).write_text(json.dumps(figures, indent=2))
+        from sas_lens.loading.files import atomic_write_text
+
+        atomic_write_text(out_json, json.dumps(figures, indent=2))
     return figures
 
 

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -271,15 +270,13 @@ def _trainer(cfg: SAETrainingConfig, sae, cache: ActivationCache, checkpoints: P
 
 def _save_atomically(sae, out_dir: Path, dim_scale, record: dict) -> None:
     """Write the inference SAE (dimension scale folded in) and ``training.json``; ``out_dir`` appears whole."""
-    staging = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    sae.save_inference_model(staging)
-    if dim_scale is not None:
-        _fold_dim_scale(staging, dim_scale)
-    (staging / "training.json").write_text(json.dumps(record, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    from sas_lens.loading.files import atomic_folder
+
+    with atomic_folder(out_dir) as staging:
+        sae.save_inference_model(staging)
+        if dim_scale is not None:
+            _fold_dim_scale(staging, dim_scale)
+        (staging / "training.json").write_text(json.dumps(record, indent=2))
 
 
 # Dimensions whose variance exceeds this multiple of the median are scaled down

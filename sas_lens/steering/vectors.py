@@ -272,9 +272,11 @@ def save_with_header(path: str | Path, tensors: dict[str, Tensor], header: dict[
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tensors.items()}, path,
-              metadata={"format": file_format, "sas_lens": json.dumps(header)})
+    from sas_lens.loading.files import atomic_file
+
+    with atomic_file(path) as staging:  # a file cut off by an interruption is never left at ``path``
+        save_file({k: v.contiguous() for k, v in tensors.items()}, staging,
+                  metadata={"format": file_format, "sas_lens": json.dumps(header)})
     return path
 
 

@@ -211,10 +211,10 @@ def _cached_reference_activations(model, sae, prompts: list[str]) -> tuple[dict[
     if path.exists():
         return load_file(path), True
     summaries = _all_summaries(model, sae, prompts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    save_file({name: tensor.contiguous() for name, tensor in summaries.items()}, partial)
-    partial.rename(path)
+    from sas_lens.loading.files import atomic_file
+
+    with atomic_file(path) as staging:
+        save_file({name: tensor.contiguous() for name, tensor in summaries.items()}, staging)
     return summaries, False
 
 

@@ -253,7 +253,7 @@ def test_tau_and_data_size_sweeps_plan_their_cells_and_build_their_vectors(model
     resources = EvalResources(cfg, tmp_path, model=model)
     paper = resources.vector("tiny", 1, "sas@tau=0.3")
     extraction = paper.metadata["extraction"]
-    assert paper.gate == "sae" and "selection" not in extraction and extraction["tau"] == 0.3  # Algorithm 1
+    assert paper.gate == "sae" and extraction["selection"] == "paper" and extraction["tau"] == 0.3  # Algorithm 1
     few = resources.vector("tiny", 1, "sas@n=3")
     assert few.metadata["extraction"]["pairs"]["n"] == 3 and len(few) == 2  # the config's rule, 3 pairs
     dense = resources.vector("tiny", 1, "dense@n=3")
@@ -516,3 +516,34 @@ def test_a_kl_unit_falls_back_only_when_the_strength_is_not_reached(model, caa_d
     monkeypatch.setattr(strength, "strength_for_kl", raising(IncompatibleSAEError))
     with pytest.raises(IncompatibleSAEError, match="from the search"):  # was a unit of 1024 before the fix
         EvalResources(cfg, tmp_path / "mismatch", model=model).unit("tiny", 1, "dense")
+
+
+def test_a_run_folder_refuses_other_settings_and_restarts_on_request(model, caa_dir, tmp_path, tiny_resources):
+    from sas_lens.errors import RunMismatchError
+
+    small = dict(layers=(1,), methods=("dense",), lams={"dense": (2.0,)}, cost_lams={}, open_ended=0, mmlu=1,
+                 truthfulqa=1)
+    out = tmp_path / "run"
+    first = run_evaluation(config(caa_dir, **small), out, model=model, progress=False)
+    for changed in ({"test_items": 2}, {"tau": 0.9}, {"sas": {"selection": "paper"}}):
+        with pytest.raises(RunMismatchError, match=rf"{next(iter(changed))}: .* -> .*--restart") as info:
+            run_evaluation(config(caa_dir, **small, **changed), out, model=model, progress=False)
+        assert "deletes its results" in str(info.value)
+    # more λs only add cells: the finished ones are kept
+    grown = run_evaluation(config(caa_dir, **{**small, "lams": {"dense": (2.0, 4.0)}}), out, model=model,
+                           progress=False)
+    assert len(grown) > len(first)
+    restarted = run_evaluation(config(caa_dir, **small, test_items=2), out, model=model, progress=False, restart=True)
+    assert json.loads((out / "run_identity.json").read_text())["test_items"] == 2
+    lines = (out / "cells.jsonl").read_text().splitlines()
+    assert len(restarted) == len(first) == len(lines)  # the grown run's extra cells are gone with it
+
+
+def test_a_cut_off_vector_file_is_rebuilt_not_reloaded(model, caa_dir, tmp_path, tiny_resources, capsys):
+    cfg = config(caa_dir, layers=(1,), methods=("dense",), lams={"dense": (2.0,)}, cost_lams={}, open_ended=0,
+                 mmlu=1, truthfulqa=1)
+    built = EvalResources(cfg, tmp_path, model=model).vector("tiny", 1, "dense")
+    file = tmp_path / "vectors" / "tiny-L1-dense.safetensors"
+    file.write_bytes(file.read_bytes()[:40])  # what an interrupted write of an earlier version left
+    again = EvalResources(cfg, tmp_path, model=model).vector("tiny", 1, "dense")
+    assert torch.equal(again.vector, built.vector) and "cut off" in capsys.readouterr().out
