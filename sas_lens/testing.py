@@ -25,6 +25,9 @@ from sas_lens.evaluation.store import cell_key
 def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
     """A random ``HookedSAETransformer`` (Gemma-like: RMS norm, rotary, gated GELU) with Gemma 3's tokenizer.
 
+    The tokenizer is read from the converted embedded model, so the first call on a machine converts
+    the GGUF once (a few minutes, as the first ``sl.load_model()`` does); later calls take a second.
+
     Args:
         n_layers: blocks.
         d_model: residual width.

@@ -5,7 +5,10 @@ For SAS vectors ``u, v`` with supports ``S(u), S(v)``:
 - ``jaccard``: ``|S(u) ∩ S(v)| / |S(u) ∪ S(v)|``; ``jaccard_pos`` / ``jaccard_neg`` the
   same on the positive and negative parts (latents a vector reinforces / suppresses);
 - ``weighted_jaccard``: ``Σ min(|u|, |v|) / Σ max(|u|, |v|)``, which counts a shared
-  latent by how much both vectors lean on it;
+  latent by how much both vectors lean on it, whatever the signs (``v`` and ``−v`` score 1:
+  they use the same latents); the report's heatmap and the demo's table show this one;
+- ``signed_weighted_jaccard``: the same with each latent's ``min`` counted negative where the
+  signs differ, in ``[−1, 1]`` (``v`` and ``−v`` score −1: they pull the same latents apart);
 - ``cosine``: cosine of the sparse vectors; ``cosine_decoded``: cosine of the residual
   directions they decode to, ``v · W_dec`` (needs the SAE).
 
@@ -30,7 +33,8 @@ import torch
 from sas_lens.errors import IncompatibleSAEError
 from sas_lens.steering.vectors import SASVector, check_vector_fits
 
-MEASURES = ("jaccard", "jaccard_pos", "jaccard_neg", "weighted_jaccard", "cosine", "cosine_decoded")
+MEASURES = ("jaccard", "jaccard_pos", "jaccard_neg", "weighted_jaccard", "signed_weighted_jaccard", "cosine",
+            "cosine_decoded")
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -64,6 +68,22 @@ def weighted_jaccard(u: torch.Tensor, v: torch.Tensor) -> float:
     return _ratio(float(torch.minimum(a, b).sum()), float(torch.maximum(a, b).sum()))
 
 
+def signed_weighted_jaccard(u: torch.Tensor, v: torch.Tensor) -> float:
+    """``Σ sign(u·v)·min(|u|, |v|) / Σ max(|u|, |v|)``: :func:`weighted_jaccard` with opposite signs counted against.
+
+    Args:
+        u, v: dense vectors of one shape.
+
+    Example:
+        >>> signed_weighted_jaccard(torch.tensor([2.0, 1.0]), torch.tensor([-2.0, -1.0]))
+        -1.0
+    """
+    a, b = u.double(), v.double()
+    agreement = torch.sign(a) * torch.sign(b)
+    return _ratio(float((agreement * torch.minimum(a.abs(), b.abs())).sum()),
+                  float(torch.maximum(a.abs(), b.abs()).sum()))
+
+
 def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
     """Cosine similarity in float64; 0 when either vector is zero.
 
@@ -94,6 +114,7 @@ def pair_overlap(u: SASVector, v: SASVector, sae=None) -> dict[str, float]:
         "jaccard_pos": jaccard(a > 0, b > 0),
         "jaccard_neg": jaccard(a < 0, b < 0),
         "weighted_jaccard": weighted_jaccard(a, b),
+        "signed_weighted_jaccard": signed_weighted_jaccard(a, b),
         "cosine": cosine(a, b),
     }
     if sae is not None:
@@ -130,6 +151,7 @@ class OverlapMatrix:
     jaccard_pos: object
     jaccard_neg: object
     weighted_jaccard: object
+    signed_weighted_jaccard: object
     cosine: object
     cosine_decoded: object | None
 

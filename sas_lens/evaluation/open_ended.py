@@ -111,7 +111,7 @@ def judge(config: JudgeConfig, concept: str, instruction: str, response: str) ->
         response: the answer judged.
 
     Example:
-        >>> judge(JudgeConfig(url="http://localhost:8000/v1", model="judge"), "sycophancy", q, a)  # doctest: +SKIP
+        >>> judge(JudgeConfig(base_url="http://localhost:8000/v1", model="judge"), "sycophancy", q, a)  # doctest: +SKIP
     """
     body = json.dumps({
         "model": config.model, "temperature": 0,

@@ -62,7 +62,7 @@ def cell_key(kind: str, behaviour: str, layer: int, method: str, lam: float) -> 
         >>> cell_key("ab", "sycophancy", 9, "sas", 4.0)
         'ab|sycophancy|L9|sas|4'
     """
-    return f"{kind}|{behaviour}|L{layer}|{method}|{lam:g}"
+    return f"{kind}|{behaviour}|L{layer}|{method}|{lam:.12g}"  # "g" alone keeps 6 digits: 1024.5 and 1024.4 collide
 
 
 class CellStore:

@@ -85,6 +85,19 @@ def load_model(
     Returns:
         The model, in eval mode.
 
+    Differences from a model you would load with TransformerLens yourself, each for speed or
+    offline use, and each harmless to read or run:
+
+    - ``W_U``, ``W_in``, ``W_gate`` and ``W_out`` are stored as transposes of contiguous tensors
+      (TransformerLens copies ``W.T.contiguous()`` on every forward otherwise: 85% of a short
+      forward on CPU). Values and results are unchanged; ``.reshape`` and indexing work as
+      always, but ``.view`` needs ``.contiguous()`` first (``model.W_U.contiguous().view(...)``).
+    - ``TOKENIZERS_PARALLELISM`` is set to ``"false"`` for the process if it is not set already
+      (the Rust tokenizer's threads fight torch's for the CPU and warn after a fork).
+    - While the embedded default loads (only then), ``HF_HUB_OFFLINE`` and huggingface_hub's
+      offline constant are switched on for the process, and restored afterwards: nothing
+      may reach a hub, and a later ``load_sae(release, id)`` can still download.
+
     Example:
         >>> model = sl.load_model()                                  # doctest: +SKIP
         >>> model = sl.load_model("gemma-2-2b", device="cuda")       # doctest: +SKIP

@@ -221,6 +221,20 @@ class ConditionGate:
         return self.current
 
 
+# Where a hook fires inside its block, in the order TransformerLens runs them.
+_IN_BLOCK_ORDER = ("hook_resid_pre", "ln1", "attn", "hook_attn_out", "hook_resid_mid", "ln2", "mlp", "hook_mlp_out",
+                   "hook_resid_post")
+
+
+def _hook_order(hook_name: str) -> tuple[int, int] | None:
+    """``(layer, place in the block)`` of a ``blocks.L.…`` hook; ``None`` for hooks outside the blocks."""
+    layer = hook_layer(hook_name)
+    if layer is None:
+        return None
+    part = hook_name.split(".")[2]
+    return layer, _IN_BLOCK_ORDER.index(part) if part in _IN_BLOCK_ORDER else len(_IN_BLOCK_ORDER)
+
+
 def check_condition_hooks(model, condition: Condition, steered_hooks: Sequence[str]) -> None:
     """Refuse a condition that does not fit ``model`` or is read after a hook it gates (no decision yet there).
 
@@ -236,11 +250,10 @@ def check_condition_hooks(model, condition: Condition, steered_hooks: Sequence[s
 
     check_sae_fits(condition.sae, model)
     check_hook_exists(model, condition.hook_name)
-    cond_layer = hook_layer(condition.hook_name)
+    read_at = _hook_order(condition.hook_name)
     for hook in steered_hooks:
-        layer = hook_layer(hook)
-        if cond_layer is not None and layer is not None and (layer < cond_layer):
+        if read_at is not None and (order := _hook_order(hook)) is not None and order < read_at:
             raise ValueError(
                 f"The condition reads {condition.hook_name}, after the steered hook {hook}: it cannot gate an edit "
-                "made before it is computed. Read the condition at the steered layer or an earlier one."
+                "made before it is computed. Read the condition at the steered hook or an earlier one."
             )

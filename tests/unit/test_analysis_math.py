@@ -81,3 +81,15 @@ def test_vectors_of_different_saes_are_refused():
         overlap_matrix([vec({0: 1.0}, "u"), vec({0: 1.0}, "v", d_sae=20)])
     with pytest.raises(ValueError, match="unique"):
         overlap_matrix([vec({0: 1.0}, "u"), vec({1: 1.0}, "u")])
+
+
+def test_the_signed_weighted_jaccard_tells_opposite_vectors_apart():
+    from sas_lens.analysis.overlap import pair_overlap
+
+    u = vec({0: 2.0, 3: -1.0}, "u")
+    minus_u = vec({0: -2.0, 3: 1.0}, "minus u")
+    overlap = pair_overlap(u, minus_u)
+    assert overlap["weighted_jaccard"] == 1.0 and overlap["signed_weighted_jaccard"] == -1.0
+    half = vec({0: 1.0, 3: 1.0}, "half")  # agrees on latent 0 (min 1), disagrees on 3 (min 1); maxes 2 + 1
+    assert pair_overlap(u, half)["signed_weighted_jaccard"] == pytest.approx((1 - 1) / 3)
+    assert pair_overlap(u, half)["weighted_jaccard"] == pytest.approx(2 / 3)

@@ -190,3 +190,14 @@ def test_steering_hooks_own_their_policy_and_reset_between_prompts(model):
     hooks.reset()  # a new prompt, its length read from the pass: nothing is generated yet
     torch.testing.assert_close(model.run_with_hooks(prompt, fwd_hooks=hooks), model(prompt), atol=1e-5, rtol=1e-5)
     assert hooks.policy.prompt_len == 4 and leftover_hooks() == []
+
+
+def test_a_condition_read_later_in_the_same_block_is_refused(model):
+    reader = random_sae("jumprelu")  # reads blocks.1.hook_resid_post
+    early = DenseVector(torch.ones(16), {**PROVENANCE, "hook_name": "blocks.1.hook_resid_pre"})
+    with pytest.raises(ValueError, match="after the steered hook blocks.1.hook_resid_pre"):  # same layer number
+        with steer(model, {early: 1.0}, when=sl.Condition.latents(reader, [0])):
+            pass
+    assert leftover_hooks() == []
+    with steer(model, {dense(): 1.0}, when=sl.Condition.latents(reader, [0])):  # the same hook: allowed
+        model(TOKENS)

@@ -25,6 +25,10 @@ def test_transposed_storage_leaves_values_and_logits_unchanged():
     # AMD EPYC: 1.1e-6 on logits up to 3). Reordering a float32 sum of n terms moves it by at most about
     # n·2⁻²⁴·Σ|terms|; n ≤ d_mlp = 32 here, so 1e-5 absolute and relative bounds it with room.
     torch.testing.assert_close(model(tokens), before, rtol=1e-5, atol=1e-5)
+    # What the load_model docstring promises a TransformerLens user: reshape works, view after contiguous()
+    W_U = model.W_U
+    assert torch.equal(W_U.reshape(-1), weights["unembed.W_U"].reshape(-1))
+    assert torch.equal(W_U.contiguous().view(-1), weights["unembed.W_U"].view(-1))
 
 
 def test_wrapping_a_model_needs_name_and_tokenizer():
