@@ -19,6 +19,10 @@ def test_backends_agree(gemma, dense, strength):
     steering = {dense: strength} if strength is not None else None
     tl = sl.generate(gemma, PROMPTS, steering=steering, max_new_tokens=8, backend="tl")
     hf = sl.generate(gemma, PROMPTS, steering=steering, max_new_tokens=8, backend="hf")
-    assert tl == hf
+    # Two implementations over a 262k vocabulary: float32 reassociation can flip a near-tie between the top
+    # two tokens, after which texts diverge. Measured here: all three identical. Required: at least two of the
+    # three continuations identical, and every one identical over its first three words.
+    assert sum(a == b for a, b in zip(tl, hf)) >= 2, (tl, hf)
+    assert all(a.split()[:3] == b.split()[:3] for a, b in zip(tl, hf)), (tl, hf)
     if strength is not None:
         assert tl != sl.generate(gemma, PROMPTS, max_new_tokens=8, backend="hf")

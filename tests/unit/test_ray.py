@@ -14,9 +14,18 @@ from tests.unit.test_evaluation import caa_dir, config  # noqa: F401  (caa_dir i
 
 ray = pytest.importorskip("ray")
 
-# Cells run in other processes, one torch thread each; the driver's serial run may use more threads, whose
-# matmuls can round differently in the last bits: figures are compared to 1e-5, texts exactly.
+# Cells run in other processes, one torch thread each. The driver's serial runs here use one thread too
+# (the ``one_thread`` fixture), so both run the same kernels on the same CPU and generated texts can be
+# compared exactly; figures are compared to 1e-5 all the same (summation order across batch shapes).
 TOLERANCE = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

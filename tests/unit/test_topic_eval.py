@@ -45,12 +45,12 @@ def test_finetuning_lowers_the_loss_on_the_texts_and_leaves_the_model_alone(mode
     tokens = model.to_tokens(TEXTS, padding_side="right")
     with torch.no_grad():
         loss_before = float(model(tokens, return_type="loss"))
-    tuned, seconds = finetune_on_texts(model, TEXTS, steps=15, lr=1e-2, batch_size=3)
+    tuned, _ = finetune_on_texts(model, TEXTS, steps=15, lr=1e-2, batch_size=3)
     with torch.no_grad():
         assert float(tuned(tokens, return_type="loss")) < loss_before - 0.1
     assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
     assert torch.equal(tuned.W_E, model.W_E)  # embeddings frozen
-    assert tuned.cfg.model_name != model.cfg.model_name and seconds > 0
+    assert tuned.cfg.model_name != model.cfg.model_name
     assert not any(p.requires_grad for p in tuned.parameters())
 
 

@@ -8,7 +8,7 @@ from sas_lens.errors import IncompatibleSAEError
 from sas_lens.steering.build_vectors import dense_vector, sas_from_codes, sas_vector
 from sas_lens.steering.extraction import collect_residuals
 from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
-from tests.helpers import random_sae
+from tests.helpers import HOOK, random_sae
 
 PAIRS = sl.load_pairs([
     {"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
@@ -66,9 +66,19 @@ def test_hand_checked_example():
 def test_sas_vector_encodes_the_collected_residuals(model):
     sae = random_sae("jumprelu")
     vec = sas_vector(model, sae, PAIRS, tau=0.5, selection="paper")
-    residuals = collect_residuals(model, PAIRS, 1, progress=False)
-    expected = sas_from_codes(sae.encode(residuals.positive[1]), sae.encode(residuals.negative[1]), tau=0.5)
-    torch.testing.assert_close(vec.dense(), expected)
+    # the reference: each pair's completion tokens through the model by hand, their mean residual encoded,
+    # then Algorithm 1 written out latent by latent
+    means = {"positive": [], "negative": []}
+    for pair in PAIRS:
+        for side in means:
+            prompt = model.to_tokens(pair.prompt)
+            whole = model.to_tokens(pair.prompt + getattr(pair, side))
+            assert torch.equal(whole[0, : prompt.shape[1]], prompt[0])  # the completion starts a new token
+            _, cache = model.run_with_cache(whole, names_filter=HOOK)
+            means[side].append(cache[HOOK][0, prompt.shape[1]:].mean(0))
+    codes = {side: sae.encode(torch.stack(rows)).detach() for side, rows in means.items()}
+    expected = literal_algorithm_1(codes["positive"], codes["negative"], tau=0.5, mean_over="all", strict=False)
+    torch.testing.assert_close(vec.dense(), expected, atol=1e-5, rtol=1e-5)  # batched (padded) forwards: float32
     assert len(vec) > 0
     meta = vec.metadata
     assert (meta["layer"], meta["hook_name"], meta["model_name"]) == (1, "blocks.1.hook_resid_post", "tiny-random")
