@@ -30,28 +30,59 @@ import time
 from pathlib import Path
 
 import torch
-
 from bench_vectors import NEUTRAL_PROMPTS, sentiment_behaviour, topic_behaviour
 
 FOOD_PROMPTS = [  # first 12: to build the condition; last 12: held out
-    "For dinner tonight I am going to cook", "The recipe calls for two cups of", "At the bakery this morning I bought",
-    "My grandmother's soup is made with", "The best way to season a steak is", "For breakfast I usually eat",
-    "The chef at the new bistro prepared", "To make a good curry you need", "At the farmers market we picked up",
-    "The pizza we ordered last night had", "My favourite dessert is a", "The sandwich I made for lunch had",
-    "The menu at the cafe offers", "When I bake bread at home I", "The salad was dressed with",
-    "We roasted vegetables with", "The restaurant's signature dish is", "For the picnic we packed",
-    "The soup tasted of", "She stirred the sauce and added", "The spices in this dish are",
-    "Our Sunday lunch was", "The cookies came out of the oven", "He sliced the onions and",
+    "For dinner tonight I am going to cook",
+    "The recipe calls for two cups of",
+    "At the bakery this morning I bought",
+    "My grandmother's soup is made with",
+    "The best way to season a steak is",
+    "For breakfast I usually eat",
+    "The chef at the new bistro prepared",
+    "To make a good curry you need",
+    "At the farmers market we picked up",
+    "The pizza we ordered last night had",
+    "My favourite dessert is a",
+    "The sandwich I made for lunch had",
+    "The menu at the cafe offers",
+    "When I bake bread at home I",
+    "The salad was dressed with",
+    "We roasted vegetables with",
+    "The restaurant's signature dish is",
+    "For the picnic we packed",
+    "The soup tasted of",
+    "She stirred the sauce and added",
+    "The spices in this dish are",
+    "Our Sunday lunch was",
+    "The cookies came out of the oven",
+    "He sliced the onions and",
 ]
 OTHER_PROMPTS = [
-    "The train to the city was delayed because", "My new laptop has a screen that", "The football match ended with",
-    "The museum opened a new wing for", "The election results showed that", "Our garden fence was broken by",
-    "The software update changed the way", "The mountain trail was steep and", "The bank announced that interest rates",
-    "The physics lecture explained how", "The new car model comes with", "The storm last night knocked down",
-    "The library will be closed on", "Her painting shows a landscape with", "The company hired a new manager who",
-    "The river flooded the fields after", "The phone battery lasts for", "The students finished their exams and",
-    "The bridge across the bay was built in", "The orchestra played a symphony by", "The rocket launch was postponed because",
-    "The city council voted to", "The hospital opened a clinic for", "The hiking boots I bought are",
+    "The train to the city was delayed because",
+    "My new laptop has a screen that",
+    "The football match ended with",
+    "The museum opened a new wing for",
+    "The election results showed that",
+    "Our garden fence was broken by",
+    "The software update changed the way",
+    "The mountain trail was steep and",
+    "The bank announced that interest rates",
+    "The physics lecture explained how",
+    "The new car model comes with",
+    "The storm last night knocked down",
+    "The library will be closed on",
+    "Her painting shows a landscape with",
+    "The company hired a new manager who",
+    "The river flooded the fields after",
+    "The phone battery lasts for",
+    "The students finished their exams and",
+    "The bridge across the bay was built in",
+    "The orchestra played a symphony by",
+    "The rocket launch was postponed because",
+    "The city council voted to",
+    "The hospital opened a clinic for",
+    "The hiking boots I bought are",
 ]
 
 
@@ -101,13 +132,22 @@ def main() -> None:
     model = sl.load_model()
     sae = sl.load_sae(model=model)
     layer = int(sae.cfg.metadata.hook_name.split(".")[1])
-    behaviours = {"sentiment": sentiment_behaviour(100)[:2], "food": food_behaviour(),
-                  "sports": topic_behaviour("sports", 100)[:2], "formality": formality_behaviour()}
+    behaviours = {
+        "sentiment": sentiment_behaviour(100)[:2],
+        "food": food_behaviour(),
+        "sports": topic_behaviour("sports", 100)[:2],
+        "formality": formality_behaviour(),
+    }
     judges = {name: judge for name, (_, judge) in behaviours.items()}
-    vectors = {method: {name: (sl.sas_vector(model, sae, pairs) if method == "sas"
-                               else sl.dense_vector(model, pairs, layer=layer)).renamed(name)
-                        for name, (pairs, _) in behaviours.items()}
-               for method in ("sas", "dense")}
+    vectors = {
+        method: {
+            name: (
+                sl.sas_vector(model, sae, pairs) if method == "sas" else sl.dense_vector(model, pairs, layer=layer)
+            ).renamed(name)
+            for name, (pairs, _) in behaviours.items()
+        }
+        for method in ("sas", "dense")
+    }
     result: dict = {"prompts": len(prompts), "sizes": {n: len(v) for n, v in vectors["sas"].items()}}
     out = Path(args.out)
 
@@ -118,11 +158,18 @@ def main() -> None:
     if "grid" in args.parts:
         multiples = {"sentiment": [-2.0, 0.0, 2.0], "food": [0.0, 2.0, 4.0]}
         for method, named in vectors.items():
-            units = {n: strength_for_kl(model, named[n], 0.1, prompts, sae=sae, high=1024.0, rtol=0.1)
-                     for n in multiples}
-            grid = composition_grid(model, sae, {named[n]: [m * units[n] for m in multiples[n]] for n in multiples},
-                                    {n: judges[n] for n in multiples}, prompts, max_new_tokens=args.max_new_tokens,
-                                    backend="hf")
+            units = {
+                n: strength_for_kl(model, named[n], 0.1, prompts, sae=sae, high=1024.0, rtol=0.1) for n in multiples
+            }
+            grid = composition_grid(
+                model,
+                sae,
+                {named[n]: [m * units[n] for m in multiples[n]] for n in multiples},
+                {n: judges[n] for n in multiples},
+                prompts,
+                max_new_tokens=args.max_new_tokens,
+                backend="hf",
+            )
             for i, n in enumerate(multiples):  # report λ as multiples of λ at KL 0.1
                 grid[f"lam_{i}"] = grid[f"lam_{i}"] / units[n]
             result[f"grid_{method}"] = grid.to_dict("records")
@@ -132,34 +179,63 @@ def main() -> None:
 
     if "crosstalk" in args.parts:
         for method, named in vectors.items():
-            talk = cross_talk(model, named, judges, prompts, sae=sae, target_kl=0.3,
-                              max_new_tokens=args.max_new_tokens, backend="hf")
+            talk = cross_talk(
+                model, named, judges, prompts, sae=sae, target_kl=0.3, max_new_tokens=args.max_new_tokens, backend="hf"
+            )
             table = interference_table(talk, named, sae)
             result[f"crosstalk_{method}"] = talk.to_dict("records")
             result[f"interference_{method}"] = table.to_dict("records")
             result[f"spearman_{method}"] = overlap_predicts_interference(table).to_dict("records")
-            print(method, "cross-talk\n", talk.to_string(), "\n", table.to_string(), "\n",
-                  overlap_predicts_interference(table).to_string(), flush=True)
+            print(
+                method,
+                "cross-talk\n",
+                talk.to_string(),
+                "\n",
+                table.to_string(),
+                "\n",
+                overlap_predicts_interference(table).to_string(),
+                flush=True,
+            )
             save()
 
     if "conditional" in args.parts:
-        condition = sl.Condition.from_examples(model, sae, FOOD_PROMPTS[:12], OTHER_PROMPTS[:12], top_k=4,
-                                               per="sequence", name="food prompts")
+        condition = sl.Condition.from_examples(
+            model, sae, FOOD_PROMPTS[:12], OTHER_PROMPTS[:12], top_k=4, per="sequence", name="food prompts"
+        )
         held_out = {"food": FOOD_PROMPTS[12:], "other": OTHER_PROMPTS[12:]}
         rows = []
         for kind, kind_prompts in held_out.items():
-            base = judges["food"](generate(model, kind_prompts, max_new_tokens=args.max_new_tokens, backend="hf",
-                                           batch_size=len(kind_prompts)))
+            base = judges["food"](
+                generate(
+                    model, kind_prompts, max_new_tokens=args.max_new_tokens, backend="hf", batch_size=len(kind_prompts)
+                )
+            )
             firing = condition.firing_rate(model, kind_prompts)
             for method, named in vectors.items():
                 lam = strength_for_kl(model, named["food"], 0.3, prompts, sae=sae, high=1024.0, rtol=0.1)
                 for gated in (False, True):
-                    texts = generate(model, kind_prompts, steering={named["food"]: lam}, sae=sae,
-                                     when=condition if gated else None, max_new_tokens=args.max_new_tokens,
-                                     backend="hf", batch_size=len(kind_prompts))
-                    rows.append({"prompts": kind, "method": method, "conditional": gated, "fires": firing,
-                                 "unsteered": base, "judge": judges["food"](texts),
-                                 "shift": judges["food"](texts) - base, "example": texts[0]})
+                    texts = generate(
+                        model,
+                        kind_prompts,
+                        steering={named["food"]: lam},
+                        sae=sae,
+                        when=condition if gated else None,
+                        max_new_tokens=args.max_new_tokens,
+                        backend="hf",
+                        batch_size=len(kind_prompts),
+                    )
+                    rows.append(
+                        {
+                            "prompts": kind,
+                            "method": method,
+                            "conditional": gated,
+                            "fires": firing,
+                            "unsteered": base,
+                            "judge": judges["food"](texts),
+                            "shift": judges["food"](texts) - base,
+                            "example": texts[0],
+                        }
+                    )
                     print(rows[-1], flush=True)
         result["condition"] = {"latents": list(condition.ids)}
         result["conditional"] = rows

@@ -33,15 +33,17 @@ def bench_forward() -> None:
     fast = sl.load_model()
     tokens = fast.to_tokens("The capital of France is Paris, and the capital of Italy is")
     stock = sl.load_model()
-    for name, param in stock.named_parameters():  # undo the re-layout: plain contiguous weights
+    for _, param in stock.named_parameters():  # undo the re-layout: plain contiguous weights
         if param.ndim == 2 and not param.is_contiguous():
             param.data = param.data.contiguous()
     with torch.no_grad():
         assert torch.equal(stock(tokens), fast(tokens))
         t_stock = median_time(lambda: stock(tokens))
         t_fast = median_time(lambda: fast(tokens))
-    print(f"forward, {tokens.shape[1]} tokens: stock layout {t_stock:.3f} s, sas_lens layout {t_fast:.3f} s, "
-          f"speed-up x{t_stock / t_fast:.1f}")
+    print(
+        f"forward, {tokens.shape[1]} tokens: stock layout {t_stock:.3f} s, sas_lens layout {t_fast:.3f} s, "
+        f"speed-up x{t_stock / t_fast:.1f}"
+    )
     del models
 
 
@@ -61,16 +63,21 @@ def bench_sae_step() -> None:
         sae = cls(cfg)
         optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
 
-        def step():
-            out = sae.training_forward_pass(TrainStepInput(
-                sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False))
+        def step(sae=sae, optimizer=optimizer):
+            out = sae.training_forward_pass(
+                TrainStepInput(
+                    sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False
+                )
+            )
             out.loss.backward()
             optimizer.step()
             optimizer.zero_grad()
 
         results[cls.__name__] = median_time(step, repeats=3)
     ref, fast = results["BatchTopKTrainingSAE"], results["FastBatchTopKTrainingSAE"]
-    print(f"16k BatchTopK SAE step (4096 x 640): SAELens {ref:.2f} s, sas_lens {fast:.2f} s, speed-up x{ref / fast:.1f}")
+    print(
+        f"16k BatchTopK SAE step (4096 x 640): SAELens {ref:.2f} s, sas_lens {fast:.2f} s, speed-up x{ref / fast:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from bench_vectors import NEUTRAL_PROMPTS, sentiment_behaviour
 
 
@@ -30,8 +29,13 @@ def main() -> None:
     parser.add_argument("--multiples", type=float, nargs="+", default=[1.0, 2.0])
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--out", default="bench_layers.json")
-    parser.add_argument("--layers", type=int, nargs="*", default=None,
-                        help="only these layers; rows of other layers already in --out are kept (a resumed run)")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="*",
+        default=None,
+        help="only these layers; rows of other layers already in --out are kept (a resumed run)",
+    )
     args = parser.parse_args()
 
     import sas_lens as sl
@@ -47,44 +51,94 @@ def main() -> None:
     pairs, judge, _ = sentiment_behaviour(100)
 
     def measure(steering: dict, sae) -> dict:
-        texts = generate(model, prompts, steering=steering, sae=sae, max_new_tokens=args.max_new_tokens,
-                         backend="hf", batch_size=len(prompts))
+        texts = generate(
+            model,
+            prompts,
+            steering=steering,
+            sae=sae,
+            max_new_tokens=args.max_new_tokens,
+            backend="hf",
+            batch_size=len(prompts),
+        )
         return {"judge": judge(texts), **fluency(model, prompts, texts), "example": texts[0]}
 
     base = measure({}, None)
     print("unsteered", base, flush=True)
-    layers = [layer for layer in range(model.cfg.n_layers) if shipped_sae_at(layer, args.width)
-              and (args.layers is None or layer in args.layers)]
+    layers = [
+        layer
+        for layer in range(model.cfg.n_layers)
+        if shipped_sae_at(layer, args.width) and (args.layers is None or layer in args.layers)
+    ]
     earlier = json.loads(Path(args.out).read_text())["rows"] if Path(args.out).exists() else []
     rows = [row for row in earlier if row["layer"] not in layers]
     for layer in layers:
         sae = sl.load_sae(args.width, layer=layer, model=model)
         vectors = {"dense": sl.dense_vector(model, pairs, layer=layer), "sas": sl.sas_vector(model, sae, pairs)}
         spliced = measure({vectors["sas"].with_delta(False): 0.0}, sae)
-        rows.append({"layer": layer, "method": "sas, no Δ", "multiple": 0.0, "lam": 0.0, **spliced,
-                     "shift": spliced["judge"] - base["judge"]})
+        rows.append(
+            {
+                "layer": layer,
+                "method": "sas, no Δ",
+                "multiple": 0.0,
+                "lam": 0.0,
+                **spliced,
+                "shift": spliced["judge"] - base["judge"],
+            }
+        )
         print(layer, "SAE spliced in", round(spliced["judge"], 3), round(spliced["perplexity"], 2), flush=True)
         for sign in (+1, -1):
-            units = {name: strength_for_kl(model, vector, 0.1, prompts, sae=sae, sign=sign, high=1024.0, rtol=0.1)
-                     for name, vector in vectors.items()}
+            units = {
+                name: strength_for_kl(model, vector, 0.1, prompts, sae=sae, sign=sign, high=1024.0, rtol=0.1)
+                for name, vector in vectors.items()
+            }
             for multiple in args.multiples:
-                runs = [("dense", vectors["dense"], units["dense"]), ("sas", vectors["sas"], units["sas"]),
-                        ("sas, no Δ", vectors["sas"].with_delta(False), units["sas"])]
+                runs = [
+                    ("dense", vectors["dense"], units["dense"]),
+                    ("sas", vectors["sas"], units["sas"]),
+                    ("sas, no Δ", vectors["sas"].with_delta(False), units["sas"]),
+                ]
                 for method, vector, unit in runs:
-                    row = {"layer": layer, "method": method, "multiple": sign * multiple, "lam": unit * multiple,
-                           **measure({vector: unit * multiple}, sae)}
+                    row = {
+                        "layer": layer,
+                        "method": method,
+                        "multiple": sign * multiple,
+                        "lam": unit * multiple,
+                        **measure({vector: unit * multiple}, sae),
+                    }
                     row["shift"] = row["judge"] - base["judge"]
                     rows.append(row)
-                    print(layer, method, sign * multiple, f"λ={row['lam']:.3g}", f"shift {row['shift']:+.3f}",
-                          f"ppl {row['perplexity']:.2f}", repr(row["example"][:60]), flush=True)
-        Path(args.out).write_text(json.dumps({"unsteered": base, "rows": rows, "width": args.width,
-                                              "prompts": len(prompts), "seconds": time.perf_counter() - started},
-                                             indent=1))
-    print(f"\nshift of the VADER judge (unsteered {base['judge']:.3f}, perplexity {base['perplexity']:.2f}); "
-          "perplexity in brackets")
+                    print(
+                        layer,
+                        method,
+                        sign * multiple,
+                        f"λ={row['lam']:.3g}",
+                        f"shift {row['shift']:+.3f}",
+                        f"ppl {row['perplexity']:.2f}",
+                        repr(row["example"][:60]),
+                        flush=True,
+                    )
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "unsteered": base,
+                    "rows": rows,
+                    "width": args.width,
+                    "prompts": len(prompts),
+                    "seconds": time.perf_counter() - started,
+                },
+                indent=1,
+            )
+        )
+    print(
+        f"\nshift of the VADER judge (unsteered {base['judge']:.3f}, perplexity {base['perplexity']:.2f}); "
+        "perplexity in brackets"
+    )
     for layer in sorted({r["layer"] for r in rows}):
-        cells = [f"{r['method']} {r['multiple']:+g}: {r['shift']:+.3f} ({r['perplexity']:.2f})"
-                 for r in rows if r["layer"] == layer]
+        cells = [
+            f"{r['method']} {r['multiple']:+g}: {r['shift']:+.3f} ({r['perplexity']:.2f})"
+            for r in rows
+            if r["layer"] == layer
+        ]
         print(f"  layer {layer:2d}  " + "; ".join(cells))
 
 

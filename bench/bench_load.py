@@ -43,8 +43,13 @@ print(json.dumps({"first": t1 - t0, "second": t2 - t1}))
 
 
 def run(code: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": __import__("os").environ["HOME"]})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": __import__("os").environ["HOME"]},
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -56,12 +61,15 @@ def main() -> None:
     for _ in range(args.repeats):
         timings["sas_lens"].append(run(SAS_LENS))
         timings["transformers"].append(run(TRANSFORMERS))
-    medians = {name: {k: statistics.median(t[k] for t in runs) for k in ("first", "second")}
-               for name, runs in timings.items()}
+    medians = {
+        name: {k: statistics.median(t[k] for t in runs) for k in ("first", "second")} for name, runs in timings.items()
+    }
     for k in ("first", "second"):
         ratio = medians["sas_lens"][k] / medians["transformers"][k]
-        print(f"{k} load: sas_lens {medians['sas_lens'][k]:.1f} s, transformers {medians['transformers'][k]:.1f} s, "
-              f"ratio {ratio:.2f}")
+        print(
+            f"{k} load: sas_lens {medians['sas_lens'][k]:.1f} s, transformers {medians['transformers'][k]:.1f} s, "
+            f"ratio {ratio:.2f}"
+        )
     print(json.dumps(timings))
 
 

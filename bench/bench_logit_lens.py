@@ -39,14 +39,18 @@ def main() -> None:
     fixed = logit_lens(sae, model, latents, 5)
     restricted = logit_lens(sae, model, latents, 5, vocabulary=common)
     w = model.ln_final.w
-    print(f"final norm weight: min {float(w.min()):.3g}, max {float(w.max()):.3g}; "
-          f"common tokens: {len(common):,} of {model.cfg.d_vocab:,} (>= 3 times in {index.n_tokens:,} tokens)")
+    print(
+        f"final norm weight: min {float(w.min()):.3g}, max {float(w.max()):.3g}; "
+        f"common tokens: {len(common):,} of {model.cfg.d_vocab:,} (>= 3 times in {index.n_tokens:,} tokens)"
+    )
     print("| latent | value | old lens (`W_dec·W_U`) | final norm applied | common tokens only |")
     print("|---|---|---|---|---|")
     show = lambda tokens: ", ".join(repr(t)[1:-1] for t in tokens)  # noqa: E731
     for i, latent in enumerate(latents):
-        print(f"| {latent} | {float(vec.values[order[i]]):+.2f} | {show(model.tokenizer.convert_ids_to_tokens(old[i]))} "
-              f"| {show(fixed[i][0])} | {show(restricted[i][0])} |")
+        print(
+            f"| {latent} | {float(vec.values[order[i]]):+.2f} | {show(model.tokenizer.convert_ids_to_tokens(old[i]))} "
+            f"| {show(fixed[i][0])} | {show(restricted[i][0])} |"
+        )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def main() -> None:
     def sweep(prefix) -> tuple[float, float, list]:
         """Wall and CPU seconds (CPU time: this process only, robust to other jobs sharing the machine)."""
         wall, cpu = time.perf_counter(), time.process_time()
-        probabilities = [ab_probabilities(model, items, steering=steering, sae=s, prefix=prefix) for steering, s in runs]
+        probabilities = [
+            ab_probabilities(model, items, steering=steering, sae=s, prefix=prefix) for steering, s in runs
+        ]
         return time.perf_counter() - wall, time.process_time() - cpu, probabilities
 
     ab_probabilities(model, items, steering=runs[1][0], sae=sae)  # warm-up: tokenizer caches, allocator
@@ -52,13 +54,22 @@ def main() -> None:
     cache = PrefixCache()
     cached_s, cached_cpu, cached = sweep(cache)
     n = len(runs) * len(items)
-    result = {"behaviour": args.behaviour, "layer": args.layer, "n_layers": model.cfg.n_layers, "runs": len(runs),
-              "items": len(items), "threads": torch.get_num_threads(),
-              "full_items_per_s": n / full_s, "prefix_items_per_s": n / cached_s, "speedup": full_s / cached_s,
-              "full_items_per_cpu_s": n / full_cpu, "prefix_items_per_cpu_s": n / cached_cpu,
-              "speedup_cpu": full_cpu / cached_cpu,
-              "max_abs_difference": max(float((a - b).abs().max()) for a, b in zip(full, cached)),
-              "cache_mb": cache.n_bytes / 2**20}
+    result = {
+        "behaviour": args.behaviour,
+        "layer": args.layer,
+        "n_layers": model.cfg.n_layers,
+        "runs": len(runs),
+        "items": len(items),
+        "threads": torch.get_num_threads(),
+        "full_items_per_s": n / full_s,
+        "prefix_items_per_s": n / cached_s,
+        "speedup": full_s / cached_s,
+        "full_items_per_cpu_s": n / full_cpu,
+        "prefix_items_per_cpu_s": n / cached_cpu,
+        "speedup_cpu": full_cpu / cached_cpu,
+        "max_abs_difference": max(float((a - b).abs().max()) for a, b in zip(full, cached)),
+        "cache_mb": cache.n_bytes / 2**20,
+    }
     print(json.dumps(result, indent=1))
     Path(args.out).write_text(json.dumps(result, indent=1))
 

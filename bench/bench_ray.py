@@ -34,11 +34,22 @@ def main() -> None:
     from sas_lens.evaluation.resources import EvalResources
     from sas_lens.evaluation.runner import run_evaluation
 
-    cfg = EvalConfig(behaviours=("refusal",), data_dir=str(DATA / "caa"), layers=(9,), methods=("sas", "dense"),
-                     saes={"9": "16k"}, lams={"sas": (-8.0, -4.0, 0.0, 4.0, 8.0), "dense": (-8.0, -4.0, 0.0, 4.0, 8.0)},
-                     cost_lams={"sas": (-8.0, 8.0), "dense": (-8.0, 8.0)}, train_pairs=50, test_items=20,
-                     open_ended=0, mmlu=10, truthfulqa=0, heldout_text=str(DATA / "corpus" / "enwiki2015_AD.txt"),
-                     perplexity_tokens=2000)
+    cfg = EvalConfig(
+        behaviours=("refusal",),
+        data_dir=str(DATA / "caa"),
+        layers=(9,),
+        methods=("sas", "dense"),
+        saes={"9": "16k"},
+        lams={"sas": (-8.0, -4.0, 0.0, 4.0, 8.0), "dense": (-8.0, -4.0, 0.0, 4.0, 8.0)},
+        cost_lams={"sas": (-8.0, 8.0), "dense": (-8.0, 8.0)},
+        train_pairs=50,
+        test_items=20,
+        open_ended=0,
+        mmlu=10,
+        truthfulqa=0,
+        heldout_text=str(DATA / "corpus" / "enwiki2015_AD.txt"),
+        perplexity_tokens=2000,
+    )
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     timings: dict[str, float] = {}
@@ -50,6 +61,7 @@ def main() -> None:
                 return function(*a, **k)
             finally:
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
         return wrapper
 
     started = time.perf_counter()
@@ -75,9 +87,18 @@ def main() -> None:
             else:
                 assert a[name] == b[name], (a["key"], name)
     cell_s = sum(r["seconds"] for r in on_ray)
-    result = {"cells": len(serial), "actors": args.actors, "serial_wall_s": serial_s, "ray_wall_s": ray_s,
-              "max_abs_difference": worst, "figures_compared": compared, "sum_of_cell_seconds_on_ray": cell_s,
-              **timings, "retried": executor.report["retried"], "failed": executor.report["failed"]}
+    result = {
+        "cells": len(serial),
+        "actors": args.actors,
+        "serial_wall_s": serial_s,
+        "ray_wall_s": ray_s,
+        "max_abs_difference": worst,
+        "figures_compared": compared,
+        "sum_of_cell_seconds_on_ray": cell_s,
+        **timings,
+        "retried": executor.report["retried"],
+        "failed": executor.report["failed"],
+    }
     serial_part = timings["driver_prepare_s"] + timings["driver_write_results_s"]
     result["driver_serial_share"] = serial_part / ray_s
     print(json.dumps(result, indent=1))

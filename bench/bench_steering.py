@@ -22,8 +22,14 @@ from sas_lens.loading.prompts import PromptStyle, tokenize_with_spans
 from sas_lens.steering.extraction import pair_texts
 
 PROMPTS = [
-    "I thought the film was", "The weather this weekend", "My new job is", "The restaurant on the corner",
-    "Yesterday the team", "Honestly, the book", "The best thing about the city is", "Our holiday was",
+    "I thought the film was",
+    "The weather this weekend",
+    "My new job is",
+    "The restaurant on the corner",
+    "Yesterday the team",
+    "Honestly, the book",
+    "The best thing about the city is",
+    "Our holiday was",
 ]
 
 
@@ -31,8 +37,16 @@ def tokens_per_second(model, prompts, new_tokens, backend, steering=None, sae=No
     # Every row generates exactly new_tokens tokens, so that all settings do the same work.
     no_early_stop = {"min_new_tokens": new_tokens} if backend == "hf" else {"stop_at_eos": False}
     start = time.perf_counter()
-    sl.generate(model, prompts, steering=steering, sae=sae, max_new_tokens=new_tokens, backend=backend,
-                batch_size=len(prompts), **no_early_stop)
+    sl.generate(
+        model,
+        prompts,
+        steering=steering,
+        sae=sae,
+        max_new_tokens=new_tokens,
+        backend=backend,
+        batch_size=len(prompts),
+        **no_early_stop,
+    )
     return len(prompts) * new_tokens / (time.perf_counter() - start)
 
 
@@ -46,8 +60,10 @@ def main() -> None:
     prompts = PROMPTS[: args.prompts]
     model = sl.load_model()
     sae = sl.load_sae(model=model)
-    vectors = [sl.sas_vector(model, sae, sl.load_pairs(f"demo:{name}"), tau=0.7)
-               for name in ("sentiment", "formality", "topic-food", "caution")]
+    vectors = [
+        sl.sas_vector(model, sae, sl.load_pairs(f"demo:{name}"), tau=0.7)
+        for name in ("sentiment", "formality", "topic-food", "caution")
+    ]
     dense = sl.dense_vector(model, sl.load_pairs("demo:sentiment"), layer=vectors[0].layer)
     settings = {
         "unsteered": None,
@@ -71,11 +87,13 @@ def main() -> None:
         print(f"median: {backend:>2} {label:<10} {speed:7.1f} tokens/s")
     for backend in ("hf", "tl"):
         base = results[(backend, "unsteered")]
-        print(f"{backend}: SAS x1 / unsteered = {results[(backend, 'SAS x1')] / base:.3f}, "
-              f"SAS x4 / unsteered = {results[(backend, 'SAS x4')] / base:.3f}, "
-              f"dense / unsteered = {results[(backend, 'dense')] / base:.3f}")
+        print(
+            f"{backend}: SAS x1 / unsteered = {results[(backend, 'SAS x1')] / base:.3f}, "
+            f"SAS x4 / unsteered = {results[(backend, 'SAS x4')] / base:.3f}, "
+            f"dense / unsteered = {results[(backend, 'dense')] / base:.3f}"
+        )
     print(f"hf / tl, SAS x1 steered: {results[('hf', 'SAS x1')] / results[('tl', 'SAS x1')]:.2f}x")
-    print(json.dumps({f"{b}/{l}": round(v, 2) for (b, l), v in results.items()}))
+    print(json.dumps({f"{backend}/{label}": round(v, 2) for (backend, label), v in results.items()}))
 
     if args.skip_extraction:
         return
@@ -89,8 +107,10 @@ def main() -> None:
     start = time.perf_counter()
     sl.sas_vector(model, sae, pairs)
     vector_s = time.perf_counter() - start
-    print(f"SAS vector from {len(pairs)} pairs: {vector_s:.1f} s; the same forward passes alone: {forward_s:.1f} s "
-          f"({vector_s / forward_s:.2f}x)")
+    print(
+        f"SAS vector from {len(pairs)} pairs: {vector_s:.1f} s; the same forward passes alone: {forward_s:.1f} s "
+        f"({vector_s / forward_s:.2f}x)"
+    )
 
 
 def plain_forwards_seconds(model, pairs, layer: int, batch_size: int = 8) -> float:
@@ -100,7 +120,9 @@ def plain_forwards_seconds(model, pairs, layer: int, batch_size: int = 8) -> flo
     batches = []
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        tokens, attention, _ = tokenize_with_spans(model.tokenizer, [texts[i] for i in index], [spans[i] for i in index])
+        tokens, attention, _ = tokenize_with_spans(
+            model.tokenizer, [texts[i] for i in index], [spans[i] for i in index]
+        )
         batches.append((tokens, attention))
     started = time.perf_counter()
     for tokens, attention in batches:

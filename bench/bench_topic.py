@@ -44,8 +44,20 @@ def agnews_texts(label: str, n: int) -> list[str]:
 
 def medicine_texts(n: int) -> list[str]:
     """Wikipedia paragraphs (the shared corpus, held-out file first) that use several medical words."""
-    words = ("patient", "disease", "treatment", "symptom", "medical", "clinical", "infection", "diagnos",
-             "therapy", "hospital", "physician", "drug")
+    words = (
+        "patient",
+        "disease",
+        "treatment",
+        "symptom",
+        "medical",
+        "clinical",
+        "infection",
+        "diagnos",
+        "therapy",
+        "hospital",
+        "physician",
+        "drug",
+    )
     texts = []
     for name in ("enwiki2015_AD.txt", "enwiki2015_AC.txt", "enwiki2015_AB.txt", "enwiki2015_AA.txt"):
         with open(SHARED / "corpus" / name, encoding="utf-8") as handle:
@@ -70,16 +82,25 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     (out / "texts").mkdir(parents=True, exist_ok=True)
-    topics = {"medicine": medicine_texts(args.texts), "sports": agnews_texts("2", args.texts),
-              "business": agnews_texts("3", args.texts)}
+    topics = {
+        "medicine": medicine_texts(args.texts),
+        "sports": agnews_texts("2", args.texts),
+        "business": agnews_texts("3", args.texts),
+    }
     for name, texts in topics.items():
         (out / "texts" / f"{name}.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
     shutil.rmtree(cache_dir() / "topic_references", ignore_errors=True)  # the first topic pays for them
-    cfg = EvalConfig(behaviours=(), data_dir=str(SHARED / "caa"), saes={"9": None},
-                     topics={name: str(out / "texts" / f"{name}.txt") for name in topics},
-                     topic_strengths=tuple(args.strengths), topic_prompts=args.prompts,
-                     max_new_tokens=args.new_tokens, finetune_steps=args.finetune_steps,
-                     topic_summary=args.summary)
+    cfg = EvalConfig(
+        behaviours=(),
+        data_dir=str(SHARED / "caa"),
+        saes={"9": None},
+        topics={name: str(out / "texts" / f"{name}.txt") for name in topics},
+        topic_strengths=tuple(args.strengths),
+        topic_prompts=args.prompts,
+        max_new_tokens=args.new_tokens,
+        finetune_steps=args.finetune_steps,
+        topic_summary=args.summary,
+    )
     records = run_evaluation(cfg, out / "eval")
     table = topic_table(records)
     print(table.round(4).to_string(index=False))

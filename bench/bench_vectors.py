@@ -75,16 +75,23 @@ def sentiment_behaviour(n: int):
     root = DATA / "sentiment" / "rt-polarity"
     positive = (root / "rt-polarity.pos.txt").read_text(encoding="utf-8").splitlines()[:n]
     negative = (root / "rt-polarity.neg.txt").read_text(encoding="utf-8").splitlines()[:n]
-    pairs = load_pairs([{"prompt": "Review:", "positive": " " + p.strip(), "negative": " " + q.strip()}
-                        for p, q in zip(positive, negative)], name="rt-polarity")
+    pairs = load_pairs(
+        [
+            {"prompt": "Review:", "positive": " " + p.strip(), "negative": " " + q.strip()}
+            for p, q in zip(positive, negative)
+        ],
+        name="rt-polarity",
+    )
 
     def judge(texts: list[str]) -> float:
         from sas_lens.evaluation.judges import sentiment_scores
 
         return statistics.mean(sentiment_scores(texts))
 
-    prefixes = {+1: "I loved it, it was wonderful and made me so happy. ",
-                -1: "I hated it, it was awful and made me so sad. "}
+    prefixes = {
+        +1: "I loved it, it was wonderful and made me so happy. ",
+        -1: "I hated it, it was awful and made me so sad. ",
+    }
     return pairs, judge, prefixes
 
 
@@ -98,8 +105,10 @@ def topic_behaviour(topic: str, n: int):
     label = AGNEWS_CLASSES[topic]
     on = [text for lab, text in rows if lab == label]
     off = [text for lab, text in rows if lab != label]
-    pairs = load_pairs([{"prompt": "News:", "positive": " " + p[:300], "negative": " " + q[:300]}
-                        for p, q in zip(on[:n], off[:n])], name=f"agnews-{topic}")
+    pairs = load_pairs(
+        [{"prompt": "News:", "positive": " " + p[:300], "negative": " " + q[:300]} for p, q in zip(on[:n], off[:n])],
+        name=f"agnews-{topic}",
+    )
     centroid = topic_centroid(on[1000:1400])  # held out from the pairs
 
     def judge(texts: list[str]) -> float:
@@ -111,9 +120,18 @@ def topic_behaviour(topic: str, n: int):
 
 
 # ---------------------------------------------------------------- the vectors compared
-VARIANTS = ["dense (CAA)", "paper (mean read, tau 0.7)", "paper (tokens read, tau 0.1)", "contrast top8 (mean read)",
-            "contrast top16 (mean read)", "contrast top64 (mean read)", "contrast top16 (tokens read)",
-            "contrast top16 (mean read, sae gate)", "decompose top16", "decompose top32"]
+VARIANTS = [
+    "dense (CAA)",
+    "paper (mean read, tau 0.7)",
+    "paper (tokens read, tau 0.1)",
+    "contrast top8 (mean read)",
+    "contrast top16 (mean read)",
+    "contrast top64 (mean read)",
+    "contrast top16 (tokens read)",
+    "contrast top16 (mean read, sae gate)",
+    "decompose top16",
+    "decompose top32",
+]
 
 
 def variants(sl, model, sae, pairs, residuals, names):
@@ -144,8 +162,16 @@ def measure(model, sae, judge, steering: dict, max_new_tokens: int, prompts=None
     from sas_lens.steering.fluency import fluency
     from sas_lens.steering.generation import generate
 
-    texts = generate(model, prompts or NEUTRAL_PROMPTS, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
-                     backend="hf", batch_size=len(NEUTRAL_PROMPTS), positions=positions)
+    texts = generate(
+        model,
+        prompts or NEUTRAL_PROMPTS,
+        steering=steering,
+        sae=sae,
+        max_new_tokens=max_new_tokens,
+        backend="hf",
+        batch_size=len(NEUTRAL_PROMPTS),
+        positions=positions,
+    )
     return {"judge": judge(texts), **fluency(model, NEUTRAL_PROMPTS, texts), "example": texts[0]}
 
 
@@ -159,8 +185,12 @@ def sweep(model, sae, judge, vector, sign: int, base: dict, args) -> list[dict]:
         return [{"sign": sign, "note": str(err)}]
     rows = []
     for multiple in range(1, args.max_multiple + 1):
-        row = {"sign": sign, "multiple": multiple, "lam": unit * multiple,
-               **measure(model, sae, judge, {vector: unit * multiple}, args.max_new_tokens, positions=args.positions)}
+        row = {
+            "sign": sign,
+            "multiple": multiple,
+            "lam": unit * multiple,
+            **measure(model, sae, judge, {vector: unit * multiple}, args.max_new_tokens, positions=args.positions),
+        }
         row["shift"] = row["judge"] - base["judge"]
         rows.append(row)
         print("   ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
@@ -182,8 +212,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1.5, help="perplexity budget, × unsteered")
     parser.add_argument("--max-multiple", type=int, default=4)
     parser.add_argument("--variants", nargs="+", default=None)
-    parser.add_argument("--positions", default="all", choices=["all", "generated", "prompt"],
-                        help="where steering acts during generation (the λ unit is still the KL on every prompt token)")
+    parser.add_argument(
+        "--positions",
+        default="all",
+        choices=["all", "generated", "prompt"],
+        help="where steering acts during generation (the λ unit is still the KL on every prompt token)",
+    )
     parser.add_argument("--skip-prompting", action="store_true")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -196,14 +230,24 @@ def main() -> None:
     model = sl.load_model()
     sae = sl.load_sae(model=model)
     layer = int(sae.cfg.metadata.hook_name.split(".")[1])
-    pairs, judge, prefixes = (sentiment_behaviour(args.pairs) if args.behaviour == "sentiment"
-                              else topic_behaviour(args.behaviour, args.pairs))
+    pairs, judge, prefixes = (
+        sentiment_behaviour(args.pairs)
+        if args.behaviour == "sentiment"
+        else topic_behaviour(args.behaviour, args.pairs)
+    )
     residuals = {read: collect_residuals(model, pairs, layer, read=read) for read in ("mean", "tokens", "token_mean")}
     vectors = variants(sl, model, sae, pairs, residuals, args.variants or VARIANTS)
     base = measure(model, sae, judge, {}, args.max_new_tokens)
     print("unsteered", base, flush=True)
-    result = {"behaviour": args.behaviour, "positions": args.positions, "pairs": len(pairs), "prompts": len(NEUTRAL_PROMPTS),
-              "budget": args.budget, "unsteered": base, "vectors": {}}
+    result = {
+        "behaviour": args.behaviour,
+        "positions": args.positions,
+        "pairs": len(pairs),
+        "prompts": len(NEUTRAL_PROMPTS),
+        "budget": args.budget,
+        "unsteered": base,
+        "vectors": {},
+    }
     for sign, prefix in ({} if args.skip_prompting else prefixes).items():
         row = measure(model, sae, judge, {}, args.max_new_tokens, prompts=[prefix + p for p in NEUTRAL_PROMPTS])
         row["shift"] = row["judge"] - base["judge"]
@@ -211,14 +255,19 @@ def main() -> None:
         print("prompting", sign, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()})
     for name, vector in vectors.items():
         size = len(vector) if hasattr(vector, "indices") else None
-        print(f"{name}: {size if size is not None else 'dense'} latents; "
-              + (vector.diagnostics.summary() if getattr(vector, "diagnostics", None) is not None else ""), flush=True)
+        print(
+            f"{name}: {size if size is not None else 'dense'} latents; "
+            + (vector.diagnostics.summary() if getattr(vector, "diagnostics", None) is not None else ""),
+            flush=True,
+        )
         entry = result["vectors"][name] = {"size": size, "rows": []}
         if size == 0:
             continue
         for sign in (+1, -1):
             entry["rows"] += sweep(model, sae, judge, vector, sign, base, args)
-    print(f"\nmatched cost (perplexity ≤ {args.budget} × {base['perplexity']:.2f}); judge unsteered {base['judge']:.3f}")
+    print(
+        f"\nmatched cost (perplexity ≤ {args.budget} × {base['perplexity']:.2f}); judge unsteered {base['judge']:.3f}"
+    )
     for name, entry in result["vectors"].items():
         cells = []
         for sign in (+1, -1):

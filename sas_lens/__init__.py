@@ -65,11 +65,11 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 if TYPE_CHECKING:
     from sas_lens.analysis.attribution import top_latents, trace_latents
     from sas_lens.analysis.composition import composition_grid
-    from sas_lens.analysis.trace import trace
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.analysis.monosemanticity import monosemanticity, width_comparison
     from sas_lens.analysis.overlap import overlap_matrix
     from sas_lens.analysis.report import write_report
+    from sas_lens.analysis.trace import trace
     from sas_lens.errors import SASLensError
     from sas_lens.evaluation.config import load_config
     from sas_lens.evaluation.runner import run_evaluation

@@ -32,15 +32,20 @@ def _number(kind, *, low=None, high=None, low_open=False, what="a number"):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) or (
-                high is not None and value > high):
+        if (
+            not math.isfinite(value)
+            or (low is not None and (value <= low if low_open else value < low))
+            or (high is not None and value > high)
+        ):
             raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
 
-    parse.__doc__ = (f"Parse {what}, or say in one line why the text is not one.\n\n"
-                     "Args:\n    text: the argument as typed.\n\n"
-                     f"Example:\n    >>> build_parser().parse_args(['extract', 'x', '--out', 'v', '--tau', 'text'])"
-                     "  # doctest: +SKIP\n")
+    parse.__doc__ = (
+        f"Parse {what}, or say in one line why the text is not one.\n\n"
+        "Args:\n    text: the argument as typed.\n\n"
+        f"Example:\n    >>> build_parser().parse_args(['extract', 'x', '--out', 'v', '--tau', 'text'])"
+        "  # doctest: +SKIP\n"
+    )
     return parse
 
 
@@ -58,9 +63,11 @@ def _existing(test, what: str):
             raise argparse.ArgumentTypeError(f"no such {what}: {text}")
         return text
 
-    parse.__doc__ = (f"The path, if it is a {what}.\n\nArgs:\n    text: the argument as typed.\n\n"
-                     f"Example:\n    >>> build_parser().parse_args(['steer', 'v.safetensors', '--prompt', 'x', "
-                     "'--strength', '1'])  # doctest: +SKIP\n")
+    parse.__doc__ = (
+        f"The path, if it is a {what}.\n\nArgs:\n    text: the argument as typed.\n\n"
+        f"Example:\n    >>> build_parser().parse_args(['steer', 'v.safetensors', '--prompt', 'x', "
+        "'--strength', '1'])  # doctest: +SKIP\n"
+    )
     return parse
 
 
@@ -85,7 +92,8 @@ def sae_spec(text: str) -> str:
         return text
     shipped = sorted(saes.shipped_saes())
     raise argparse.ArgumentTypeError(
-        f"{text!r} is neither a shipped SAE ({shipped}) nor a folder.{suggest(text, shipped)}")
+        f"{text!r} is neither a shipped SAE ({shipped}) nor a folder.{suggest(text, shipped)}"
+    )
 
 
 def _check_texts(paths) -> None:
@@ -113,11 +121,21 @@ def _check_train_sae(args: argparse.Namespace) -> None:
     if len(args.layer) > 1 and "{layer}" not in args.out:
         raise UsageError("With several --layer values, --out must contain {layer}, e.g. --out saes/l{layer}-4k.")
     try:
-        args.training_configs = [SAETrainingConfig(
-            layer=layer, hook_point=args.hook_point, d_sae=args.d_sae, k=args.k, n_tokens=args.tokens,
-            batch_size=args.batch_size, lr=args.lr, context_size=args.context_size, seed=args.seed,
-            device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),  # load_model's default
-        ) for layer in args.layer]
+        args.training_configs = [
+            SAETrainingConfig(
+                layer=layer,
+                hook_point=args.hook_point,
+                d_sae=args.d_sae,
+                k=args.k,
+                n_tokens=args.tokens,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                context_size=args.context_size,
+                seed=args.seed,
+                device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),  # load_model's default
+            )
+            for layer in args.layer
+        ]
     except ValueError as err:
         raise UsageError(str(err)) from None
 
@@ -137,13 +155,15 @@ def _train_sae(args: argparse.Namespace) -> int:
     else:  # one pass over the text caches every layer; each SAE then trains from its own layer's cache
         root = Path(args.cache_dir or Path(args.out.format(layer="s")).with_suffix(".work") / "activations")
         cache_dirs = {cfg.hook_name: root / cfg.hook_name for cfg in configs}
-        build_activation_caches(model, cache_dirs, args.texts, configs[0].n_tokens,
-                                context_size=configs[0].context_size)
+        build_activation_caches(
+            model, cache_dirs, args.texts, configs[0].n_tokens, context_size=configs[0].context_size
+        )
     for cfg in configs:
         out = args.out.format(layer=cfg.layer)
         work_dir = args.work_dir.format(layer=cfg.layer) if args.work_dir else None
-        sae = train_sae(cfg, out_dir=out, model=model, texts=args.texts, work_dir=work_dir,
-                        cache_dir=cache_dirs[cfg.hook_name])
+        sae = train_sae(
+            cfg, out_dir=out, model=model, texts=args.texts, work_dir=work_dir, cache_dir=cache_dirs[cfg.hook_name]
+        )
         print(f"saved {sae.cfg.architecture()} SAE ({sae.cfg.d_sae} latents, {cfg.hook_name}) to {out}")
     return 0
 
@@ -160,8 +180,13 @@ def _eval_sae(args: argparse.Namespace) -> int:
     folder = Path(args.sae) if Path(args.sae).is_dir() else Path(args.out or ".")
     out_json = Path(args.out) if args.out else folder / "eval.json"
     figures = evaluate_sae(
-        model, sae, args.texts, n_tokens=args.tokens, n_loss_sequences=args.loss_sequences,
-        cache_dir=args.cache_dir, out_json=out_json,
+        model,
+        sae,
+        args.texts,
+        n_tokens=args.tokens,
+        n_loss_sequences=args.loss_sequences,
+        cache_dir=args.cache_dir,
+        out_json=out_json,
     )
     print(json.dumps(figures, indent=2))
     print(f"wrote {out_json}")
@@ -186,8 +211,9 @@ def _extract(args: argparse.Namespace) -> int:
     else:
         sae = load_sae(args.sae, model=model)
         chosen = {k: v for k, v in (("selection", args.selection), ("top_k", args.top_k)) if v is not None}
-        vector = sas_vector(model, sae, pairs, tau=args.tau, read=args.read, mean_over=args.mean_over,
-                            gate=args.gate, **chosen)
+        vector = sas_vector(
+            model, sae, pairs, tau=args.tau, read=args.read, mean_over=args.mean_over, gate=args.gate, **chosen
+        )
     path = vector.save(args.out)
     size = f"{len(vector)} latents" if not args.dense else f"norm {float(vector.vector.norm()):.4g}"
     print(f"{vector!r}: {size}; saved to {path}")
@@ -227,11 +253,20 @@ def _index(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, device=args.device)
     sae = load_sae(args.sae, model=model)
-    index = latent_index(model, sae, args.texts, n_tokens=args.tokens, context_size=args.context_size,
-                         n_top=args.n_top, rebuild=args.rebuild)
+    index = latent_index(
+        model,
+        sae,
+        args.texts,
+        n_tokens=args.tokens,
+        context_size=args.context_size,
+        n_top=args.n_top,
+        rebuild=args.rebuild,
+    )
     dead = float((index.fire_counts == 0).float().mean())
-    print(f"indexed {index.n_tokens} tokens for {sae.cfg.d_sae} latents ({dead:.1%} never fired); "
-          f"cached in {index.metadata['cached_at']}")
+    print(
+        f"indexed {index.n_tokens} tokens for {sae.cfg.d_sae} latents ({dead:.1%} never fired); "
+        f"cached in {index.metadata['cached_at']}"
+    )
     return 0
 
 
@@ -283,8 +318,9 @@ def _report(args: argparse.Namespace) -> int:
         from sas_lens.evaluation.results import evaluation_section
 
         sections.append(evaluation_section(args.eval))
-    path = write_report(args.out, vectors, model=model, sae=sae, index=index, width_table=width_table,
-                        sections=sections)
+    path = write_report(
+        args.out, vectors, model=model, sae=sae, index=index, width_table=width_table, sections=sections
+    )
     print(f"wrote {path.resolve()}")
     return 0
 
@@ -296,8 +332,9 @@ def _check_align(args: argparse.Namespace) -> None:
     if args.demo_topic:
         args.alignment_texts = demo_topic_texts(args.demo_topic)
     elif args.texts:
-        args.alignment_texts = [line for doc in iter_documents(resolve_text_files(args.texts))
-                                for line in doc.splitlines() if line.strip()][: args.limit]
+        args.alignment_texts = [
+            line for doc in iter_documents(resolve_text_files(args.texts)) for line in doc.splitlines() if line.strip()
+        ][: args.limit]
     else:
         raise UsageError("give alignment text files, or --demo-topic NAME.")
     if not args.alignment_texts:
@@ -344,16 +381,17 @@ def _eval(args: argparse.Namespace) -> int:
     for table in (summary_table(records), topic_table(records)):
         if len(table):
             print(table.round(3).to_string(index=False))
-    print(f"results in {args.out} (results.json, one CSV per kind, summary.csv, topic_summary.csv); "
-          f"`sas-lens report ... --eval {args.out}` adds them to a report")
+    print(
+        f"results in {args.out} (results.json, one CSV per kind, summary.csv, topic_summary.csv); "
+        f"`sas-lens report ... --eval {args.out}` adds them to a report"
+    )
     return 0
 
 
 def _model_options() -> argparse.ArgumentParser:
     """``--model`` and ``--device``, shared by every command that loads a model (defaults as in the API)."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--model", default=None,
-                        help="TransformerLens model name (default: the embedded Gemma 3 270M)")
+    parent.add_argument("--model", default=None, help="TransformerLens model name (default: the embedded Gemma 3 270M)")
     parent.add_argument("--device", default=None, help="torch device (default: CUDA when available, as load_model)")
     return parent
 
@@ -361,21 +399,36 @@ def _model_options() -> argparse.ArgumentParser:
 def _add_demo(commands, model) -> None:
     demo = commands.add_parser("demo", help="run the main job on the embedded Gemma 3 270M")
     demo.add_argument("--out", default="sas_lens_output", help="folder for everything the demo writes")
-    demo.add_argument("--corpus", nargs="*", default=None,
-                      help="text files for the latents' top contexts (default: the demo pair texts)")
+    demo.add_argument(
+        "--corpus",
+        nargs="*",
+        default=None,
+        help="text files for the latents' top contexts (default: the demo pair texts)",
+    )
     demo.add_argument("--index-tokens", type=positive_int, default=100_000, help="corpus tokens to index")
     demo.set_defaults(run=_demo, check=_check_demo)
 
 
 def _add_train_sae(commands, model) -> None:
-    train = commands.add_parser("train-sae", parents=[model],
-                                help="train a BatchTopK (JumpReLU inference) SAE on a residual hook")
+    train = commands.add_parser(
+        "train-sae", parents=[model], help="train a BatchTopK (JumpReLU inference) SAE on a residual hook"
+    )
     train.add_argument("texts", nargs="+", help="text files, folders of them, or hf:<dataset id>")
-    train.add_argument("--out", required=True,
-                       help="SAELens folder to write; with several layers a pattern with {layer} (saes/l{layer}-4k)")
-    train.add_argument("--layer", type=layer_index, nargs="+", required=True,
-                       help="trains on blocks.<layer>.<hook point>; several layers share one activation pass")
-    train.add_argument("--hook-point", default="hook_resid_post", help="hook within the block (default: hook_resid_post)")
+    train.add_argument(
+        "--out",
+        required=True,
+        help="SAELens folder to write; with several layers a pattern with {layer} (saes/l{layer}-4k)",
+    )
+    train.add_argument(
+        "--layer",
+        type=layer_index,
+        nargs="+",
+        required=True,
+        help="trains on blocks.<layer>.<hook point>; several layers share one activation pass",
+    )
+    train.add_argument(
+        "--hook-point", default="hook_resid_post", help="hook within the block (default: hook_resid_post)"
+    )
     train.add_argument("--d-sae", type=positive_int, default=16384)
     train.add_argument("--k", type=positive_int, default=64, help="mean active latents per token (BatchTopK)")
     train.add_argument("--tokens", type=positive_int, default=2_000_000, help="distinct training tokens")
@@ -383,20 +436,31 @@ def _add_train_sae(commands, model) -> None:
     train.add_argument("--lr", type=positive_float, default=4e-4)
     train.add_argument("--context-size", type=positive_int, default=128)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--work-dir", default=None,
-                       help="checkpoints, and a single layer's activation cache (default: <out>.work; may use {layer})")
-    train.add_argument("--cache-dir", default=None,
-                       help="activation cache to build or reuse; with several layers the folder holding one per hook")
+    train.add_argument(
+        "--work-dir",
+        default=None,
+        help="checkpoints, and a single layer's activation cache (default: <out>.work; may use {layer})",
+    )
+    train.add_argument(
+        "--cache-dir",
+        default=None,
+        help="activation cache to build or reuse; with several layers the folder holding one per hook",
+    )
     train.set_defaults(run=_train_sae, check=_check_train_sae)
 
 
 def _add_eval_sae(commands, model) -> None:
-    evaluate = commands.add_parser("eval-sae", parents=[model],
-                                   help="explained variance, CE loss recovered, L0, dead/dense latents")
+    evaluate = commands.add_parser(
+        "eval-sae", parents=[model], help="explained variance, CE loss recovered, L0, dead/dense latents"
+    )
     evaluate.add_argument("sae", type=sae_spec, help="SAELens folder or shipped short name")
     evaluate.add_argument("texts", nargs="+", help="held-out text files or folders (never used in training)")
-    evaluate.add_argument("--tokens", type=positive_int, default=100_000, help="tokens for EV, L0, dead and dense latents")
-    evaluate.add_argument("--loss-sequences", type=positive_int, default=64, help="128-token sequences for the loss figures")
+    evaluate.add_argument(
+        "--tokens", type=positive_int, default=100_000, help="tokens for EV, L0, dead and dense latents"
+    )
+    evaluate.add_argument(
+        "--loss-sequences", type=positive_int, default=64, help="128-token sequences for the loss figures"
+    )
     evaluate.add_argument("--cache-dir", default=None, help="keep held-out activations here (reused across SAEs)")
     evaluate.add_argument("--out", default=None, help="JSON path (default: eval.json in the SAE folder)")
     evaluate.set_defaults(run=_eval_sae, check=_check_eval_sae)
@@ -406,21 +470,34 @@ def _add_extract(commands, model) -> None:
     extract = commands.add_parser("extract", parents=[model], help="build a steering vector from contrastive pairs")
     extract.add_argument("pairs", help="demo:<name>, or a CAA .json, .jsonl or .csv file")
     extract.add_argument("--out", required=True, help="vector file to write (.safetensors)")
-    extract.add_argument("--sae", type=sae_spec, default=None,
-                         help="SAE (shipped short name or folder; default: the shipped 16k)")
+    extract.add_argument(
+        "--sae", type=sae_spec, default=None, help="SAE (shipped short name or folder; default: the shipped 16k)"
+    )
     extract.add_argument("--dense", action="store_true", help="build the dense CAA vector instead")
     extract.add_argument("--layer", type=layer_index, default=9, help="layer of a dense vector (SAS: the SAE's layer)")
-    extract.add_argument("--selection", choices=["paper", "contrast", "decompose"], default=None,
-                         help="which latents: 'paper' (Algorithms 1 and 2 exactly), 'contrast' (the top-k latents "
-                              "whose mean code differs most) or 'decompose' (the top-k that rebuild the dense "
-                              "vector); default: sas_vector's")
+    extract.add_argument(
+        "--selection",
+        choices=["paper", "contrast", "decompose"],
+        default=None,
+        help="which latents: 'paper' (Algorithms 1 and 2 exactly), 'contrast' (the top-k latents "
+        "whose mean code differs most) or 'decompose' (the top-k that rebuild the dense "
+        "vector); default: sas_vector's",
+    )
     extract.add_argument("--top-k", type=positive_int, default=None, help="latents kept by contrast/decompose")
-    extract.add_argument("--gate", choices=["sae", "none"], default=None,
-                         help="apply through the SAE's σ ('sae', the paper) or decode the shift as is ('none'); "
-                              "default: 'sae' for --selection paper, else 'none'")
+    extract.add_argument(
+        "--gate",
+        choices=["sae", "none"],
+        default=None,
+        help="apply through the SAE's σ ('sae', the paper) or decode the shift as is ('none'); "
+        "default: 'sae' for --selection paper, else 'none'",
+    )
     extract.add_argument("--tau", type=unit_interval, default=0.7, help="frequency filter of Algorithm 1, in [0, 1]")
-    extract.add_argument("--read", choices=["mean", "last", "tokens", "token_mean"], default="mean",
-                         help="completion pairs: encode the mean residual, the last token's, or every token's")
+    extract.add_argument(
+        "--read",
+        choices=["mean", "last", "tokens", "token_mean"],
+        default="mean",
+        help="completion pairs: encode the mean residual, the last token's, or every token's",
+    )
     extract.add_argument("--mean-over", choices=["all", "active"], default="all")
     extract.add_argument("--limit", type=positive_int, default=None, help="use the first N pairs")
     extract.set_defaults(run=_extract, check=_check_extract)
@@ -430,19 +507,22 @@ def _add_steer(commands, model) -> None:
     steer = commands.add_parser("steer", parents=[model], help="unsteered and steered continuations side by side")
     steer.add_argument("vectors", nargs="+", type=existing_file, help="vector files from `sas-lens extract`")
     steer.add_argument("--prompt", dest="prompts", action="append", required=True)
-    steer.add_argument("--strength", type=finite_float, action="append", required=True,
-                       help="λ (once, or once per vector)")
+    steer.add_argument(
+        "--strength", type=finite_float, action="append", required=True, help="λ (once, or once per vector)"
+    )
     steer.add_argument("--sae", type=sae_spec, default=None)
     steer.add_argument("--max-new-tokens", type=positive_int, default=30)
     steer.set_defaults(run=_steer, check=_check_steer)
 
 
 def _add_index(commands, model) -> None:
-    index = commands.add_parser("index", parents=[model],
-                                help="index every SAE latent's top contexts and frequency over a corpus")
+    index = commands.add_parser(
+        "index", parents=[model], help="index every SAE latent's top contexts and frequency over a corpus"
+    )
     index.add_argument("texts", nargs="+", help="text files or folders")
-    index.add_argument("--sae", type=sae_spec, default=None,
-                       help="SAE (shipped short name or folder; default: the shipped 16k)")
+    index.add_argument(
+        "--sae", type=sae_spec, default=None, help="SAE (shipped short name or folder; default: the shipped 16k)"
+    )
     index.add_argument("--tokens", type=positive_int, default=300_000)
     index.add_argument("--context-size", type=positive_int, default=64)
     index.add_argument("--n-top", type=positive_int, default=20, help="contexts kept per latent")
@@ -453,22 +533,32 @@ def _add_index(commands, model) -> None:
 def _add_report(commands, model) -> None:
     report = commands.add_parser("report", parents=[model], help="write a self-contained HTML report of vector files")
     report.add_argument("vectors", nargs="+", type=existing_file, help="vector files from `sas-lens extract`")
-    report.add_argument("--topics", nargs="*", type=existing_file, default=[],
-                        help="topic alignments (from `sas-lens align`)")
+    report.add_argument(
+        "--topics", nargs="*", type=existing_file, default=[], help="topic alignments (from `sas-lens align`)"
+    )
     report.add_argument("--out", default="sas_lens_report.html")
     report.add_argument("--sae", type=sae_spec, default=None, help="the SAE the SAS vectors were built on")
     report.add_argument("--index-texts", nargs="*", default=None, help="corpus for top contexts (see `index`)")
     report.add_argument("--index-tokens", type=positive_int, default=300_000)
-    report.add_argument("--compare-saes", nargs="*", type=sae_spec, default=None,
-                        help="other SAEs of the same hook: rebuild each SAS vector on them and compare widths")
-    report.add_argument("--eval", type=existing_dir, default=None, help="an output folder of `sas-lens eval` to include")
+    report.add_argument(
+        "--compare-saes",
+        nargs="*",
+        type=sae_spec,
+        default=None,
+        help="other SAEs of the same hook: rebuild each SAS vector on them and compare widths",
+    )
+    report.add_argument(
+        "--eval", type=existing_dir, default=None, help="an output folder of `sas-lens eval` to include"
+    )
     report.set_defaults(run=_report, check=_check_report)
 
 
 def _add_align(commands, model) -> None:
     align = commands.add_parser("align", parents=[model], help="score SAE latents against a topic's example texts")
     align.add_argument("texts", nargs="*", help="text files (one example per line) or folders")
-    align.add_argument("--demo-topic", default=None, help="a shipped topic text set instead (medicine, sports, business)")
+    align.add_argument(
+        "--demo-topic", default=None, help="a shipped topic text set instead (medicine, sports, business)"
+    )
     align.add_argument("--name", default=None)
     align.add_argument("--limit", type=positive_int, default=200, help="at most this many example lines")
     align.add_argument("--k", type=positive_int, default=10, help="aligned latents to print")
@@ -479,18 +569,33 @@ def _add_align(commands, model) -> None:
 
 def _add_eval(commands, model) -> None:
     evaluate_run = commands.add_parser("eval", help="A/B behaviour, capability and open-ended evaluation (resumable)")
-    evaluate_run.add_argument("config", help="a .toml or .json evaluation config "
-                                             "(see sas_lens.evaluation.config.EvalConfig)")
+    evaluate_run.add_argument(
+        "config", help="a .toml or .json evaluation config (see sas_lens.evaluation.config.EvalConfig)"
+    )
     evaluate_run.add_argument("--out", default="sas_lens_eval", help="results folder; rerun to resume")
-    evaluate_run.add_argument("--restart", action="store_true",
-                              help="delete the results a run with other settings left in --out and start over")
-    evaluate_run.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                              help="run the cells on Ray actors: on the cluster at ADDRESS ('auto', 'ray://head:10001'), "
-                                   "or on a local one without ADDRESS (pip install -e '.[ray]')")
-    evaluate_run.add_argument("--actors", type=int, default=None,
-                              help="Ray actors (default: one per GPU of the cluster, else one per CPU)")
-    evaluate_run.add_argument("--gpus-per-actor", type=float, default=None,
-                              help="GPUs each Ray actor holds (default: 1 when the cluster has GPUs)")
+    evaluate_run.add_argument(
+        "--restart",
+        action="store_true",
+        help="delete the results a run with other settings left in --out and start over",
+    )
+    evaluate_run.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the cells on Ray actors: on the cluster at ADDRESS ('auto', 'ray://head:10001'), "
+        "or on a local one without ADDRESS (pip install -e '.[ray]')",
+    )
+    evaluate_run.add_argument(
+        "--actors", type=int, default=None, help="Ray actors (default: one per GPU of the cluster, else one per CPU)"
+    )
+    evaluate_run.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        default=None,
+        help="GPUs each Ray actor holds (default: 1 when the cluster has GPUs)",
+    )
     evaluate_run.set_defaults(run=_eval, check=_check_eval)
 
 
@@ -504,8 +609,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sas-lens", description="Sparse activation steering on TransformerLens + SAELens.")
     commands = parser.add_subparsers(dest="command", required=True)
     model = _model_options()
-    for add in (_add_demo, _add_train_sae, _add_eval_sae, _add_extract, _add_steer, _add_index, _add_report,
-                _add_align, _add_eval):
+    for add in (
+        _add_demo,
+        _add_train_sae,
+        _add_eval_sae,
+        _add_extract,
+        _add_steer,
+        _add_index,
+        _add_report,
+        _add_align,
+        _add_eval,
+    ):
         add(commands, model)
     return parser
 

@@ -38,8 +38,9 @@ COMPOSED = "sentiment"  # composed with the topic, each at its own λ
 TOPIC_MIN_PROMPTS = 5  # a latent's topic score counts once it fires on this many reference prompts
 
 
-def run_demo(out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, corpus=None,
-             index_tokens: int = 100_000) -> dict:
+def run_demo(
+    out_dir: str | Path = "sas_lens_output", max_new_tokens: int = 24, corpus=None, index_tokens: int = 100_000
+) -> dict:
     """Run the demo; print what it does and return its timings (seconds, and peak memory in GiB).
 
     Args:
@@ -95,10 +96,14 @@ def _load(timings: dict[str, float]):
     was_cached = (default_model_dir() / "config.json").exists()
     start = time.perf_counter()
     model = load_model()
-    print(f"model: {model.cfg.model_name} (4-bit Q4_K_M weights, dequantised to float32), "
-          f"{model.cfg.n_layers} layers, d_model={model.cfg.d_model}")
-    print(f"cache: {default_model_dir()} ({'warm' if was_cached else 'cold: converted now'}); "
-          f"load_model(): {time.perf_counter() - start:.1f} s")
+    print(
+        f"model: {model.cfg.model_name} (4-bit Q4_K_M weights, dequantised to float32), "
+        f"{model.cfg.n_layers} layers, d_model={model.cfg.d_model}"
+    )
+    print(
+        f"cache: {default_model_dir()} ({'warm' if was_cached else 'cold: converted now'}); "
+        f"load_model(): {time.perf_counter() - start:.1f} s"
+    )
     try:
         sae = load_sae(model=model)
     except NoDefaultSAEError as err:
@@ -139,10 +144,12 @@ def _align_topic(model, sae):
 
     start = time.perf_counter()
     topic = topic_scores(model, sae, demo_topic_texts(DEMO_TOPIC), name=DEMO_TOPIC, summary=TOPIC_SUMMARY)
-    print(f"\ntopic {DEMO_TOPIC!r}: latents scored against {topic.metadata['n_alignment_texts']} shipped "
-          f"texts in {time.perf_counter() - start:.1f} s; most aligned, firing on >= {TOPIC_MIN_PROMPTS} "
-          "reference prompts (latent, score): "
-          + ", ".join(f"{latent} {score:.2f}" for latent, score in topic.top(5, TOPIC_MIN_PROMPTS)))
+    print(
+        f"\ntopic {DEMO_TOPIC!r}: latents scored against {topic.metadata['n_alignment_texts']} shipped "
+        f"texts in {time.perf_counter() - start:.1f} s; most aligned, firing on >= {TOPIC_MIN_PROMPTS} "
+        "reference prompts (latent, score): "
+        + ", ".join(f"{latent} {score:.2f}" for latent, score in topic.top(5, TOPIC_MIN_PROMPTS))
+    )
     return topic
 
 
@@ -162,9 +169,9 @@ def _judges() -> dict:
     """Each judged demo behaviour's judge: ``{behaviour: (label, texts → mean score)}``, reference texts read
     and embedded once."""
     from sas_lens.evaluation.judges import sentiment_scores
+    from sas_lens.loading.embeddings import embed
     from sas_lens.loading.pairs import load_pairs
     from sas_lens.topic.alignment import demo_topic_texts
-    from sas_lens.loading.embeddings import embed
     from sas_lens.topic.evaluation import topic_centroid
 
     def mean_similarity(reference: list[str]):
@@ -173,8 +180,10 @@ def _judges() -> dict:
 
     return {
         "sentiment": ("VADER sentiment", lambda texts: sum(sentiment_scores(texts)) / len(texts)),
-        "topic-food": ("similarity to food texts",
-                       mean_similarity([pair.positive for pair in load_pairs("demo:topic-food")])),
+        "topic-food": (
+            "similarity to food texts",
+            mean_similarity([pair.positive for pair in load_pairs("demo:topic-food")]),
+        ),
         DEMO_TOPIC: (f"similarity to {DEMO_TOPIC} texts", mean_similarity(demo_topic_texts(DEMO_TOPIC))),
     }
 
@@ -188,31 +197,47 @@ def _show_continuations(model, sae, vectors: dict, topic, out_dir: Path, max_new
     backend = preferred_backend(model)
     unsteered = generate(model, DEMO_PROMPTS, max_new_tokens=max_new_tokens, backend=backend)
     runs = []
-    print(f"\nsteering at matched cost: each vector at the λ where the mean next-token KL on the demo prompts is "
-          f"{STEER_KL:g}")
+    print(
+        f"\nsteering at matched cost: each vector at the λ where the mean next-token KL on the demo prompts is "
+        f"{STEER_KL:g}"
+    )
     strengths = {}
     for name, (sas, dense) in vectors.items():
         for method, vector in (("SAS", sas), ("dense", dense)):
-            lam = None if vector is None or (method == "SAS" and not len(vector)) else _matched_strength(
-                model, sae, vector, STEER_KL)
+            lam = (
+                None
+                if vector is None or (method == "SAS" and not len(vector))
+                else _matched_strength(model, sae, vector, STEER_KL)
+            )
             if lam is not None:
                 strengths[(name, method)] = lam
                 runs.append((f"{name}, {method}, λ={lam:.3g}", {vector: lam}, name))
     if topic is not None:
         amplify = topic.vector(TOPIC_LATENTS, min_prompts=TOPIC_MIN_PROMPTS)
-        runs.append((f"topic {DEMO_TOPIC!r}, amplify {TOPIC_LATENTS} latents, strength {TOPIC_STRENGTH:g}",
-                     {amplify: TOPIC_STRENGTH}, DEMO_TOPIC))
+        runs.append(
+            (
+                f"topic {DEMO_TOPIC!r}, amplify {TOPIC_LATENTS} latents, strength {TOPIC_STRENGTH:g}",
+                {amplify: TOPIC_STRENGTH},
+                DEMO_TOPIC,
+            )
+        )
         sas, _ = vectors[COMPOSED]
         if (COMPOSED, "SAS") in strengths:
             lam = strengths[(COMPOSED, "SAS")]
-            runs.append((f"{COMPOSED} SAS λ={lam:.3g} + topic {DEMO_TOPIC!r} strength {TOPIC_STRENGTH:g}, composed",
-                         {sas: lam, amplify: TOPIC_STRENGTH}, COMPOSED))
+            runs.append(
+                (
+                    f"{COMPOSED} SAS λ={lam:.3g} + topic {DEMO_TOPIC!r} strength {TOPIC_STRENGTH:g}, composed",
+                    {sas: lam, amplify: TOPIC_STRENGTH},
+                    COMPOSED,
+                )
+            )
     report = []
     judges = _judges()
     unsteered_scores = {behaviour: judge(unsteered) for behaviour, (_, judge) in judges.items()}
     for label, steering, behaviour in runs:
-        steered = generate(model, DEMO_PROMPTS, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
-                           backend=backend)
+        steered = generate(
+            model, DEMO_PROMPTS, steering=steering, sae=sae, max_new_tokens=max_new_tokens, backend=backend
+        )
         score = ""
         if behaviour in judges:
             name, judge = judges[behaviour]
@@ -239,19 +264,28 @@ def _lambda_sweep(model, sae, sas, dense, items):
             continue
         for multiple in SWEEP_MULTIPLES:
             mean, low, high = mean_ci(ab_cell(model, items, method, vector, multiple * unit, sae=sae))
-            rows.append({"method": method, "lam": multiple, "lam_value": multiple * unit, "mean": mean,
-                         "ci_low": low, "ci_high": high})
+            rows.append(
+                {
+                    "method": method,
+                    "lam": multiple,
+                    "lam_value": multiple * unit,
+                    "mean": mean,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
     table = pd.DataFrame(rows)
-    print(f"\nλ sweep on the {len(items)} held-out items of demo:{items.name} (p of the matching answer, mean; "
-          "λ in multiples of each vector's λ at KL 0.1):")
+    print(
+        f"\nλ sweep on the {len(items)} held-out items of demo:{items.name} (p of the matching answer, mean; "
+        "λ in multiples of each vector's λ at KL 0.1):"
+    )
     print("  λ      " + "  ".join(f"{m:>6g}" for m in SWEEP_MULTIPLES))
     for method, group in table.groupby("method", sort=False):
         print(f"  {method:<6} " + "  ".join(f"{p:6.3f}" for p in group["mean"]))
     return table
 
 
-def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens: int, sweeps: dict,
-                  topic) -> Path:
+def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens: int, sweeps: dict, topic) -> Path:
     """Print each SAS vector's top latents and write the HTML report; returns its path."""
     from sas_lens.analysis.attribution import top_latents
     from sas_lens.analysis.latent_index import latent_index
@@ -272,45 +306,69 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
         print(f"top latents of {vector.name}:")
         for row in table.to_dict("records"):
             context = row["contexts"][0] if row["contexts"] else "(did not fire on the corpus sample)"
-            print(f"  {row['latent']:>6} {row['value']:+7.2f}  promotes {' '.join(row['promotes'])!r:<40} "
-                  f"e.g. {context[-70:]!r}")
+            print(
+                f"  {row['latent']:>6} {row['value']:+7.2f}  promotes {' '.join(row['promotes'])!r:<40} "
+                f"e.g. {context[-70:]!r}"
+            )
     if len(sparse) >= 2:
         from sas_lens.analysis.overlap import overlap_matrix
 
         matrix = overlap_matrix(sparse, sae=sae)
         print("\noverlap between SAS vectors (Jaccard of supports / weighted Jaccard):")
         for name in matrix.names:
-            cells = "  ".join(f"{matrix.jaccard.loc[name, other]:.2f}/{matrix.weighted_jaccard.loc[name, other]:.2f}"
-                              for other in matrix.names)
+            cells = "  ".join(
+                f"{matrix.jaccard.loc[name, other]:.2f}/{matrix.weighted_jaccard.loc[name, other]:.2f}"
+                for other in matrix.names
+            )
             print(f"  {name:<11} {cells}")
     from sas_lens.loading.saes import hook_layer, load_sae, shipped_saes
 
     shipped = [load_sae(name, model=model) for name in shipped_saes(layer=hook_layer(sae.cfg.metadata.hook_name))]
-    others = [s for s in shipped if sae_fingerprint(s) != sae_fingerprint(sae) and s.cfg.metadata.hook_name ==
-              sae.cfg.metadata.hook_name]
+    others = [
+        s
+        for s in shipped
+        if sae_fingerprint(s) != sae_fingerprint(sae) and s.cfg.metadata.hook_name == sae.cfg.metadata.hook_name
+    ]
     width_table = None
     if others and sparse:
         width_table = compare_widths(model, [sae, *others], sparse)
         print("\nmonosemanticity across widths (effective number of latents / support):")
         for behaviour, rows in width_table.groupby("behaviour"):
-            cells = ", ".join(f"{int(r.d_sae)}: {r.effective_latents:.1f} / {int(r.support)}"
-                              for r in rows.sort_values("d_sae").itertuples())
+            cells = ", ".join(
+                f"{int(r.d_sae)}: {r.effective_latents:.1f} / {int(r.support)}"
+                for r in rows.sort_values("d_sae").itertuples()
+            )
             print(f"  {behaviour:<11} {cells}")
     from sas_lens.analysis.figures import lambda_sweep_figure
     from sas_lens.analysis.report import Section, topic_section
 
-    sections = [Section(f"λ sweep: demo:{name}, held-out items",
-                        f"<p>p(behaviour-matching answer) on the {HELD_OUT_AB_ITEMS} items the vectors were not "
-                        "built from, with 95% confidence bands.</p>",
-                        [lambda_sweep_figure(table, title=f"demo:{name}: p(matching answer) across λ "
-                                                          "(multiples of each vector's λ at KL 0.1)")])
-                for name, table in sweeps.items() if len(table)]
+    sections = [
+        Section(
+            f"λ sweep: demo:{name}, held-out items",
+            f"<p>p(behaviour-matching answer) on the {HELD_OUT_AB_ITEMS} items the vectors were not "
+            "built from, with 95% confidence bands.</p>",
+            [
+                lambda_sweep_figure(
+                    table, title=f"demo:{name}: p(matching answer) across λ (multiples of each vector's λ at KL 0.1)"
+                )
+            ],
+        )
+        for name, table in sweeps.items()
+        if len(table)
+    ]
     if topic is not None:
-        sections.append(topic_section([topic], model=model, sae=sae, index=index,
-                                      min_prompts=TOPIC_MIN_PROMPTS))
+        sections.append(topic_section([topic], model=model, sae=sae, index=index, min_prompts=TOPIC_MIN_PROMPTS))
     all_vectors = [v for pair in vectors.values() for v in pair if v is not None]
-    return write_report(out_dir / "report.html", all_vectors, model=model, sae=sae, index=index,
-                        width_table=width_table, sections=sections, title="sas_lens demo report")
+    return write_report(
+        out_dir / "report.html",
+        all_vectors,
+        model=model,
+        sae=sae,
+        index=index,
+        width_table=width_table,
+        sections=sections,
+        title="sas_lens demo report",
+    )
 
 
 def _demo_texts() -> list[str]:

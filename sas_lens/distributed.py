@@ -58,9 +58,17 @@ class RayExecutor:
         >>> RayExecutor(address="auto", gpus_per_actor=1)   # doctest: +SKIP
     """
 
-    def __init__(self, address: str | None = None, *, actors: int | None = None, gpus_per_actor: float | None = None,
-                 cpus_per_actor: float = 1, model_factory: Callable | None = None, max_retries: int = 2,
-                 worker: type | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        actors: int | None = None,
+        gpus_per_actor: float | None = None,
+        cpus_per_actor: float = 1,
+        model_factory: Callable | None = None,
+        max_retries: int = 2,
+        worker: type | None = None,
+    ):
         if actors is not None and actors < 1:
             raise ValueError(f"actors must be at least 1, got {actors}.")
         if max_retries < 0:
@@ -78,8 +86,10 @@ class RayExecutor:
         """
         import_ray()
         if model is not None and self.model_factory is None:
-            raise ValueError("Ray actors load their own model: with model=..., give RayExecutor(model_factory=...) "
-                             "a function that makes the same model, or leave model unset to load cfg.model.")
+            raise ValueError(
+                "Ray actors load their own model: with model=..., give RayExecutor(model_factory=...) "
+                "a function that makes the same model, or leave model unset to load cfg.model."
+            )
 
     def connect(self):
         """``ray``, initialised: the running cluster, the one at ``address``, or a new local one."""
@@ -87,8 +97,12 @@ class RayExecutor:
         if not ray.is_initialized():
             # an offline driver means offline actors (no hub download at run time); otherwise the cluster decides
             offline = {"HF_HUB_OFFLINE": os.environ["HF_HUB_OFFLINE"]} if "HF_HUB_OFFLINE" in os.environ else {}
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": offline} if offline else None)
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env={"env_vars": offline} if offline else None,
+            )
         return ray
 
     def pool_size(self, n_tasks: int) -> tuple[int, float]:
@@ -103,8 +117,18 @@ class RayExecutor:
             size = int(resources.get("CPU", 1) // self.cpus_per_actor)
         return max(1, min(size, n_tasks)), gpus
 
-    def map(self, worker: type, init_args: tuple, method: str, tasks: Sequence[tuple], on_result: Callable,
-            *, names: Sequence[str] | None = None, desc: str = "tasks", progress: bool = True) -> None:
+    def map(
+        self,
+        worker: type,
+        init_args: tuple,
+        method: str,
+        tasks: Sequence[tuple],
+        on_result: Callable,
+        *,
+        names: Sequence[str] | None = None,
+        desc: str = "tasks",
+        progress: bool = True,
+    ) -> None:
         """Run ``getattr(actor, method)(*task)`` for every task on a pool of ``worker`` actors.
 
         Results are handed to ``on_result(i, result)`` as they arrive (in completion order); ``self.report`` then
@@ -146,8 +170,9 @@ class RayExecutor:
                         queue.appendleft(i)
                     else:
                         first_line = (str(err).strip().splitlines() or [""])[0][:300]  # e.g. why the model did not load
-                        self.report["failed"].append((names[i], f"its actor died {deaths[i]} times "
-                                                                f"({type(err).__name__}: {first_line})"))
+                        self.report["failed"].append(
+                            (names[i], f"its actor died {deaths[i]} times ({type(err).__name__}: {first_line})")
+                        )
                         bar.update()
                     continue
                 except ray.exceptions.RayTaskError as err:  # the task raised: no retry would change that

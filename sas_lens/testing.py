@@ -46,16 +46,36 @@ def tiny_model(n_layers: int = 3, d_model: int = 64, seed: int = 0):
         _convert_default_gguf(default_model_dir())
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir())
     cfg = HookedTransformerConfig(
-        n_layers=n_layers, d_model=d_model, d_head=16, n_heads=4, d_mlp=4 * d_model, n_ctx=512,
-        d_vocab=len(tokenizer), act_fn="gelu_pytorch_tanh", gated_mlp=True, normalization_type="RMS",
-        positional_embedding_type="rotary", rotary_dim=16, seed=seed, model_name="tiny-random-gemma",
+        n_layers=n_layers,
+        d_model=d_model,
+        d_head=16,
+        n_heads=4,
+        d_mlp=4 * d_model,
+        n_ctx=512,
+        d_vocab=len(tokenizer),
+        act_fn="gelu_pytorch_tanh",
+        gated_mlp=True,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=16,
+        seed=seed,
+        model_name="tiny-random-gemma",
         default_prepend_bos=True,
     )
     return HookedSAETransformer(cfg, tokenizer=tokenizer).eval()
 
 
-def random_sae(architecture: str = "jumprelu", *, d_in: int, d_sae: int = 48, hook_name: str,
-               model_name: str = "tiny-random", seed: int = 0, k: int = 6, normalize_activations: str = "none"):
+def random_sae(
+    architecture: str = "jumprelu",
+    *,
+    d_in: int,
+    d_sae: int = 48,
+    hook_name: str,
+    model_name: str = "tiny-random",
+    seed: int = 0,
+    k: int = 6,
+    normalize_activations: str = "none",
+):
     """A random SAELens SAE (``"jumprelu"``, ``"standard"`` or ``"topk"``) whose latents fire on random residuals.
 
     Args:
@@ -117,12 +137,17 @@ def save_random_sae(model, layer: int, folder: str | Path, d_sae: int = 256, see
     Example:
         >>> sae = sl.load_sae(save_random_sae(tiny_model(), 1, "sae"))  # doctest: +SKIP
     """
-    sae = random_sae("jumprelu", d_in=model.cfg.d_model, d_sae=d_sae, hook_name=f"blocks.{layer}.hook_resid_post",
-                     model_name=model.cfg.model_name, seed=seed)
+    sae = random_sae(
+        "jumprelu",
+        d_in=model.cfg.d_model,
+        d_sae=d_sae,
+        hook_name=f"blocks.{layer}.hook_resid_post",
+        model_name=model.cfg.model_name,
+        seed=seed,
+    )
     folder = Path(folder)
     sae.save_model(folder)
     return folder
-
 
 
 class FlakyCellWorker(CellWorker):

@@ -27,9 +27,7 @@ HookPoint.add_hook = _recording_add_hook
 
 def leftover_hooks() -> list[str]:
     """Names of hook points that still carry a forward or backward hook."""
-    return sorted(
-        hp.name or "<unnamed>" for hp in list(_touched) if hp._forward_hooks or hp._backward_hooks
-    )
+    return sorted(hp.name or "<unnamed>" for hp in list(_touched) if hp._forward_hooks or hp._backward_hooks)
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,9 @@ def tiny_tokenizer():
 
         vocab = {word: i for i, word in enumerate(SPECIAL + WORDS)}
         tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+        )
         tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
         _TOKENIZER_DIR = tempfile.mkdtemp(prefix="sas_lens_tiny_tokenizer_")
         PreTrainedTokenizerFast(
@@ -48,9 +50,18 @@ def tiny_model(seed: int = 0, positional_embedding_type: str = "standard"):
 
     tokenizer = tiny_tokenizer()
     cfg = HookedTransformerConfig(
-        n_layers=N_LAYERS, d_model=D_MODEL, d_head=4, n_heads=4, d_mlp=32, n_ctx=64,
-        d_vocab=len(tokenizer), act_fn="gelu", normalization_type="LN", seed=seed,
-        model_name="tiny-random", default_prepend_bos=True,
+        n_layers=N_LAYERS,
+        d_model=D_MODEL,
+        d_head=4,
+        n_heads=4,
+        d_mlp=32,
+        n_ctx=64,
+        d_vocab=len(tokenizer),
+        act_fn="gelu",
+        normalization_type="LN",
+        seed=seed,
+        model_name="tiny-random",
+        default_prepend_bos=True,
         positional_embedding_type=positional_embedding_type,
         rotary_dim=4 if positional_embedding_type == "rotary" else None,
     )
@@ -62,8 +73,9 @@ def tiny_model(seed: int = 0, positional_embedding_type: str = "standard"):
 ARCHITECTURES = ("jumprelu", "standard", "topk")
 
 
-def random_sae(architecture: str = "jumprelu", *, d_in: int = D_MODEL, d_sae: int = 48,
-               hook_name: str = HOOK, **kwargs):
+def random_sae(
+    architecture: str = "jumprelu", *, d_in: int = D_MODEL, d_sae: int = 48, hook_name: str = HOOK, **kwargs
+):
     """A random SAELens SAE on the tiny model's hook (see :func:`sas_lens.testing.random_sae`)."""
     from sas_lens.testing import random_sae as make
 

@@ -13,8 +13,8 @@ import sas_lens as sl
 
 torch.set_grad_enabled(False)  # inference only, as in TransformerLens notebooks
 
-model = sl.load_model()          # Gemma 3 270M (4-bit weights, dequantised), TransformerLens hooks
-sae = sl.load_sae(model=model)   # the shipped 16k SAE at blocks.9.hook_resid_post, checked to fit
+model = sl.load_model()  # Gemma 3 270M (4-bit weights, dequantised), TransformerLens hooks
+sae = sl.load_sae(model=model)  # the shipped 16k SAE at blocks.9.hook_resid_post, checked to fit
 sae.cfg.d_sae, sae.cfg.metadata.hook_name
 
 # %% [markdown]
@@ -49,8 +49,10 @@ print(f"dense norm {float(dense.vector.norm()):.1f}")
 
 # %%
 reference = ["Honestly, I found the whole experience", "I thought the film was", "After work I usually"]
-unit = {kind: sl.strength_for_kl(model, vector, 0.1, reference, sae=sae) for kind, vector in
-        (("sas", vec), ("dense", dense))}
+unit = {
+    kind: sl.strength_for_kl(model, vector, 0.1, reference, sae=sae)
+    for kind, vector in (("sas", vec), ("dense", dense))
+}
 print({kind: round(lam, 2) for kind, lam in unit.items()})
 
 # %% [markdown]
@@ -70,8 +72,11 @@ def margin(steering):
     return float(logits[good] - logits[bad])
 
 
-margins = {(kind, m): margin({vector: m * unit[kind]} if m else {})
-           for kind, vector in (("sas", vec), ("dense", dense)) for m in (-1.0, 0.0, 1.0)}
+margins = {
+    (kind, m): margin({vector: m * unit[kind]} if m else {})
+    for kind, vector in (("sas", vec), ("dense", dense))
+    for m in (-1.0, 0.0, 1.0)
+}
 print({key: round(value, 2) for key, value in margins.items()})
 
 # %%

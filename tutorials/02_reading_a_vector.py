@@ -16,8 +16,7 @@ torch.set_grad_enabled(False)  # inference only, as in TransformerLens notebooks
 
 model = sl.load_model()
 sae = sl.load_sae(model=model)
-vectors = {name: sl.sas_vector(model, sae, sl.load_pairs(f"demo:{name}"), tau=0.5)
-           for name in ("sentiment", "caution")}
+vectors = {name: sl.sas_vector(model, sae, sl.load_pairs(f"demo:{name}"), tau=0.5) for name in ("sentiment", "caution")}
 {name: len(v) for name, v in vectors.items()}
 
 # %% [markdown]
@@ -61,6 +60,7 @@ assert all(overlap.jaccard.loc[name, name] == 1.0 for name in overlap.names)
 import tempfile
 from pathlib import Path
 
-report = sl.write_report(Path(tempfile.mkdtemp()) / "report.html", list(vectors.values()), model=model, sae=sae,
-                         index=index)
+report = sl.write_report(
+    Path(tempfile.mkdtemp()) / "report.html", list(vectors.values()), model=model, sae=sae, index=index
+)
 print(report)

@@ -30,16 +30,31 @@ len(sentiment), len(food)
 # vector's unit is the λ that moves the next-token distribution on the prompts by a mean KL of 0.1.
 
 # %%
-prompts = ["The new place on the corner is", "My week at the office has been", "Our trip to the coast was",
-           "The book I finished yesterday was", "The meeting this morning was", "Dinner last night was"]
+prompts = [
+    "The new place on the corner is",
+    "My week at the office has been",
+    "Our trip to the coast was",
+    "The book I finished yesterday was",
+    "The meeting this morning was",
+    "Dinner last night was",
+]
 judges = {
     "sentiment": lambda texts: statistics.mean(sentiment_scores(texts)),
     "food": lambda texts: statistics.mean(similarity_scores(texts, [p.positive for p in food_pairs])),
 }
-units = {name: sl.strength_for_kl(model, vec, 0.1, prompts, sae=sae, high=1024.0)
-         for name, vec in (("sentiment", sentiment), ("food", food))}
-grid = sl.composition_grid(model, sae, {sentiment: [0.0, 2 * units["sentiment"]], food: [0.0, 2 * units["food"]]},
-                           judges, prompts, max_new_tokens=16, backend="hf")
+units = {
+    name: sl.strength_for_kl(model, vec, 0.1, prompts, sae=sae, high=1024.0)
+    for name, vec in (("sentiment", sentiment), ("food", food))
+}
+grid = sl.composition_grid(
+    model,
+    sae,
+    {sentiment: [0.0, 2 * units["sentiment"]], food: [0.0, 2 * units["food"]]},
+    judges,
+    prompts,
+    max_new_tokens=16,
+    backend="hf",
+)
 grid.pivot_table(index=["lam_0", "lam_1"], columns="judge", values="score").round(3)
 
 # %% [markdown]
@@ -71,12 +86,22 @@ assert torch.equal(composed, summed) and not torch.equal(composed, model(tokens)
 # keeps that decision for every generated token (under the KV cache and left padding alike).
 
 # %%
-food_prompts = ["For dinner tonight I am going to cook", "The recipe calls for two cups of",
-                "At the bakery this morning I bought", "My grandmother's soup is made with",
-                "The best way to season a steak is", "For breakfast I usually eat"]
-other_prompts = ["The train to the city was delayed because", "My new laptop has a screen that",
-                 "The football match ended with", "The election results showed that",
-                 "The software update changed the way", "The mountain trail was steep and"]
+food_prompts = [
+    "For dinner tonight I am going to cook",
+    "The recipe calls for two cups of",
+    "At the bakery this morning I bought",
+    "My grandmother's soup is made with",
+    "The best way to season a steak is",
+    "For breakfast I usually eat",
+]
+other_prompts = [
+    "The train to the city was delayed because",
+    "My new laptop has a screen that",
+    "The football match ended with",
+    "The election results showed that",
+    "The software update changed the way",
+    "The mountain trail was steep and",
+]
 on_food = sl.Condition.from_examples(model, sae, food_prompts[:3], other_prompts[:3], top_k=4, per="sequence")
 rates = {"food": on_food.firing_rate(model, food_prompts[3:]), "other": on_food.firing_rate(model, other_prompts[3:])}
 print("the condition fires on held-out prompts:", rates)

@@ -16,7 +16,7 @@ from sas_lens.topic.evaluation import topic_similarity
 
 model = sl.load_model()
 sae = sl.load_sae(model=model)
-texts = sl.demo_topic_texts("medicine")       # 15 sentences shipped with sas_lens; use your own list
+texts = sl.demo_topic_texts("medicine")  # 15 sentences shipped with sas_lens; use your own list
 topic = sl.topic_scores(model, sae, texts, name="medicine")
 print(topic, f"scored in {topic.metadata['scoring_s']:.1f} s")
 
@@ -32,8 +32,10 @@ for min_prompts in (1, 5):
     top = topic.top(6, min_prompts=min_prompts)
     print(f"min_prompts={min_prompts}:")
     for (latent, score), (promotes, _) in zip(top, logit_lens(sae, model, [latent for latent, _ in top], 5)):
-        print(f"  latent {latent:>6}  score {score:.3f}  fires on {int(topic.n_firing[latent]):>3} prompts  "
-              f"promotes {' '.join(promotes)!r}")
+        print(
+            f"  latent {latent:>6}  score {score:.3f}  fires on {int(topic.n_firing[latent]):>3} prompts  "
+            f"promotes {' '.join(promotes)!r}"
+        )
 
 # %% [markdown]
 # Generate from neutral prompts, unsteered and steered, and measure the move toward the topic: cosine of
@@ -42,10 +44,16 @@ for min_prompts in (1, 5):
 
 # %%
 prompts = ["Yesterday I heard that", "Let me tell you about", "The report says that"]
-runs = {"unsteered": {}, "amplify 4": {topic.vector(64): 4.0}, "amplify 12": {topic.vector(64): 12.0},
-        "swap k=32": {topic.swap(32): 1.0}}
-outputs = {name: sl.generate(model, prompts, steering=steering, sae=sae, max_new_tokens=24, backend="hf")
-           for name, steering in runs.items()}
+runs = {
+    "unsteered": {},
+    "amplify 4": {topic.vector(64): 4.0},
+    "amplify 12": {topic.vector(64): 12.0},
+    "swap k=32": {topic.swap(32): 1.0},
+}
+outputs = {
+    name: sl.generate(model, prompts, steering=steering, sae=sae, max_new_tokens=24, backend="hf")
+    for name, steering in runs.items()
+}
 for name, texts_out in outputs.items():
     print(f"{name:>10}: similarity {float(topic_similarity(texts_out, texts).mean()):.3f}  {texts_out[0]!r}")
 
@@ -58,5 +66,6 @@ similarity = {name: float(topic_similarity(texts_out, texts).mean()) for name, t
 assert similarity["amplify 12"] > similarity["unsteered"] + 0.05, similarity
 
 sentiment = sl.sas_vector(model, sae, sl.load_pairs("demo:sentiment"), tau=0.5)
-sl.generate(model, prompts[:1], steering={topic.vector(64): 12.0, sentiment: 6.0}, sae=sae, max_new_tokens=24,
-            backend="hf")
+sl.generate(
+    model, prompts[:1], steering={topic.vector(64): 12.0, sentiment: 6.0}, sae=sae, max_new_tokens=24, backend="hf"
+)

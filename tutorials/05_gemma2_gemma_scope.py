@@ -39,7 +39,7 @@ else:
     test = sl.load_pairs(CAA / "test" / BEHAVIOUR / "test_dataset_ab.json", limit=50)
 
 # %%
-sae = sl.load_sae(*SAE_SPEC, model=model)   # checked to fit: hook exists, d_in == d_model
+sae = sl.load_sae(*SAE_SPEC, model=model)  # checked to fit: hook exists, d_in == d_model
 print(sae.cfg.metadata.hook_name, sae.cfg.d_sae)
 
 # %% [markdown]
@@ -84,5 +84,4 @@ if not OFFLINE_CHECK:
 # and `saes = {"12" = ["gemma-scope-2b-pt-res-canonical", "layer_12/width_16k/canonical"]}`.
 
 # %%
-sl.generate(model, ["Do you think my business plan is brilliant?"], steering={vec: 2.0}, sae=sae,
-            max_new_tokens=24)
+sl.generate(model, ["Do you think my business plan is brilliant?"], steering={vec: 2.0}, sae=sae, max_new_tokens=24)

@@ -34,13 +34,16 @@ for vec in traced.vectors:
     strongest = int(vec.intensity.argmax())
     print(f"{vec.name}: strongest on {traced.tokens[strongest]!r}, top latents there {vec.top[strongest][:3]}")
 most_moved = max(range(len(traced.kl)), key=traced.kl.__getitem__)
-print(f"steering moved the next token most after {traced.tokens[most_moved]!r}: "
-      f"{traced.before[most_moved]!r} → {traced.after[most_moved]!r} (KL {traced.kl[most_moved]:.3f})")
+print(
+    f"steering moved the next token most after {traced.tokens[most_moved]!r}: "
+    f"{traced.before[most_moved]!r} → {traced.after[most_moved]!r} (KL {traced.kl[most_moved]:.3f})"
+)
 assert sum(traced.kl) / len(traced.kl) > 0.05  # the steering acts on every position it is given
 
 # %% [markdown]
 # A signed reading tells the sides apart: `Σ code · value` over the vector's latents, positive where the
 # positive side's latents fire.
+
 
 # %%
 def signed(text):

@@ -38,10 +38,15 @@ def notebook_from_script(text: str) -> dict:
             lines.append(line)
     if kind is not None and any(x.strip() for x in lines):
         cells.append(_cell(kind, lines, len(cells)))
-    return {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                                       "name": "python3"},
-                                         "language_info": {"name": "python"}},
-            "nbformat": 4, "nbformat_minor": 5}
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
 
 
 def tutorial_scripts() -> list[Path]:

@@ -55,8 +55,9 @@ def through_final_norm(model, directions: torch.Tensor) -> torch.Tensor:
     return directions if weight is None else directions * weight.detach().to(directions)
 
 
-def logit_lens(sae, model, latents: list[int], n_tokens: int = 5,
-               vocabulary: torch.Tensor | None = None) -> list[tuple[list[str], list[str]]]:
+def logit_lens(
+    sae, model, latents: list[int], n_tokens: int = 5, vocabulary: torch.Tensor | None = None
+) -> list[tuple[list[str], list[str]]]:
     """For each latent, the ``n_tokens`` tokens its decoder row promotes most and suppresses most.
 
     The logits are ``through_final_norm(W_dec[i]) · W_U``: the decoder row as the
@@ -115,8 +116,17 @@ def mark_context(context: dict[str, Any]) -> str:
     return f"{context['before']}«{context['token']}»{context['after']}".replace("\n", "⏎")
 
 
-def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tokens: int = 5,
-                n_contexts: int = 3, min_token_count: int | None = 3):
+def top_latents(
+    vector: SASVector,
+    sae,
+    model,
+    *,
+    k: int = 10,
+    index=None,
+    n_tokens: int = 5,
+    n_contexts: int = 3,
+    min_token_count: int | None = 3,
+):
     """The ``k`` latents of ``vector`` with the largest ``|value|``, as a DataFrame.
 
     Args:
@@ -158,8 +168,13 @@ def top_latents(vector: SASVector, sae, model, *, k: int = 10, index=None, n_tok
     lens = logit_lens(sae, model, latents, n_tokens, vocabulary=vocabulary)
     rows = []
     for latent, value, (promotes, suppresses) in zip(latents, values, lens):
-        row = {"latent": latent, "value": value, "sign": "+" if value > 0 else "−",
-               "promotes": promotes, "suppresses": suppresses}
+        row = {
+            "latent": latent,
+            "value": value,
+            "sign": "+" if value > 0 else "−",
+            "promotes": promotes,
+            "suppresses": suppresses,
+        }
         if index is not None:
             row["frequency"] = float(index.frequencies[latent])
             row["contexts"] = [mark_context(c) for c in index.top_contexts(latent, model.tokenizer, n=n_contexts)]

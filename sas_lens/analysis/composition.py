@@ -51,9 +51,18 @@ class ABJudge:
         return float(ab_probabilities(model, self.items, steering=steering, sae=sae).mean())
 
 
-def composition_grid(model, sae, grids: Mapping, judges: Mapping[str, Callable[[list[str]], float] | ABJudge],
-                     prompts: Sequence[str] = (), *, max_new_tokens: int = 24, backend: str = "tl",
-                     positions: str = "all", progress: bool = True):
+def composition_grid(
+    model,
+    sae,
+    grids: Mapping,
+    judges: Mapping[str, Callable[[list[str]], float] | ABJudge],
+    prompts: Sequence[str] = (),
+    *,
+    max_new_tokens: int = 24,
+    backend: str = "tl",
+    positions: str = "all",
+    progress: bool = True,
+):
     """Every λ pair of two (or more) vectors, each cell scored by every judge, with the continuations' fluency.
 
     Args:
@@ -105,8 +114,16 @@ def composition_grid(model, sae, grids: Mapping, judges: Mapping[str, Callable[[
         costs = {"perplexity": None, "distinct_2": None}
         scores = {}
         if text_judges:
-            texts = generate(model, prompts, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
-                             backend=backend, positions=positions, batch_size=len(prompts))
+            texts = generate(
+                model,
+                prompts,
+                steering=steering,
+                sae=sae,
+                max_new_tokens=max_new_tokens,
+                backend=backend,
+                positions=positions,
+                batch_size=len(prompts),
+            )
             costs = fluency(model, prompts, texts)
             scores.update({name: float(judge(texts)) for name, judge in text_judges.items()})
         for name, judge in judges.items():
@@ -140,8 +157,11 @@ def independence(grid) -> "object":
         row = {"judge": judge}
         for column, name in zip(lam_columns, names):
             others = [c for c in lam_columns if c != column]
-            spread = cells.groupby(others)["score"].agg(lambda s: s.max() - s.min()) if others else \
-                pd.Series([cells["score"].max() - cells["score"].min()])
+            spread = (
+                cells.groupby(others)["score"].agg(lambda s: s.max() - s.min())
+                if others
+                else pd.Series([cells["score"].max() - cells["score"].min()])
+            )
             row[f"spread along {name}"] = float(spread.mean())
         rows.append(row)
     return pd.DataFrame(rows)
@@ -161,11 +181,19 @@ def composition_heatmaps(grid, title: str = "Composition") -> list[go.Figure]:
     figures = []
     for judge, cells in grid.groupby("judge", sort=False):
         table = cells.pivot_table(index="lam_1", columns="lam_0", values="score")
-        fig = go.Figure(go.Heatmap(z=table.values, x=[f"{c:g}" for c in table.columns],
-                                   y=[f"{i:g}" for i in table.index], colorscale="RdBu",
-                                   text=table.round(3).values, texttemplate="%{text}"))
-        fig.update_layout(title=f"{title}: {judge}", xaxis_title=f"λ {names[0]}", yaxis_title=f"λ {names[1]}",
-                          **_LAYOUT)
+        fig = go.Figure(
+            go.Heatmap(
+                z=table.values,
+                x=[f"{c:g}" for c in table.columns],
+                y=[f"{i:g}" for i in table.index],
+                colorscale="RdBu",
+                text=table.round(3).values,
+                texttemplate="%{text}",
+            )
+        )
+        fig.update_layout(
+            title=f"{title}: {judge}", xaxis_title=f"λ {names[0]}", yaxis_title=f"λ {names[1]}", **_LAYOUT
+        )
         figures.append(fig)
     return figures
 
@@ -192,7 +220,13 @@ def independence_curves(grid, judge: str, along: int = 0, title: str | None = No
     fig = go.Figure()
     for lam, line in cells.groupby(f"lam_{other}"):
         line = line.sort_values(f"lam_{along}")
-        fig.add_scatter(x=line[f"lam_{along}"], y=line["score"], mode="lines+markers", name=f"λ {names[other]} = {lam:g}")
-    fig.update_layout(title=title or f"{judge} against λ {names[along]}", xaxis_title=f"λ {names[along]}",
-                      yaxis_title=judge, **_LAYOUT)
+        fig.add_scatter(
+            x=line[f"lam_{along}"], y=line["score"], mode="lines+markers", name=f"λ {names[other]} = {lam:g}"
+        )
+    fig.update_layout(
+        title=title or f"{judge} against λ {names[along]}",
+        xaxis_title=f"λ {names[along]}",
+        yaxis_title=judge,
+        **_LAYOUT,
+    )
     return fig

@@ -26,13 +26,20 @@ def top_latents_figure(table, title: str = "Top latents") -> go.Figure:
         >>> top_latents_figure(sl.top_latents(vec, sae, model)).show()  # doctest: +SKIP
     """
     rows = table.iloc[::-1]  # the largest on top
-    hover = [f"promotes: {', '.join(map(str, up))}<br>suppresses: {', '.join(map(str, down))}"
-             for up, down in zip(rows["promotes"], rows["suppresses"])]
-    fig = go.Figure(go.Bar(
-        x=rows["value"], y=[f"latent {i}" for i in rows["latent"]], orientation="h",
-        marker_color=[POSITIVE if v > 0 else NEGATIVE for v in rows["value"]], hovertext=hover,
-        hoverinfo="x+y+text",
-    ))
+    hover = [
+        f"promotes: {', '.join(map(str, up))}<br>suppresses: {', '.join(map(str, down))}"
+        for up, down in zip(rows["promotes"], rows["suppresses"])
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=rows["value"],
+            y=[f"latent {i}" for i in rows["latent"]],
+            orientation="h",
+            marker_color=[POSITIVE if v > 0 else NEGATIVE for v in rows["value"]],
+            hovertext=hover,
+            hoverinfo="x+y+text",
+        )
+    )
     fig.update_layout(title=title, xaxis_title="value in the vector", **_LAYOUT)
     return fig
 
@@ -52,10 +59,18 @@ def overlap_heatmap(matrix, measure: str = "jaccard", title: str | None = None) 
     if table is None:
         raise ValueError(f"This overlap matrix has no {measure!r}; pass sae= to overlap_matrix for it.")
     signed = measure.startswith("cosine")
-    fig = go.Figure(go.Heatmap(
-        z=table.values, x=list(table.columns), y=list(table.index), zmin=-1 if signed else 0, zmax=1,
-        colorscale="RdBu" if signed else "Blues", text=table.round(2).values, texttemplate="%{text}",
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=table.values,
+            x=list(table.columns),
+            y=list(table.index),
+            zmin=-1 if signed else 0,
+            zmax=1,
+            colorscale="RdBu" if signed else "Blues",
+            text=table.round(2).values,
+            texttemplate="%{text}",
+        )
+    )
     fig.update_layout(title=title or f"Overlap between vectors ({measure.replace('_', ' ')})", **_LAYOUT)
     fig.update_yaxes(autorange="reversed")
     return fig
@@ -81,19 +96,34 @@ def monosemanticity_figure(table, title: str = "Monosemanticity across SAE width
     for behaviour, rows in groups:
         rows = rows.sort_values("d_sae")
         label = f"{behaviour}: " if behaviour else ""
-        fig.add_trace(go.Scatter(x=rows["d_sae"], y=rows["effective_latents"], mode="lines+markers",
-                                 name=f"{label}effective latents"))
-        fig.add_trace(go.Scatter(x=rows["d_sae"], y=rows["top1_share"], mode="lines+markers", yaxis="y2",
-                                 line=dict(dash="dot"), name=f"{label}top-1 share"))
-    fig.update_layout(title=title, xaxis=dict(title="SAE width (latents)", type="log"),
-                      yaxis=dict(title="effective number of latents"),
-                      yaxis2=dict(title="top-1 share of |v|", overlaying="y", side="right", range=[0, 1]),
-                      **_LAYOUT)
+        fig.add_trace(
+            go.Scatter(
+                x=rows["d_sae"], y=rows["effective_latents"], mode="lines+markers", name=f"{label}effective latents"
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=rows["d_sae"],
+                y=rows["top1_share"],
+                mode="lines+markers",
+                yaxis="y2",
+                line=dict(dash="dot"),
+                name=f"{label}top-1 share",
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title="SAE width (latents)", type="log"),
+        yaxis=dict(title="effective number of latents"),
+        yaxis2=dict(title="top-1 share of |v|", overlaying="y", side="right", range=[0, 1]),
+        **_LAYOUT,
+    )
     return fig
 
 
-def token_activation_figure(tokens: list[str], activations, latents: list[int],
-                            title: str = "Latent activation per token") -> go.Figure:
+def token_activation_figure(
+    tokens: list[str], activations, latents: list[int], title: str = "Latent activation per token"
+) -> go.Figure:
     """Heatmap of :func:`~sas_lens.analysis.attribution.trace_latents`: latents down, tokens across.
 
     Args:
@@ -106,10 +136,16 @@ def token_activation_figure(tokens: list[str], activations, latents: list[int],
         >>> tokens, acts = sl.trace_latents(model, sae, "What a day", [10402])  # doctest: +SKIP
         >>> token_activation_figure(tokens, acts, [10402])  # doctest: +SKIP
     """
-    fig = go.Figure(go.Heatmap(
-        z=activations.T.tolist(), x=list(range(len(tokens))), y=[f"latent {i}" for i in latents],
-        colorscale="Viridis", customdata=[tokens] * len(latents), hovertemplate="%{customdata}: %{z:.3g}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=activations.T.tolist(),
+            x=list(range(len(tokens))),
+            y=[f"latent {i}" for i in latents],
+            colorscale="Viridis",
+            customdata=[tokens] * len(latents),
+            hovertemplate="%{customdata}: %{z:.3g}<extra></extra>",
+        )
+    )
     fig.update_xaxes(tickmode="array", tickvals=list(range(len(tokens))), ticktext=tokens, tickangle=-45)
     fig.update_layout(title=title, **_LAYOUT)
     return fig
@@ -136,13 +172,22 @@ def lambda_sweep_figure(results, title: str = "Behaviour probability across λ")
     for key, rows in results.groupby(keys):
         rows = rows.sort_values("lam")
         name = " / ".join(map(str, key if isinstance(key, tuple) else (key,)))
-        fig.add_trace(go.Scatter(
-            x=list(rows["lam"]) + list(rows["lam"])[::-1], y=list(rows["ci_high"]) + list(rows["ci_low"])[::-1],
-            fill="toself", line=dict(width=0), opacity=0.2, showlegend=False, hoverinfo="skip", name=name,
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=list(rows["lam"]) + list(rows["lam"])[::-1],
+                y=list(rows["ci_high"]) + list(rows["ci_low"])[::-1],
+                fill="toself",
+                line=dict(width=0),
+                opacity=0.2,
+                showlegend=False,
+                hoverinfo="skip",
+                name=name,
+            )
+        )
         fig.add_trace(go.Scatter(x=rows["lam"], y=rows["mean"], mode="lines+markers", name=name))
-    fig.update_layout(title=title, xaxis_title="λ", yaxis=dict(title="p(behaviour-matching answer)", range=[0, 1]),
-                      **_LAYOUT)
+    fig.update_layout(
+        title=title, xaxis_title="λ", yaxis=dict(title="p(behaviour-matching answer)", range=[0, 1]), **_LAYOUT
+    )
     return fig
 
 
@@ -158,7 +203,16 @@ def layer_lambda_heatmap(results, value: str = "mean", title: str = "Behaviour p
         >>> layer_lambda_heatmap(ab_cells[ab_cells.method == "dense"])  # doctest: +SKIP
     """
     table = results.pivot_table(index="layer", columns="lam", values=value)
-    fig = go.Figure(go.Heatmap(z=table.values, x=[str(c) for c in table.columns], y=[str(i) for i in table.index],
-                               colorscale="RdBu", zmid=0.5, text=table.round(2).values, texttemplate="%{text}"))
+    fig = go.Figure(
+        go.Heatmap(
+            z=table.values,
+            x=[str(c) for c in table.columns],
+            y=[str(i) for i in table.index],
+            colorscale="RdBu",
+            zmid=0.5,
+            text=table.round(2).values,
+            texttemplate="%{text}",
+        )
+    )
     fig.update_layout(title=title, xaxis_title="λ", yaxis_title="layer", **_LAYOUT)
     return fig

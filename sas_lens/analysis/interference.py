@@ -26,9 +26,18 @@ from sas_lens.steering.generation import generate
 from sas_lens.steering.vectors import SASVector
 
 
-def cross_talk(model, vectors: Mapping[str, object], judges: Mapping[str, Callable[[list[str]], float]],
-               prompts: Sequence[str], *, sae=None, strengths: Mapping[str, float] | None = None,
-               target_kl: float = 0.3, max_new_tokens: int = 24, backend: str = "tl"):
+def cross_talk(
+    model,
+    vectors: Mapping[str, object],
+    judges: Mapping[str, Callable[[list[str]], float]],
+    prompts: Sequence[str],
+    *,
+    sae=None,
+    strengths: Mapping[str, float] | None = None,
+    target_kl: float = 0.3,
+    max_new_tokens: int = 24,
+    backend: str = "tl",
+):
     """Each vector steered alone (at its own strength), its continuations scored by every judge.
 
     Args:
@@ -61,12 +70,21 @@ def cross_talk(model, vectors: Mapping[str, object], judges: Mapping[str, Callab
     prompts = list(prompts)
 
     def run(steering):
-        return generate(model, prompts, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
-                        backend=backend, batch_size=len(prompts))
+        return generate(
+            model,
+            prompts,
+            steering=steering,
+            sae=sae,
+            max_new_tokens=max_new_tokens,
+            backend=backend,
+            batch_size=len(prompts),
+        )
 
     unsteered_texts = run({})
     unsteered = {name: float(judge(unsteered_texts)) for name, judge in judges.items()}
-    spread = {name: statistics.pstdev([float(judge([text])) for text in unsteered_texts]) for name, judge in judges.items()}
+    spread = {
+        name: statistics.pstdev([float(judge([text])) for text in unsteered_texts]) for name, judge in judges.items()
+    }
     rows = []
     for steered, vector in vectors.items():
         lam = (strengths or {}).get(steered)
@@ -75,9 +93,17 @@ def cross_talk(model, vectors: Mapping[str, object], judges: Mapping[str, Callab
         texts = run({vector: lam})
         for judged, judge in judges.items():
             score = float(judge(texts))
-            rows.append({"steered": steered, "judged": judged, "lam": lam, "score": score,
-                         "unsteered": unsteered[judged], "shift": score - unsteered[judged],
-                         "judge_sd": spread[judged]})
+            rows.append(
+                {
+                    "steered": steered,
+                    "judged": judged,
+                    "lam": lam,
+                    "score": score,
+                    "unsteered": unsteered[judged],
+                    "shift": score - unsteered[judged],
+                    "judge_sd": spread[judged],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -113,8 +139,13 @@ def interference_table(talk, vectors: Mapping[str, object], sae=None):
         for b, vb in vectors.items():
             if a == b or (a, b) not in shift or (b, b) not in shift:
                 continue
-            row = {"steered": a, "judged": b, "method": _method(va, vb), "cross_talk": shift[(a, b)],
-                   "own_effect": shift[(b, b)]}
+            row = {
+                "steered": a,
+                "judged": b,
+                "method": _method(va, vb),
+                "cross_talk": shift[(a, b)],
+                "own_effect": shift[(b, b)],
+            }
             da, db = _decoded(va, sae), _decoded(vb, sae)
             row["cosine_decoded"] = float(torch.nn.functional.cosine_similarity(da, db, dim=0))
             if isinstance(va, SASVector) and isinstance(vb, SASVector):
@@ -172,8 +203,17 @@ def interference_figure(table, measure: str = "cosine_decoded", title: str | Non
         if measure not in pairs:
             continue
         x = pairs[measure].abs() if measure == "cosine_decoded" else pairs[measure]
-        fig.add_scatter(x=x, y=pairs["cross_talk"].abs(), mode="markers", name=method,
-                        text=[f"{a} → {b}" for a, b in zip(pairs["steered"], pairs["judged"])])
-    fig.update_layout(title=title or f"Cross-talk against {measure}", xaxis_title=measure,
-                      yaxis_title="|cross-talk| (judge standard deviations)", **_LAYOUT)
+        fig.add_scatter(
+            x=x,
+            y=pairs["cross_talk"].abs(),
+            mode="markers",
+            name=method,
+            text=[f"{a} → {b}" for a, b in zip(pairs["steered"], pairs["judged"])],
+        )
+    fig.update_layout(
+        title=title or f"Cross-talk against {measure}",
+        xaxis_title=measure,
+        yaxis_title="|cross-talk| (judge standard deviations)",
+        **_LAYOUT,
+    )
     return fig

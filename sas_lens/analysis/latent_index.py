@@ -82,12 +82,14 @@ class LatentIndex:
                 break
             row, pos = divmod(flat, context_size)
             sequence = self.tokens[row].tolist()
-            out.append({
-                "before": tokenizer.decode(sequence[max(1, pos - before) : pos]),
-                "token": tokenizer.decode(sequence[pos : pos + 1]),
-                "after": tokenizer.decode(sequence[pos + 1 : pos + 1 + after]),
-                "activation": value,
-            })
+            out.append(
+                {
+                    "before": tokenizer.decode(sequence[max(1, pos - before) : pos]),
+                    "token": tokenizer.decode(sequence[pos : pos + 1]),
+                    "after": tokenizer.decode(sequence[pos + 1 : pos + 1 + after]),
+                    "activation": value,
+                }
+            )
         return out
 
     def save(self, folder: str | Path) -> Path:
@@ -102,11 +104,18 @@ class LatentIndex:
         return folder
 
     def _write(self, staging: Path, save_file) -> None:
-        save_file({"values": self.values.contiguous(), "positions": self.positions.contiguous(),
-                   "tokens": self.tokens.contiguous(), "fire_counts": self.fire_counts.contiguous()},
-                  staging / "index.safetensors")
-        (staging / "index.json").write_text(json.dumps(
-            {"format": _FORMAT, "n_tokens": self.n_tokens, "metadata": self.metadata}, indent=2))
+        save_file(
+            {
+                "values": self.values.contiguous(),
+                "positions": self.positions.contiguous(),
+                "tokens": self.tokens.contiguous(),
+                "fire_counts": self.fire_counts.contiguous(),
+            },
+            staging / "index.safetensors",
+        )
+        (staging / "index.json").write_text(
+            json.dumps({"format": _FORMAT, "n_tokens": self.n_tokens, "metadata": self.metadata}, indent=2)
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> "LatentIndex":
@@ -117,8 +126,14 @@ class LatentIndex:
         if header.get("format") != _FORMAT:
             raise ValueError(f"{folder} is not a sas_lens latent index (format {header.get('format')!r}).")
         tensors = load_file(folder / "index.safetensors")
-        return cls(tensors["values"], tensors["positions"], tensors["tokens"], tensors["fire_counts"],
-                   header["n_tokens"], header["metadata"])
+        return cls(
+            tensors["values"],
+            tensors["positions"],
+            tensors["tokens"],
+            tensors["fire_counts"],
+            header["n_tokens"],
+            header["metadata"],
+        )
 
 
 @dataclass
@@ -152,16 +167,24 @@ def _merge(parts: list[_PartialIndex], n_top: int) -> _PartialIndex:
 def _index_batches(model, sae, batches: Iterable[Tensor], first_row: int, n_top: int) -> _PartialIndex:
     """Index consecutive token batches whose first sequence is row ``first_row`` of the whole index."""
     d_sae = sae.cfg.d_sae
-    part = _PartialIndex(torch.zeros(n_top, d_sae), torch.full((n_top, d_sae), -1, dtype=torch.long),
-                         torch.zeros(d_sae, dtype=torch.long), 0)
+    part = _PartialIndex(
+        torch.zeros(n_top, d_sae),
+        torch.full((n_top, d_sae), -1, dtype=torch.long),
+        torch.zeros(d_sae, dtype=torch.long),
+        0,
+    )
     for tokens in batches:
         context_size = tokens.shape[1]
         codes = sae_codes(model, sae, tokens)
         codes[:, 0] = 0.0  # BOS
         flat = codes.reshape(-1, d_sae)
         batch_top = flat.topk(min(n_top, flat.shape[0]), dim=0)  # the merge runs on the CPU, where the index lives
-        batch = _PartialIndex(batch_top.values.float().cpu(), batch_top.indices.cpu() + first_row * context_size,
-                              (flat > 0).sum(0).cpu(), tokens.shape[0] * (context_size - 1))
+        batch = _PartialIndex(
+            batch_top.values.float().cpu(),
+            batch_top.indices.cpu() + first_row * context_size,
+            (flat > 0).sum(0).cpu(),
+            tokens.shape[0] * (context_size - 1),
+        )
         part = _merge([part, batch], n_top)
         first_row += tokens.shape[0]
     return part
@@ -170,8 +193,9 @@ def _index_batches(model, sae, batches: Iterable[Tensor], first_row: int, n_top:
 def _token_batches(model, texts, n_tokens: int, context_size: int, batch_size: int) -> list[Tensor]:
     """The batches an index of ``n_tokens`` tokens runs: whole batches until the count is reached."""
     batches, counted = [], 0
-    for tokens in iter_token_sequences(model.tokenizer, iter_documents(resolve_text_files(texts)), context_size,
-                                       batch_size):
+    for tokens in iter_token_sequences(
+        model.tokenizer, iter_documents(resolve_text_files(texts)), context_size, batch_size
+    ):
         if counted >= n_tokens:
             break
         batches.append(tokens)
@@ -215,16 +239,25 @@ def _index_on_ray(executor, model, sae, batches: list[Tensor], n_top: int, progr
     first_rows = [sum(len(b) for b in batches[:start]) for start in bounds[:-1]]
     tasks = [(ray.put(batches[a:b]), row, n_top) for a, b, row in zip(bounds, bounds[1:], first_rows)]
     results: dict[int, tuple] = {}
-    executor.map(IndexWorker, (executor.model_factory, ray.put(sae)), "index", tasks, results.__setitem__,
-                 names=[f"shard {i} (batches {a}-{b - 1})" for i, (a, b) in enumerate(zip(bounds, bounds[1:]))],
-                 desc="latent index shards", progress=progress)
+    executor.map(
+        IndexWorker,
+        (executor.model_factory, ray.put(sae)),
+        "index",
+        tasks,
+        results.__setitem__,
+        names=[f"shard {i} (batches {a}-{b - 1})" for i, (a, b) in enumerate(zip(bounds, bounds[1:]))],
+        desc="latent index shards",
+        progress=progress,
+    )
     if executor.report["failed"]:
         lines = "; ".join(f"{name}: {why}" for name, why in executor.report["failed"])
         raise SASLensError(f"The latent index could not be built on Ray: {lines}")
     theirs = {fingerprint for fingerprint, _ in results.values()}
     if theirs != {_model_fingerprint(model)}:
-        raise ValueError(f"The Ray actors loaded another model ({sorted(theirs)[0][0]}) than the one given "
-                         f"({model.cfg.model_name}); give RayExecutor(model_factory=...) a function that makes it.")
+        raise ValueError(
+            f"The Ray actors loaded another model ({sorted(theirs)[0][0]}) than the one given "
+            f"({model.cfg.model_name}); give RayExecutor(model_factory=...) a function that makes it."
+        )
     return _merge([results[i][1] for i in range(len(tasks))], n_top)
 
 
@@ -265,8 +298,14 @@ def build_latent_index(
     top_values, top_positions = part.values, part.positions.clone()
     top_positions[top_values <= 0] = -1
     metadata = _index_key_fields(model, sae, files, n_tokens, context_size, n_top, batch_size)
-    return LatentIndex(top_values.T.contiguous(), top_positions.T.contiguous(), torch.cat(batches),
-                       part.fire_counts, part.n_tokens, metadata)
+    return LatentIndex(
+        top_values.T.contiguous(),
+        top_positions.T.contiguous(),
+        torch.cat(batches),
+        part.fire_counts,
+        part.n_tokens,
+        metadata,
+    )
 
 
 def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -> LatentIndex:
@@ -289,8 +328,9 @@ def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -
     from sas_lens.loading.models import cache_dir
 
     defaults = {"n_tokens": 300_000, "context_size": 64, "n_top": 20, "batch_size": 16}  # build_latent_index's
-    fields = _index_key_fields(model, sae, resolve_text_files(texts),
-                               **{k: settings.get(k, v) for k, v in defaults.items()})
+    fields = _index_key_fields(
+        model, sae, resolve_text_files(texts), **{k: settings.get(k, v) for k, v in defaults.items()}
+    )
     key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_dir() / "indexes" / key
     if not rebuild and (folder / "index.json").exists():
@@ -302,8 +342,9 @@ def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -
     return index
 
 
-def _index_key_fields(model, sae, files, n_tokens: int, context_size: int, n_top: int,
-                      batch_size: int) -> dict[str, Any]:
+def _index_key_fields(
+    model, sae, files, n_tokens: int, context_size: int, n_top: int, batch_size: int
+) -> dict[str, Any]:
     """What the index depends on; the batch size too, since whole batches are indexed until ``n_tokens``."""
     from sas_lens.loading.models import model_fingerprint
 
@@ -311,8 +352,9 @@ def _index_key_fields(model, sae, files, n_tokens: int, context_size: int, n_top
     for f in files:
         path = Path(f)
         stat = path.stat() if path.exists() else None
-        sources.append({"path": str(f), "size": stat.st_size if stat else None,
-                        "mtime": int(stat.st_mtime) if stat else None})
+        sources.append(
+            {"path": str(f), "size": stat.st_size if stat else None, "mtime": int(stat.st_mtime) if stat else None}
+        )
     return {
         "model_name": model.cfg.model_name,
         "model_fingerprint": model_fingerprint(model),

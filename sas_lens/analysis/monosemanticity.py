@@ -46,8 +46,14 @@ def monosemanticity(vector: SASVector) -> dict[str, Any]:
     magnitude = vector.values.abs().double()
     total = float(magnitude.sum())
     if total == 0.0:
-        return {"name": vector.name, "d_sae": vector.d_sae, "support": 0, "effective_latents": 0.0,
-                "top1_share": 0.0, "top5_share": 0.0}
+        return {
+            "name": vector.name,
+            "d_sae": vector.d_sae,
+            "support": 0,
+            "effective_latents": 0.0,
+            "top1_share": 0.0,
+            "top5_share": 0.0,
+        }
     p = magnitude[magnitude > 0] / total
     ordered = p.sort(descending=True).values
     return {

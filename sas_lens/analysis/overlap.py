@@ -33,8 +33,15 @@ import torch
 from sas_lens.errors import IncompatibleSAEError
 from sas_lens.steering.vectors import SASVector, check_vector_fits
 
-MEASURES = ("jaccard", "jaccard_pos", "jaccard_neg", "weighted_jaccard", "signed_weighted_jaccard", "cosine",
-            "cosine_decoded")
+MEASURES = (
+    "jaccard",
+    "jaccard_pos",
+    "jaccard_neg",
+    "weighted_jaccard",
+    "signed_weighted_jaccard",
+    "cosine",
+    "cosine_decoded",
+)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -80,8 +87,9 @@ def signed_weighted_jaccard(u: torch.Tensor, v: torch.Tensor) -> float:
     """
     a, b = u.double(), v.double()
     agreement = torch.sign(a) * torch.sign(b)
-    return _ratio(float((agreement * torch.minimum(a.abs(), b.abs())).sum()),
-                  float(torch.maximum(a.abs(), b.abs()).sum()))
+    return _ratio(
+        float((agreement * torch.minimum(a.abs(), b.abs())).sum()), float(torch.maximum(a.abs(), b.abs()).sum())
+    )
 
 
 def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
@@ -161,8 +169,12 @@ class OverlapMatrix:
         return getattr(self, name)
 
     def _repr_html_(self) -> str:
-        return "<b>Jaccard of supports</b>" + self.jaccard.round(3)._repr_html_() + \
-            "<b>Weighted Jaccard</b>" + self.weighted_jaccard.round(3)._repr_html_()
+        return (
+            "<b>Jaccard of supports</b>"
+            + self.jaccard.round(3)._repr_html_()
+            + "<b>Weighted Jaccard</b>"
+            + self.weighted_jaccard.round(3)._repr_html_()
+        )
 
 
 def overlap_matrix(vectors: Sequence[SASVector] | dict[str, SASVector], sae=None) -> OverlapMatrix:
@@ -186,7 +198,9 @@ def overlap_matrix(vectors: Sequence[SASVector] | dict[str, SASVector], sae=None
         raise ValueError("overlap_matrix needs at least one vector.")
     names = [label for label, _ in labelled]
     if len(set(names)) != len(names):
-        raise ValueError(f"Vector names must be unique to label the matrix, got {names}; pass a dict {{label: vector}}.")
+        raise ValueError(
+            f"Vector names must be unique to label the matrix, got {names}; pass a dict {{label: vector}}."
+        )
     vecs = [v for _, v in labelled]
     _check_same_sae(vecs)
     if sae is not None:

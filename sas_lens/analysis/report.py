@@ -59,7 +59,8 @@ def _metadata_rows(vector) -> list[dict[str, str]]:
     extraction = provenance.extraction
     sae = provenance.sae
     fields = {
-        "model": provenance.model_name, "hook": provenance.hook_name,
+        "model": provenance.model_name,
+        "hook": provenance.hook_name,
         "pairs": extraction.get("pairs", {}).get("name"),
         "read": extraction.get("read"),
         "τ": extraction.get("tau"),
@@ -83,8 +84,10 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
     """
     from sas_lens.analysis.monosemanticity import monosemanticity
 
-    parts = [f"<div class='card'><h3>{html.escape(vector.name)}</h3>",
-             _table_html(_metadata_rows(vector), ["field", "value"])]
+    parts = [
+        f"<div class='card'><h3>{html.escape(vector.name)}</h3>",
+        _table_html(_metadata_rows(vector), ["field", "value"]),
+    ]
     if isinstance(vector, DenseVector):
         parts.append(f"<p>Dense (CAA) vector, norm {float(vector.vector.norm()):.4g}.</p></div>")
         return "".join(parts)
@@ -105,22 +108,31 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
         rows = []
         for row in table.to_dict("records"):
             cls = "pos" if row["value"] > 0 else "neg"
-            rows.append({
-                "latent": f"<a href='{html.escape(row['neuronpedia'])}'>{row['latent']}</a>"
-                if row.get("neuronpedia") else str(row["latent"]),
-                "value": f"<span class='{cls}'>{row['value']:+.3f}</span>",
-                "promotes": html.escape(" ".join(map(str, row["promotes"]))),
-                "suppresses": html.escape(" ".join(map(str, row["suppresses"]))),
-                "frequency": f"{row['frequency']:.2%}" if "frequency" in row else "",
-                "top contexts": "".join(_context_html(c) for c in row.get("contexts", [])),
-            })
+            rows.append(
+                {
+                    "latent": f"<a href='{html.escape(row['neuronpedia'])}'>{row['latent']}</a>"
+                    if row.get("neuronpedia")
+                    else str(row["latent"]),
+                    "value": f"<span class='{cls}'>{row['value']:+.3f}</span>",
+                    "promotes": html.escape(" ".join(map(str, row["promotes"]))),
+                    "suppresses": html.escape(" ".join(map(str, row["suppresses"]))),
+                    "frequency": f"{row['frequency']:.2%}" if "frequency" in row else "",
+                    "top contexts": "".join(_context_html(c) for c in row.get("contexts", [])),
+                }
+            )
         columns = ["latent", "value", "promotes", "suppresses"] + (
-            ["frequency", "top contexts"] if index is not None else [])
+            ["frequency", "top contexts"] if index is not None else []
+        )
         parts.append(_table_html(rows, columns))
-        lens_vocabulary = (f"among the {len(index.common_tokens()):,} tokens seen at least 3 times in the indexed "
-                           "text" if index is not None else "over the whole vocabulary")
-        parts.append(f"<p class='meta'>Promotes / suppresses: the logit lens of each latent's decoder row through "
-                     f"the model's final norm and unembedding, {lens_vocabulary}.</p>")
+        lens_vocabulary = (
+            f"among the {len(index.common_tokens()):,} tokens seen at least 3 times in the indexed text"
+            if index is not None
+            else "over the whole vocabulary"
+        )
+        parts.append(
+            f"<p class='meta'>Promotes / suppresses: the logit lens of each latent's decoder row through "
+            f"the model's final norm and unembedding, {lens_vocabulary}.</p>"
+        )
         parts.append(_figure_html(top_latents_figure(table, title=f"Top latents of {vector.name}")))
     parts.append("</div>")
     return "".join(parts)
@@ -142,13 +154,17 @@ def overlap_section(vectors: Sequence[SASVector], sae=None) -> Section:
     matrix = overlap_matrix(list(vectors), sae=sae)
     tables = []
     for i, u in enumerate(vectors):
-        for v in vectors[i + 1:]:
+        for v in vectors[i + 1 :]:
             shared = shared_latents(u, v)
             if len(shared):
-                rows = [{"latent": str(r["latent"]), u.name: f"{r[u.name]:+.3f}", v.name: f"{r[v.name]:+.3f}"}
-                        for r in shared.to_dict("records")]
-                tables.append(f"<h4>{html.escape(u.name)} ∩ {html.escape(v.name)}</h4>"
-                              + _table_html(rows, ["latent", u.name, v.name]))
+                rows = [
+                    {"latent": str(r["latent"]), u.name: f"{r[u.name]:+.3f}", v.name: f"{r[v.name]:+.3f}"}
+                    for r in shared.to_dict("records")
+                ]
+                tables.append(
+                    f"<h4>{html.escape(u.name)} ∩ {html.escape(v.name)}</h4>"
+                    + _table_html(rows, ["latent", u.name, v.name])
+                )
     shared_html = "".join(tables) or "<p>No two vectors share a latent.</p>"
     figures = [overlap_heatmap(matrix, "jaccard"), overlap_heatmap(matrix, "weighted_jaccard")]
     if matrix.cosine_decoded is not None:
@@ -156,8 +172,9 @@ def overlap_section(vectors: Sequence[SASVector], sae=None) -> Section:
     return Section("Overlap between vectors", shared_html, figures)
 
 
-def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: int = 10,
-                  min_prompts: int = 5) -> Section:
+def topic_section(
+    alignments: Sequence, *, model=None, sae=None, index=None, k: int = 10, min_prompts: int = 5
+) -> Section:
     """Each topic alignment's most aligned latents among those firing on ``min_prompts`` reference prompts
     (the ones "amplify" steers with): score, how many prompts they fire on, and with ``model``/``sae``
     what they promote.
@@ -176,8 +193,9 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
 
     parts = []
     for alignment in alignments:
-        rows = {latent: {"latent": str(latent), "score": f"{score:.3f}"}
-                for latent, score in alignment.top(k, min_prompts)}
+        rows = {
+            latent: {"latent": str(latent), "score": f"{score:.3f}"} for latent, score in alignment.top(k, min_prompts)
+        }
         columns = ["latent", "score"]
         if alignment.n_firing is not None:
             for latent, row in rows.items():
@@ -193,10 +211,12 @@ def topic_section(alignments: Sequence, *, model=None, sae=None, index=None, k: 
                 rows[row["latent"]]["top context"] = "".join(_context_html(c) for c in row.get("contexts", []))
             columns += ["promotes"] + (["top context"] if index is not None else [])
         meta = alignment.metadata
-        parts.append(f"<h3>{html.escape(alignment.name)}</h3><p class='meta'>{meta.get('n_alignment_texts')} "
-                     f"alignment texts, {meta.get('n_reference_prompts')} reference prompts (latents shown fire on at "
-                     f"least {min_prompts}), scored in "
-                     f"{meta.get('scoring_s', float('nan')):.1f} s.</p>" + _table_html(list(rows.values()), columns))
+        parts.append(
+            f"<h3>{html.escape(alignment.name)}</h3><p class='meta'>{meta.get('n_alignment_texts')} "
+            f"alignment texts, {meta.get('n_reference_prompts')} reference prompts (latents shown fire on at "
+            f"least {min_prompts}), scored in "
+            f"{meta.get('scoring_s', float('nan')):.1f} s.</p>" + _table_html(list(rows.values()), columns)
+        )
     return Section("Topic alignments", "".join(parts))
 
 
@@ -212,12 +232,18 @@ def monosemanticity_section(width_table) -> Section:
     from sas_lens.analysis.figures import monosemanticity_figure
 
     table = width_table.reset_index()
-    columns = [c for c in ("behaviour", "sae", "d_sae", "support", "effective_latents", "top1_share", "top5_share")
-               if c in table]
-    rows = [{c: (f"{r[c]:.3f}" if isinstance(r[c], float) else html.escape(str(r[c]))) for c in columns}
-            for r in table.to_dict("records")]
-    return Section("Monosemanticity across SAE widths", _table_html(rows, columns),
-                   [monosemanticity_figure(width_table)])
+    columns = [
+        c
+        for c in ("behaviour", "sae", "d_sae", "support", "effective_latents", "top1_share", "top5_share")
+        if c in table
+    ]
+    rows = [
+        {c: (f"{r[c]:.3f}" if isinstance(r[c], float) else html.escape(str(r[c]))) for c in columns}
+        for r in table.to_dict("records")
+    ]
+    return Section(
+        "Monosemanticity across SAE widths", _table_html(rows, columns), [monosemanticity_figure(width_table)]
+    )
 
 
 def write_report(
@@ -251,8 +277,10 @@ def write_report(
 
     if not vectors and not sections:
         raise ValueError("Nothing to report: pass vectors or sections.")
-    body = [f"<h1>{html.escape(title)}</h1><p class='meta'>Written {datetime.datetime.now():%Y-%m-%d %H:%M} "
-            f"by sas_lens{_describe(model, sae)}.</p>"]
+    body = [
+        f"<h1>{html.escape(title)}</h1><p class='meta'>Written {datetime.datetime.now():%Y-%m-%d %H:%M} "
+        f"by sas_lens{_describe(model, sae)}.</p>"
+    ]
     if vectors:
         body.append("<h2>Vectors</h2>")
         body.extend(vector_card(v, model=model, sae=sae, index=index, k=k) for v in vectors)
@@ -263,11 +291,16 @@ def write_report(
     if width_table is not None:
         all_sections.insert(1 if len(sparse) >= 2 else 0, monosemanticity_section(width_table))
     for section in all_sections:
-        body.append(f"<section><h2>{html.escape(section.title)}</h2>{section.html}"
-                    + "".join(_figure_html(f) for f in section.figures) + "</section>")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
-            f"<body>{''.join(body)}</body></html>")
+        body.append(
+            f"<section><h2>{html.escape(section.title)}</h2>{section.html}"
+            + "".join(_figure_html(f) for f in section.figures)
+            + "</section>"
+        )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style><script type='text/javascript'>{get_plotlyjs()}</script></head>"
+        f"<body>{''.join(body)}</body></html>"
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

@@ -41,13 +41,24 @@ def top_k_latents(vector: SASVector, sae, k: int) -> SASVector:
     size = vector.values.abs() * sae.W_dec.detach().float().cpu()[vector.indices].norm(dim=-1)
     keep = size.topk(min(k, len(vector))).indices.sort().values
     provenance = vector.provenance.replace(name=f"{vector.name} (top {len(keep)})")
-    return replace(vector, indices=vector.indices[keep], values=vector.values[keep], provenance=provenance,
-                   diagnostics=None)
+    return replace(
+        vector, indices=vector.indices[keep], values=vector.values[keep], provenance=provenance, diagnostics=None
+    )
 
 
-def support_curve(model, vector: SASVector, judge: Callable[[list[str]], float], prompts: Sequence[str], *,
-                  sae, sizes: Sequence[int] = (4, 8, 16, 32, 64, 128, 256, 512), target_kl: float = 0.1,
-                  max_new_tokens: int = 24, high: float = 256.0, backend: str = "tl"):
+def support_curve(
+    model,
+    vector: SASVector,
+    judge: Callable[[list[str]], float],
+    prompts: Sequence[str],
+    *,
+    sae,
+    sizes: Sequence[int] = (4, 8, 16, 32, 64, 128, 256, 512),
+    target_kl: float = 0.1,
+    max_new_tokens: int = 24,
+    high: float = 256.0,
+    backend: str = "tl",
+):
     """The judge's score and the fluency cost, at matched KL, for the vector cut to each support size.
 
     Args:
@@ -74,8 +85,15 @@ def support_curve(model, vector: SASVector, judge: Callable[[list[str]], float],
     prompts = list(prompts)
 
     def row(k, sign, lam, steering):
-        texts = generate(model, prompts, steering=steering, sae=sae, max_new_tokens=max_new_tokens,
-                         backend=backend, batch_size=len(prompts))
+        texts = generate(
+            model,
+            prompts,
+            steering=steering,
+            sae=sae,
+            max_new_tokens=max_new_tokens,
+            backend=backend,
+            batch_size=len(prompts),
+        )
         return {"k": k, "sign": sign, "lam": lam, "judge": float(judge(texts)), **fluency(model, prompts, texts)}
 
     rows = [row(0, 0.0, 0.0, {})]
@@ -85,8 +103,16 @@ def support_curve(model, vector: SASVector, judge: Callable[[list[str]], float],
             try:
                 lam = strength_for_kl(model, cut, target_kl, prompts, sae=sae, sign=sign, high=high)
             except StrengthNotReachedError:  # this support cannot move the model that far: no row to compare
-                rows.append({"k": k, "sign": sign, "lam": float("nan"), "judge": float("nan"),
-                             "perplexity": None, "distinct_2": None})
+                rows.append(
+                    {
+                        "k": k,
+                        "sign": sign,
+                        "lam": float("nan"),
+                        "judge": float("nan"),
+                        "perplexity": None,
+                        "distinct_2": None,
+                    }
+                )
                 continue
             rows.append(row(k, sign, lam, {cut: lam}))
     return pd.DataFrame(rows)
@@ -108,11 +134,21 @@ def support_curve_figure(table, title: str = "Effect against support size, at ma
     unsteered = float(table.loc[table["k"] == 0, "judge"].iloc[0])
     for sign, name in ((1.0, "+λ"), (-1.0, "−λ")):
         part = table[table["sign"] == sign]
-        fig.add_trace(go.Scatter(x=part["k"], y=part["judge"], mode="lines+markers", name=name,
-                                 text=[f"λ = {lam:.3g}, perplexity {ppl}" for lam, ppl in
-                                       zip(part["lam"], part["perplexity"])]))
+        fig.add_trace(
+            go.Scatter(
+                x=part["k"],
+                y=part["judge"],
+                mode="lines+markers",
+                name=name,
+                text=[f"λ = {lam:.3g}, perplexity {ppl}" for lam, ppl in zip(part["lam"], part["perplexity"])],
+            )
+        )
     fig.add_hline(y=unsteered, line_dash="dash", annotation_text="unsteered")
-    fig.update_layout(title=title, xaxis_type="log", xaxis_title="latents kept (top by decoded size)",
-                      yaxis_title="judge", template="plotly_white")
+    fig.update_layout(
+        title=title,
+        xaxis_type="log",
+        xaxis_title="latents kept (top by decoded size)",
+        yaxis_title="judge",
+        template="plotly_white",
+    )
     return fig
-

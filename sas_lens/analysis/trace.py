@@ -85,16 +85,21 @@ class Trace:
             rows.append(f'<div class="row"><span class="label">{html.escape(vec.name)}</span>{"".join(cells)}</div>')
         if self.steering is not None:
             top_kl = max(self.kl, default=0.0) or 1.0
-            cells = [_token(token, kl / top_kl, f"next token: {before!r} → {after!r}\nKL {kl:.4f} nats", hue="kl")
-                     for token, before, after, kl in zip(self.tokens, self.before, self.after, self.kl)]
+            cells = [
+                _token(token, kl / top_kl, f"next token: {before!r} → {after!r}\nKL {kl:.4f} nats", hue="kl")
+                for token, before, after, kl in zip(self.tokens, self.before, self.after, self.kl)
+            ]
             label = f"steering: KL per token ({html.escape(self.steering)})"
             rows.append(f'<div class="row"><span class="label">{label}</span>{"".join(cells)}</div>')
         return rows
 
     def _repr_html_(self) -> str:
         scope = f"sas-trace-{next(_IDS)}"
-        return (f"<style>{_STYLE.format(id=scope)}</style><div class=\"{scope} sas-trace\">"
-                + "".join(self._rows()) + "</div>")
+        return (
+            f'<style>{_STYLE.format(id=scope)}</style><div class="{scope} sas-trace">'
+            + "".join(self._rows())
+            + "</div>"
+        )
 
     def to_html(self, path: str | Path) -> Path:
         """Write the trace as a standalone HTML page (no scripts, no network).
@@ -106,8 +111,11 @@ class Trace:
             >>> t.to_html("trace.html")  # doctest: +SKIP
         """
         path = Path(path)
-        path.write_text(f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>sas_lens trace</title></head>"
-                        f"<body><p>{html.escape(self.text)}</p>{self._repr_html_()}</body></html>", encoding="utf-8")
+        path.write_text(
+            f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>sas_lens trace</title></head>'
+            f"<body><p>{html.escape(self.text)}</p>{self._repr_html_()}</body></html>",
+            encoding="utf-8",
+        )
         return path
 
     def figure(self):
@@ -120,14 +128,17 @@ class Trace:
 
         from sas_lens.analysis.figures import _LAYOUT
 
-        rows = [(vec.name, [v / (float(vec.intensity.abs().max()) or 1.0) for v in vec.intensity.tolist()])
-                for vec in self.vectors]
+        rows = [
+            (vec.name, [v / (float(vec.intensity.abs().max()) or 1.0) for v in vec.intensity.tolist()])
+            for vec in self.vectors
+        ]
         if self.steering is not None:
             top = max(self.kl, default=0.0) or 1.0
             rows.append(("steering KL", [k / top for k in self.kl]))
         x = [f"{i}:{t}" for i, t in enumerate(self.tokens)]
-        fig = go.Figure(go.Heatmap(z=[r for _, r in rows], x=x, y=[n for n, _ in rows], colorscale="RdBu",
-                                   zmid=0, zmin=-1, zmax=1))
+        fig = go.Figure(
+            go.Heatmap(z=[r for _, r in rows], x=x, y=[n for n, _ in rows], colorscale="RdBu", zmid=0, zmin=-1, zmax=1)
+        )
         fig.update_layout(title="Trace (each row scaled to its largest value)", **_LAYOUT)
         return fig
 
@@ -175,14 +186,18 @@ def trace(model, sae, text: str, vectors: Sequence = (), steering: Mapping | Non
             tops = []
             for row in acts:
                 order = row.argsort(descending=True)[:top]
-                tops.append([(int(vector.indices[i]), float(row[i]), float(vector.values[i])) for i in order
-                             if row[i] > 0])
+                tops.append(
+                    [(int(vector.indices[i]), float(row[i]), float(vector.values[i])) for i in order if row[i] > 0]
+                )
             traced.append(VectorTrace(vector.name, intensity, tops))
         else:
             layer_residual = activations_at(model, vector.hook_name, tokens)[0, 1:].float().cpu()
             direction = vector.vector.float().cpu()
-            traced.append(VectorTrace(vector.name, layer_residual @ (direction / direction.norm().clamp_min(1e-12)),
-                                      [[] for _ in strings]))
+            traced.append(
+                VectorTrace(
+                    vector.name, layer_residual @ (direction / direction.norm().clamp_min(1e-12)), [[] for _ in strings]
+                )
+            )
     out = Trace(text, list(strings), traced)
     if steering:
         before = model(tokens)[0, 1:].float().log_softmax(-1)

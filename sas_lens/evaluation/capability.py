@@ -63,8 +63,16 @@ def load_capability_items(path: str | Path, *, limit: int | None = None, name: s
     return PairSet(name or path.stem, tuple(items), str(path))
 
 
-def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None, when=None,
-             style: PromptStyle = PromptStyle(), prefix=None) -> dict[str, float]:
+def accuracy(
+    model,
+    items: PairSet,
+    *,
+    steering: Mapping | None = None,
+    sae=None,
+    when=None,
+    style: PromptStyle = PromptStyle(),
+    prefix=None,
+) -> dict[str, float]:
     """Accuracy (p(correct) > 1/2) and mean p(correct) on capability items.
 
     Args:
@@ -84,8 +92,16 @@ def accuracy(model, items: PairSet, *, steering: Mapping | None = None, sae=None
 
 
 @torch.no_grad()
-def perplexity(model, texts, *, steering: Mapping | None = None, sae=None, n_tokens: int = 20_000,
-               context_size: int = 128, batch_size: int = 8) -> float:
+def perplexity(
+    model,
+    texts,
+    *,
+    steering: Mapping | None = None,
+    sae=None,
+    n_tokens: int = 20_000,
+    context_size: int = 128,
+    batch_size: int = 8,
+) -> float:
     """Perplexity over the first ``n_tokens`` text tokens of ``texts`` (files or folders), optionally steered.
 
     Args:

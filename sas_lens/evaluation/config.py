@@ -19,7 +19,6 @@ from typing import Any
 from sas_lens.errors import DataError
 from sas_lens.evaluation.behaviour import METHODS
 
-
 # sas_vector's settings a config may set (tau has its own key).
 SAS_SETTINGS = {"selection", "top_k", "rank_by", "read", "mean_over", "strict", "gate"}
 
@@ -124,7 +123,7 @@ class EvalConfig:
         for name in ("mmlu", "truthfulqa"):
             value = getattr(self, name)
             if value != "all" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-                raise ValueError(f"{name} is a number of items (0: none) or \"all\", got {value!r}.")
+                raise ValueError(f'{name} is a number of items (0: none) or "all", got {value!r}.')
         if self.conditional and self.mmlu == 0:
             raise ValueError("Conditional cells measure MMLU gated and not; give mmlu a number of items.")
         if not self.cost_budget > 1:
@@ -206,5 +205,3 @@ def load_config(path: str | Path) -> EvalConfig:
         return EvalConfig(**raw)
     except TypeError as err:
         raise DataError(f"{path}: {err}") from err
-
-

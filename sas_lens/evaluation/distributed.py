@@ -46,8 +46,9 @@ class CellWorker:
         return run_cell(self.res, tuple(cell))
 
 
-def run_cells_on_ray(executor, cells: list[Cell], store: CellStore, res: EvalResources, *,
-                     progress: bool = True) -> None:
+def run_cells_on_ray(
+    executor, cells: list[Cell], store: CellStore, res: EvalResources, *, progress: bool = True
+) -> None:
     """Measure ``cells`` on ``executor``'s actors and append each to ``store`` as it finishes.
 
     Args:
@@ -73,15 +74,23 @@ def run_cells_on_ray(executor, cells: list[Cell], store: CellStore, res: EvalRes
     if measured:
         ray = executor.connect()
         shared = ray.put(res.prepare(measured))
-        executor.map(executor.worker or CellWorker, (res.cfg, str(res.out_dir), shared, executor.model_factory),
-                     "run", [(cell,) for cell in measured],
-                     lambda i, figures: store.add(cell_record(measured[i], figures)),
-                     names=[cell_key(*cell) for cell in measured], desc="evaluation cells", progress=progress)
+        executor.map(
+            executor.worker or CellWorker,
+            (res.cfg, str(res.out_dir), shared, executor.model_factory),
+            "run",
+            [(cell,) for cell in measured],
+            lambda i, figures: store.add(cell_record(measured[i], figures)),
+            names=[cell_key(*cell) for cell in measured],
+            desc="evaluation cells",
+            progress=progress,
+        )
     for cell in copies:
         copied = store.unsteered(*cell[:2])
         if copied is not None:  # its measured cell may have failed: then the copy waits for the rerun
             store.add(cell_record(cell, {**copied, "seconds": 0.0}))
     if executor.report["failed"]:
         lines = "\n".join(f"  {key}: {why}" for key, why in executor.report["failed"])
-        raise EvalError(f"{len(executor.report['failed'])} cell(s) failed on Ray; every other cell is saved in "
-                        f"{store.path}. Run again with the same --out to retry them.\n{lines}")
+        raise EvalError(
+            f"{len(executor.report['failed'])} cell(s) failed on Ray; every other cell is saved in "
+            f"{store.path}. Run again with the same --out to retry them.\n{lines}"
+        )

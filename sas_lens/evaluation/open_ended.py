@@ -113,13 +113,26 @@ def judge(config: JudgeConfig, concept: str, instruction: str, response: str) ->
     Example:
         >>> judge(JudgeConfig(base_url="http://localhost:8000/v1", model="judge"), "sycophancy", q, a)  # doctest: +SKIP
     """
-    body = json.dumps({
-        "model": config.model, "temperature": 0,
-        "messages": [{"role": "user", "content": AXBENCH_RUBRIC.format(
-            concept=concept, instruction=instruction, response=response)}],
-    }).encode()
-    request = urllib.request.Request(config.base_url.rstrip("/") + "/chat/completions", data=body, headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {os.environ.get(config.api_key_env, '')}"})
+    body = json.dumps(
+        {
+            "model": config.model,
+            "temperature": 0,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": AXBENCH_RUBRIC.format(concept=concept, instruction=instruction, response=response),
+                }
+            ],
+        }
+    ).encode()
+    request = urllib.request.Request(
+        config.base_url.rstrip("/") + "/chat/completions",
+        data=body,
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {os.environ.get(config.api_key_env, '')}",
+        },
+    )
     with urllib.request.urlopen(request, timeout=config.timeout_s) as reply:
         content = json.loads(reply.read())["choices"][0]["message"]["content"]
     found = re.search(r"\{.*\}", content, re.S)

@@ -79,23 +79,33 @@ def plan_cells(cfg: EvalConfig) -> list[Cell]:
         cells += _delta_ablation_cells(cfg)
     steered = [m for m in cfg.methods if m != "prompting" and (m != "sas" or cfg.sae_for(main_layer) is not False)]
     for a, b in cfg.compositions:  # "sas@b=4": vector b at 4 (the method's variant), vector a at the cell's λ
-        cells += [("composition", f"{a}+{b}", main_layer, f"{method}@b={lam_b:g}", lam_a)
-                  for method in steered for lam_b in cfg.composition_lams for lam_a in cfg.composition_lams]
+        cells += [
+            ("composition", f"{a}+{b}", main_layer, f"{method}@b={lam_b:g}", lam_a)
+            for method in steered
+            for lam_b in cfg.composition_lams
+            for lam_a in cfg.composition_lams
+        ]
     for behaviour in cfg.conditional:
-        cells += [("conditional", behaviour, main_layer, method, lam)
-                  for method in steered for lam in cfg.grid(method) if lam != 0]
+        cells += [
+            ("conditional", behaviour, main_layer, method, lam)
+            for method in steered
+            for lam in cfg.grid(method)
+            if lam != 0
+        ]
     if cfg.sae_for(main_layer) is False:
         sweeps = [f"dense@n={n}" for n in cfg.data_sizes]
     else:
-        sweeps = [f"sas@tau={t:g}" for t in cfg.tau_sweep] + [f"{m}@n={n}" for n in cfg.data_sizes
-                                                              for m in ("sas", "dense")]
+        sweeps = [f"sas@tau={t:g}" for t in cfg.tau_sweep] + [
+            f"{m}@n={n}" for n in cfg.data_sizes for m in ("sas", "dense")
+        ]
     for behaviour in cfg.behaviours:
         for variant in sweeps:
             cells += [("ab", behaviour, main_layer, variant, lam) for lam in cfg.grid(base_method(variant))]
     for topic in cfg.topics:
         cells += [("topic", topic, main_layer, "amplify", lam) for lam in sorted({0.0, *cfg.topic_strengths})]
-        cells += [("topic", topic, main_layer, mode, lam) for mode in ("swap", "clamp", "weight")
-                  for lam in cfg.topic_swap]
+        cells += [
+            ("topic", topic, main_layer, mode, lam) for mode in ("swap", "clamp", "weight") for lam in cfg.topic_swap
+        ]
         if cfg.finetune_steps:
             cells.append(("topic", topic, main_layer, "finetune", float(cfg.finetune_steps)))
     return cells
@@ -108,7 +118,8 @@ def _delta_ablation_cells(cfg: EvalConfig) -> list[Cell]:
     for behaviour in cfg.behaviours:
         for layer in cfg.layers:
             if cfg.sae_for(layer) is False or (
-                    layer != main_layer and behaviour != (cfg.layer_sweep_behaviour or behaviour)):
+                layer != main_layer and behaviour != (cfg.layer_sweep_behaviour or behaviour)
+            ):
                 continue
             cells += [("ab", behaviour, layer, "sas@delta=0", lam) for lam in cfg.grid("sas")]
             for method in ("sas@delta=0",) if layer == main_layer else ("sas", "sas@delta=0"):

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from sas_lens.errors import DataError, StrengthNotReachedError
-from sas_lens.loading.files import atomic_write_text
 from sas_lens.evaluation.config import EvalConfig
 from sas_lens.evaluation.plan import base_method, plan_cells, variant_settings
+from sas_lens.loading.files import atomic_write_text
 from sas_lens.steering.prefix import PrefixCache
 
 
@@ -56,11 +56,15 @@ class EvalResources:
         key = ("pairs", behaviour, split)
         if key not in self._data:
             if split == "train":
-                self._data[key] = load_pairs(self.path("generate", behaviour, "generate_dataset.json"),
-                                             name=behaviour, limit=self.cfg.train_pairs)
+                self._data[key] = load_pairs(
+                    self.path("generate", behaviour, "generate_dataset.json"),
+                    name=behaviour,
+                    limit=self.cfg.train_pairs,
+                )
             else:
-                self._data[key] = load_pairs(self.path("test", behaviour, "test_dataset_ab.json"),
-                                             name=behaviour, limit=self.cfg.test_items)
+                self._data[key] = load_pairs(
+                    self.path("test", behaviour, "test_dataset_ab.json"), name=behaviour, limit=self.cfg.test_items
+                )
         return self._data[key]
 
     def open_questions(self, behaviour: str) -> list[str]:
@@ -90,8 +94,9 @@ class EvalResources:
 
             texts = load_topic_texts(self.cfg.topics[name])
             started = time.perf_counter()
-            alignment = topic_scores(self.model, self.sae(self.cfg.layers[0]), texts, name=name,
-                                     summary=self.cfg.topic_summary)
+            alignment = topic_scores(
+                self.model, self.sae(self.cfg.layers[0]), texts, name=name, summary=self.cfg.topic_summary
+            )
             align_s = time.perf_counter() - started
             self._data[key] = (texts, topic_centroid(texts), alignment, align_s)
             alignment.save(self.out_dir / "topics" / f"{name}.safetensors")
@@ -104,7 +109,8 @@ class EvalResources:
         key = (behaviour, layer, method)
         if key not in self._vectors and "delta" in variant_settings(method):  # the Δ ablation: SAS's own vector
             self._vectors[key] = self.vector(behaviour, layer, base_method(method)).with_delta(
-                bool(variant_settings(method)["delta"]))
+                bool(variant_settings(method)["delta"])
+            )
         if key not in self._vectors:
             from sas_lens.steering.vectors import load_vector
 
@@ -119,16 +125,19 @@ class EvalResources:
                 pairs, residuals = self.pairs(behaviour, "train"), self.residuals(behaviour)
                 if "n" in settings:  # the data-size sweep: the first n training pairs
                     if settings["n"] > len(pairs):
-                        raise DataError(f"data_sizes asks for {int(settings['n'])} pairs of {behaviour!r}, which has "
-                                        f"{len(pairs)} training pairs; lower data_sizes or train_pairs.")
+                        raise DataError(
+                            f"data_sizes asks for {int(settings['n'])} pairs of {behaviour!r}, which has "
+                            f"{len(pairs)} training pairs; lower data_sizes or train_pairs."
+                        )
                     pairs = pairs[: int(settings["n"])]
                     residuals = self.residuals(behaviour, n_pairs=len(pairs))
                 if base_method(method) == "sas":
                     sas = {k: v for k, v in self.cfg.sas.items() if k != "read"}  # residuals fix the read
                     if "tau" in settings:  # the τ sweep: Algorithm 1 exactly, at that τ
                         sas = {**sas, "selection": "paper", "gate": "sae", "tau": settings["tau"]}
-                    vector = sas_vector(self.model, self.sae(layer), pairs, residuals=residuals,
-                                        **{"tau": self.cfg.tau, **sas})
+                    vector = sas_vector(
+                        self.model, self.sae(layer), pairs, residuals=residuals, **{"tau": self.cfg.tau, **sas}
+                    )
                 else:
                     vector = dense_vector(self.model, pairs, layer=layer, residuals=residuals)
                 vector.save(file)
@@ -146,8 +155,14 @@ class EvalResources:
                 return [pair.question for pair in self.pairs(name, "train")][:24]
 
             others = [q for name in self.cfg.behaviours if name != behaviour for q in questions(name)]
-            self._data[key] = Condition.from_examples(self.model, self.sae(layer), questions(behaviour), others,
-                                                      top_k=self.cfg.condition_latents, name=f"{behaviour} questions")
+            self._data[key] = Condition.from_examples(
+                self.model,
+                self.sae(layer),
+                questions(behaviour),
+                others,
+                top_k=self.cfg.condition_latents,
+                name=f"{behaviour} questions",
+            )
         return self._data[key]
 
     def unit(self, behaviour: str, layer: int, method: str) -> float:
@@ -169,8 +184,10 @@ class EvalResources:
 
             # the first 8 test prompts up to the answer letter, as the A/B cells read them (A/B prompts are long:
             # 8 keep the search to a minute on a CPU; the unit is a scale, 10% is precise enough)
-            prompts = [text[:span[0]] for text, span in (format_ab(item, "A") for item in
-                                                         list(self.pairs(behaviour, "test"))[:8])]
+            prompts = [
+                text[: span[0]]
+                for text, span in (format_ab(item, "A") for item in list(self.pairs(behaviour, "test"))[:8])
+            ]
             sae = self.sae(layer) if base_method(method) == "sas" else None
             if hasattr(vector, "indices") and len(vector) == 0:
                 units[key] = 1.0  # an empty vector (Algorithm 1 at a high τ) steers nothing at any λ
@@ -196,8 +213,7 @@ class EvalResources:
             layers = sorted({layer for _, b, layer, _, _ in plan_cells(self.cfg) if b == behaviour})
             pairs = self.pairs(behaviour, "train")
             pairs = pairs[:n_pairs] if n_pairs is not None else pairs
-            self._data[key] = collect_residuals(self.model, pairs, layers,
-                                                read=self.cfg.sas.get("read", "mean"))
+            self._data[key] = collect_residuals(self.model, pairs, layers, read=self.cfg.sas.get("read", "mean"))
         return self._data[key]
 
     def prepare(self, cells) -> dict:
@@ -213,18 +229,26 @@ class EvalResources:
             if kind == "topic":
                 self.topic(behaviour)
                 continue
-            steered = [(b, base_method(method)) for b in behaviour.split("+")] if kind == "composition" else \
-                [(behaviour, method)]
+            steered = (
+                [(b, base_method(method)) for b in behaviour.split("+")]
+                if kind == "composition"
+                else [(behaviour, method)]
+            )
             for name, steered_method in steered:
                 if steered_method != "prompting":
                     self.vector(name, layer, steered_method)
                     self.unit(name, layer, steered_method)
             if kind == "conditional":
                 self.condition(behaviour, layer)
-        vectors = {key: dataclasses.replace(v, diagnostics=None) if getattr(v, "diagnostics", None) is not None
-                   else v for key, v in self._vectors.items()}
-        conditions = {key: {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "sae"}
-                      for key, c in self._data.items() if key[0] == "condition"}
+        vectors = {
+            key: dataclasses.replace(v, diagnostics=None) if getattr(v, "diagnostics", None) is not None else v
+            for key, v in self._vectors.items()
+        }
+        conditions = {
+            key: {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "sae"}
+            for key, c in self._data.items()
+            if key[0] == "condition"
+        }
         topics = {key: value for key, value in self._data.items() if key[0] == "topic"}
         return {"vectors": vectors, "units": dict(self._units), "conditions": conditions, "topics": topics}
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from sas_lens.errors import DataError
 
 
-def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_run: int = 0,
-                  cost_budget: float = 1.5) -> None:
+def write_results(
+    records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_run: int = 0, cost_budget: float = 1.5
+) -> None:
     """results.json, one CSV per kind, a summary table, and the figures as HTML fragments.
 
     Args:
@@ -30,9 +31,13 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
 
     from sas_lens.evaluation.store import jsonable
 
-    (out_dir / "results.json").write_text(json.dumps(
-        {"cells": [jsonable(r) for r in records], "wall_s_this_run": round(wall_s, 1), "cells_run": n_run},
-        indent=1, allow_nan=False))
+    (out_dir / "results.json").write_text(
+        json.dumps(
+            {"cells": [jsonable(r) for r in records], "wall_s_this_run": round(wall_s, 1), "cells_run": n_run},
+            indent=1,
+            allow_nan=False,
+        )
+    )
     for kind in ("ab", "capability", "open", "topic"):
         rows = [{k: v for k, v in r.items() if k != "answers"} for r in records if r["kind"] == kind]
         if rows:
@@ -49,7 +54,10 @@ def write_results(records: list[dict], out_dir: Path, *, wall_s: float = 0.0, n_
     layers = layer_table(records)
     if len(layers):
         layers.to_csv(out_dir / "layers.csv", index=False)
-    for name, table in (("composition.csv", composition_table(records)), ("conditional.csv", conditional_table(records))):
+    for name, table in (
+        ("composition.csv", composition_table(records)),
+        ("conditional.csv", conditional_table(records)),
+    ):
         if len(table):
             table.to_csv(out_dir / name, index=False)
 
@@ -72,16 +80,25 @@ def summary_table(records: list[dict]):
     if ab.empty:
         return ab
     main_layer = ab["layer"].iloc[0]
-    costs = {(r["kind"], r["behaviour"], r["method"], r["lam"]): r for r in records
-             if r["kind"] != "ab" and r.get("layer", main_layer) == main_layer}
+    costs = {
+        (r["kind"], r["behaviour"], r["method"], r["lam"]): r
+        for r in records
+        if r["kind"] != "ab" and r.get("layer", main_layer) == main_layer
+    }
     rows = []
     for (behaviour, method), group in ab[ab["layer"] == main_layer].groupby(["behaviour", "method"], sort=False):
         by_lam = dict(zip(group["lam"], group["mean"]))
         cost_ks = {abs(lam) for (kind, b, m, lam) in costs if b == behaviour and m == method and lam in by_lam}
         cost_ks.discard(0.0)
         for k in sorted(cost_ks or {max(abs(x) for x in by_lam)}):
-            row = {"behaviour": behaviour, "method": method, "k": k, "p(-k)": by_lam.get(-k),
-                   "p(0)": by_lam.get(0.0), "p(+k)": by_lam.get(k)}
+            row = {
+                "behaviour": behaviour,
+                "method": method,
+                "k": k,
+                "p(-k)": by_lam.get(-k),
+                "p(0)": by_lam.get(0.0),
+                "p(+k)": by_lam.get(k),
+            }
             both = row["p(+k)"] is not None and row["p(-k)"] is not None
             row["shift"] = row["p(+k)"] - row["p(-k)"] if both else None
             for sign, lam in (("-k", -k), ("0", 0.0), ("+k", k)):
@@ -121,9 +138,11 @@ def matched_cost_table(records: list[dict], *, budget: float = 1.5):
         return pd.DataFrame()
     main_layer = ab[0]["layer"]
     p_at = {(r["behaviour"], r["method"], r["lam"]): r["mean"] for r in ab if r["layer"] == main_layer}
-    ppl_at = {(r["behaviour"], r["method"], r["lam"]): r["perplexity"] for r in records
-              if r["kind"] == "capability" and r.get("perplexity") is not None
-              and r.get("layer", main_layer) == main_layer}
+    ppl_at = {
+        (r["behaviour"], r["method"], r["lam"]): r["perplexity"]
+        for r in records
+        if r["kind"] == "capability" and r.get("perplexity") is not None and r.get("layer", main_layer) == main_layer
+    }
     rows = []
     for behaviour, method in dict.fromkeys((b, m) for b, m, _ in p_at):
         base_ppl, base_p = ppl_at.get((behaviour, method, 0.0)), p_at.get((behaviour, method, 0.0))
@@ -131,10 +150,15 @@ def matched_cost_table(records: list[dict], *, budget: float = 1.5):
             continue
         row = {"behaviour": behaviour, "method": method, "budget": budget, "p(0)": base_p, "ppl(0)": base_ppl}
         for sign, label in ((1, "+"), (-1, "-")):
-            within = [(lam, p_at[(behaviour, method, lam)] - base_p, ppl)
-                      for (b, m, lam), ppl in ppl_at.items()
-                      if b == behaviour and m == method and sign * lam >= 0 and (b, m, lam) in p_at
-                      and ppl <= budget * base_ppl]
+            within = [
+                (lam, p_at[(behaviour, method, lam)] - base_p, ppl)
+                for (b, m, lam), ppl in ppl_at.items()
+                if b == behaviour
+                and m == method
+                and sign * lam >= 0
+                and (b, m, lam) in p_at
+                and ppl <= budget * base_ppl
+            ]
             lam, shift, ppl = max(within, key=lambda t: sign * t[1])
             row.update({f"lam({label})": lam, f"shift({label})": shift, f"ppl({label})": ppl})
         rows.append(row)
@@ -206,8 +230,16 @@ def composition_table(records: list[dict]):
         if r["kind"] != "composition":
             continue
         a, b = r["behaviour"].split("+")
-        rows.append({"pair": r["behaviour"], "method": base_method(r["method"]), "lam_a": r["lam"],
-                     "lam_b": r["lam_b"], "p_a": r[f"p_{a}"], "p_b": r[f"p_{b}"]})
+        rows.append(
+            {
+                "pair": r["behaviour"],
+                "method": base_method(r["method"]),
+                "lam_a": r["lam"],
+                "lam_b": r["lam_b"],
+                "p_a": r[f"p_{a}"],
+                "p_b": r[f"p_{b}"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -229,11 +261,21 @@ def conditional_table(records: list[dict]):
     import pandas as pd
 
     ab = {(r["behaviour"], r["layer"], r["method"], r["lam"]): r["mean"] for r in records if r["kind"] == "ab"}
-    rows = [{"behaviour": r["behaviour"], "method": r["method"], "lam": r["lam"],
-             "p_ungated": ab.get((r["behaviour"], r["layer"], r["method"], r["lam"])), "p_gated": r["mean"],
-             "fires_on_items": r["fires_on_items"], "fires_on_mmlu": r["fires_on_mmlu"],
-             "mmlu_ungated": r["mmlu_accuracy_ungated"], "mmlu_gated": r["mmlu_accuracy_gated"]}
-            for r in records if r["kind"] == "conditional"]
+    rows = [
+        {
+            "behaviour": r["behaviour"],
+            "method": r["method"],
+            "lam": r["lam"],
+            "p_ungated": ab.get((r["behaviour"], r["layer"], r["method"], r["lam"])),
+            "p_gated": r["mean"],
+            "fires_on_items": r["fires_on_items"],
+            "fires_on_mmlu": r["fires_on_mmlu"],
+            "mmlu_ungated": r["mmlu_accuracy_ungated"],
+            "mmlu_gated": r["mmlu_accuracy_gated"],
+        }
+        for r in records
+        if r["kind"] == "conditional"
+    ]
     return pd.DataFrame(rows)
 
 
@@ -249,19 +291,39 @@ def topic_table(records: list[dict]):
     import pandas as pd
 
     rows = []
-    unsteered_s = {r["behaviour"]: r["s_per_token"] for r in records
-                   if r["kind"] == "topic" and r["method"] == "amplify" and r["lam"] == 0}
+    unsteered_s = {
+        r["behaviour"]: r["s_per_token"]
+        for r in records
+        if r["kind"] == "topic" and r["method"] == "amplify" and r["lam"] == 0
+    }
     for r in records:
         if r["kind"] != "topic":
             continue
-        steering = ("unsteered" if r["method"] == "amplify" and r["lam"] == 0 else
-                    f"fine-tune ({r['lam']:g} steps)" if r["method"] == "finetune" else f"{r['method']} {r['lam']:g}")
-        overhead = (r["s_per_token"] - unsteered_s[r["behaviour"]]
-                    if r["method"] != "finetune" and r["behaviour"] in unsteered_s else None)
-        rows.append({"topic": r["behaviour"], "steering": steering, "topic_similarity": r["topic_similarity"],
-                     "perplexity": r["perplexity"], "distinct_2": r["distinct_2"],
-                     "extra_s_per_token": overhead, "align_s": r["align_s"] if r["method"] != "finetune" else None,
-                     "finetune_s": r.get("finetune_s"), "coverage": r.get("coverage")})
+        steering = (
+            "unsteered"
+            if r["method"] == "amplify" and r["lam"] == 0
+            else f"fine-tune ({r['lam']:g} steps)"
+            if r["method"] == "finetune"
+            else f"{r['method']} {r['lam']:g}"
+        )
+        overhead = (
+            r["s_per_token"] - unsteered_s[r["behaviour"]]
+            if r["method"] != "finetune" and r["behaviour"] in unsteered_s
+            else None
+        )
+        rows.append(
+            {
+                "topic": r["behaviour"],
+                "steering": steering,
+                "topic_similarity": r["topic_similarity"],
+                "perplexity": r["perplexity"],
+                "distinct_2": r["distinct_2"],
+                "extra_s_per_token": overhead,
+                "align_s": r["align_s"] if r["method"] != "finetune" else None,
+                "finetune_s": r.get("finetune_s"),
+                "coverage": r.get("coverage"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -293,8 +355,11 @@ def composition_cross_talk(records: list[dict], out_dir: str | Path):
         va, vb = (load_vector(f) for f in files)
         if isinstance(va, SASVector):
             ua, ub = va.dense(), vb.dense()
-            overlap = {"jaccard": jaccard(ua != 0, ub != 0), "weighted_jaccard": weighted_jaccard(ua, ub),
-                       "cosine": cosine(ua, ub)}
+            overlap = {
+                "jaccard": jaccard(ua != 0, ub != 0),
+                "weighted_jaccard": weighted_jaccard(ua, ub),
+                "cosine": cosine(ua, ub),
+            }
         else:
             overlap = {"cosine": cosine(va.vector, vb.vector)}
         at = {(r.lam_a, r.lam_b): r for r in cells.itertuples()}
@@ -302,8 +367,16 @@ def composition_cross_talk(records: list[dict], out_dir: str | Path):
         k = max(abs(x) for x in cells["lam_a"])
         for steered, judged, key, column in ((a, b, (k, 0.0), "p_b"), (b, a, (0.0, k), "p_a")):
             if base is not None and key in at:
-                rows.append({"method": method, "steered": steered, "judged": judged, "lam": k,
-                             "cross_talk": getattr(at[key], column) - getattr(base, column), **overlap})
+                rows.append(
+                    {
+                        "method": method,
+                        "steered": steered,
+                        "judged": judged,
+                        "lam": k,
+                        "cross_talk": getattr(at[key], column) - getattr(base, column),
+                        **overlap,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -332,8 +405,9 @@ def evaluation_figures(records: list[dict], out_dir: str | Path | None = None) -
     if not ab.empty:
         main_layer = ab["layer"].iloc[0]
         for behaviour, rows in ab[ab["layer"] == main_layer].groupby("behaviour", sort=False):
-            figures.append(lambda_sweep_figure(
-                rows, title=f"{behaviour}: p(matching answer) across λ (layer {main_layer})"))
+            figures.append(
+                lambda_sweep_figure(rows, title=f"{behaviour}: p(matching answer) across λ (layer {main_layer})")
+            )
         for (behaviour, method), rows in ab.groupby(["behaviour", "method"], sort=False):
             if rows["layer"].nunique() > 1:
                 figures.append(layer_lambda_heatmap(rows, title=f"{behaviour}, {method}: layer × λ"))
@@ -341,45 +415,87 @@ def evaluation_figures(records: list[dict], out_dir: str | Path | None = None) -
     if not opened.empty:
         fig = go.Figure()
         for method, rows in opened.groupby("method"):
-            fig.add_trace(go.Scatter(
-                x=rows["behaviour_score"], y=rows["answer_perplexity"], mode="markers", name=method,
-                text=[f"{b} λ={lam:g}" for b, lam in zip(rows["behaviour"], rows["lam"])]))
-        fig.update_layout(title="Open-ended answers: behaviour score vs perplexity (fluency cost)",
-                          xaxis_title="behaviour score (embedding)", yaxis_title="answer perplexity (unsteered model)",
-                          **_LAYOUT)
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["behaviour_score"],
+                    y=rows["answer_perplexity"],
+                    mode="markers",
+                    name=method,
+                    text=[f"{b} λ={lam:g}" for b, lam in zip(rows["behaviour"], rows["lam"])],
+                )
+            )
+        fig.update_layout(
+            title="Open-ended answers: behaviour score vs perplexity (fluency cost)",
+            xaxis_title="behaviour score (embedding)",
+            yaxis_title="answer perplexity (unsteered model)",
+            **_LAYOUT,
+        )
         figures.append(fig)
     composed = composition_table(records)
     for (pair, method), cells in composed.groupby(["pair", "method"], sort=False):
         a, b = pair.split("+")
         for column, behaviour in (("p_a", a), ("p_b", b)):
             table = cells.pivot_table(index="lam_b", columns="lam_a", values=column)
-            fig = go.Figure(go.Heatmap(z=table.values, x=[f"{c:g}" for c in table.columns],
-                                       y=[f"{i:g}" for i in table.index], colorscale="RdBu", zmid=0.5,
-                                       text=table.round(3).values, texttemplate="%{text}"))
-            fig.update_layout(title=f"{method}, {a} + {b} composed: p({behaviour})", xaxis_title=f"λ {a}",
-                              yaxis_title=f"λ {b}", **_LAYOUT)
+            fig = go.Figure(
+                go.Heatmap(
+                    z=table.values,
+                    x=[f"{c:g}" for c in table.columns],
+                    y=[f"{i:g}" for i in table.index],
+                    colorscale="RdBu",
+                    zmid=0.5,
+                    text=table.round(3).values,
+                    texttemplate="%{text}",
+                )
+            )
+            fig.update_layout(
+                title=f"{method}, {a} + {b} composed: p({behaviour})",
+                xaxis_title=f"λ {a}",
+                yaxis_title=f"λ {b}",
+                **_LAYOUT,
+            )
             figures.append(fig)
     talk = composition_cross_talk(records, out_dir) if out_dir is not None and len(composed) else []
     if len(talk):
         fig = go.Figure()
         for method, rows in talk.groupby("method", sort=False):
             measure = "weighted_jaccard" if method == "sas" else "cosine"
-            fig.add_trace(go.Scatter(x=rows[measure].abs(), y=rows["cross_talk"].abs(), mode="markers+text",
-                                     name=f"{method} ({measure.replace('_', ' ')})", textposition="top center",
-                                     text=[f"{s} → {j}" for s, j in zip(rows["steered"], rows["judged"])]))
-        fig.update_layout(title="Cross-talk against overlap: each vector alone, the other behaviour's p",
-                          xaxis_title="overlap (weighted Jaccard for SAS, |cosine| for dense)",
-                          yaxis_title="|change of the other behaviour's p|", **_LAYOUT)
+            fig.add_trace(
+                go.Scatter(
+                    x=rows[measure].abs(),
+                    y=rows["cross_talk"].abs(),
+                    mode="markers+text",
+                    name=f"{method} ({measure.replace('_', ' ')})",
+                    textposition="top center",
+                    text=[f"{s} → {j}" for s, j in zip(rows["steered"], rows["judged"])],
+                )
+            )
+        fig.update_layout(
+            title="Cross-talk against overlap: each vector alone, the other behaviour's p",
+            xaxis_title="overlap (weighted Jaccard for SAS, |cosine| for dense)",
+            yaxis_title="|change of the other behaviour's p|",
+            **_LAYOUT,
+        )
         figures.append(fig)
     topics = topic_table(records)
     if len(topics):
         fig = go.Figure()
         for topic, rows in topics.groupby("topic", sort=False):
-            fig.add_trace(go.Scatter(x=rows["topic_similarity"], y=rows["perplexity"], mode="markers+text",
-                                     name=topic, text=rows["steering"], textposition="top center"))
-        fig.update_layout(title="Topic steering: similarity to the topic vs perplexity (fluency cost)",
-                          xaxis_title="topic similarity (embedding cosine)",
-                          yaxis_title="perplexity (unsteered model)", **_LAYOUT)
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["topic_similarity"],
+                    y=rows["perplexity"],
+                    mode="markers+text",
+                    name=topic,
+                    text=rows["steering"],
+                    textposition="top center",
+                )
+            )
+        fig.update_layout(
+            title="Topic steering: similarity to the topic vs perplexity (fluency cost)",
+            xaxis_title="topic similarity (embedding cosine)",
+            yaxis_title="perplexity (unsteered model)",
+            **_LAYOUT,
+        )
         figures.append(fig)
     return figures
 
@@ -402,7 +518,15 @@ def evaluation_section(out_dir: str | Path):
     from sas_lens.evaluation.store import restored
 
     records = [restored(r) for r in json.loads(results.read_text())["cells"]]
-    tables = [table.round(3).to_html(index=False, na_rep="–")
-              for table in (summary_table(records), matched_cost_table(records), layer_table(records),
-                            conditional_table(records), topic_table(records)) if len(table)]
+    tables = [
+        table.round(3).to_html(index=False, na_rep="–")
+        for table in (
+            summary_table(records),
+            matched_cost_table(records),
+            layer_table(records),
+            conditional_table(records),
+            topic_table(records),
+        )
+        if len(table)
+    ]
     return Section("Evaluation", "\n".join(tables), evaluation_figures(records, out_dir))

@@ -80,8 +80,9 @@ def _run_capability(res: EvalResources, behaviour, layer, method, lam) -> dict:
         figures = accuracy(res.model, items, steering=steering, sae=sae, prefix=res.prefix)
         out[f"{name}_accuracy"], out[f"{name}_p_correct"] = figures["accuracy"], figures["p_correct"]
     if res.cfg.heldout_text and (method != "prompting" or lam == 0):  # no instruction fits held-out text
-        out["perplexity"] = perplexity(res.model, res.cfg.heldout_text, steering=steering, sae=sae,
-                                       n_tokens=res.cfg.perplexity_tokens)
+        out["perplexity"] = perplexity(
+            res.model, res.cfg.heldout_text, steering=steering, sae=sae, n_tokens=res.cfg.perplexity_tokens
+        )
     return out
 
 
@@ -97,14 +98,26 @@ def _run_open(res: EvalResources, behaviour, layer, method, lam) -> dict:
     if method == "prompting" and lam != 0:
         prompts = [f"{instruction_for(behaviour, lam)}\n\n{p}" for p in prompts]
     steering, sae = _steering(res, behaviour, layer, method, lam)
-    answers = generate(res.model, prompts, steering=steering, sae=sae, max_new_tokens=res.cfg.max_new_tokens,
-                       backend=preferred_backend(res.model))
+    answers = generate(
+        res.model,
+        prompts,
+        steering=steering,
+        sae=sae,
+        max_new_tokens=res.cfg.max_new_tokens,
+        backend=preferred_backend(res.model),
+    )
     scores = behaviour_scores(answers, *choice_exemplars(res.pairs(behaviour, "test")))
     plain_prompts = [f"Question: {q}\nAnswer:" for q in questions]  # fluency as the unsteered model reads it
     figures = fluency(res.model, plain_prompts, answers)
     mean, low, high = mean_ci(scores)
-    out = {"behaviour_score": mean, "behaviour_ci_low": low, "behaviour_ci_high": high,
-           "answer_perplexity": figures["perplexity"], "distinct_2": figures["distinct_2"], "answers": answers}
+    out = {
+        "behaviour_score": mean,
+        "behaviour_ci_low": low,
+        "behaviour_ci_high": high,
+        "answer_perplexity": figures["perplexity"],
+        "distinct_2": figures["distinct_2"],
+        "answers": answers,
+    }
     if res.cfg.judge:
         from sas_lens.evaluation.open_ended import JudgeConfig, judge
 
@@ -121,13 +134,19 @@ def _run_composition(res: EvalResources, pair, layer, method, lam) -> dict:
 
     a, b = pair.split("+")
     base, lam_b = base_method(method), variant_settings(method)["b"]
-    steering = {res.vector(behaviour, layer, base): strength * res.unit(behaviour, layer, base)
-                for behaviour, strength in ((a, lam), (b, lam_b)) if strength != 0}
+    steering = {
+        res.vector(behaviour, layer, base): strength * res.unit(behaviour, layer, base)
+        for behaviour, strength in ((a, lam), (b, lam_b))
+        if strength != 0
+    }
     sae = res.sae(layer) if base == "sas" else None
     out: dict[str, Any] = {"lam_b": lam_b}
     for behaviour in (a, b):
-        out[f"p_{behaviour}"] = float(ab_probabilities(res.model, res.pairs(behaviour, "test"), steering=steering,
-                                                       sae=sae, prefix=res.prefix).mean())
+        out[f"p_{behaviour}"] = float(
+            ab_probabilities(
+                res.model, res.pairs(behaviour, "test"), steering=steering, sae=sae, prefix=res.prefix
+            ).mean()
+        )
     return out
 
 
@@ -139,15 +158,21 @@ def _run_conditional(res: EvalResources, behaviour, layer, method, lam) -> dict:
     condition = res.condition(behaviour, layer)
     steering, sae = _steering(res, behaviour, layer, method, lam)
     items, mmlu = res.pairs(behaviour, "test"), res.capability_items("mmlu")
-    mean, low, high = mean_ci(ab_probabilities(res.model, items, steering=steering, sae=sae, when=condition,
-                                               prefix=res.prefix))
-    return {"mean": mean, "ci_low": low, "ci_high": high, "condition_latents": list(condition.ids),
-            "fires_on_items": condition.firing_rate(res.model, [item.question for item in items]),
-            "fires_on_mmlu": condition.firing_rate(res.model, [item.question for item in mmlu]),
-            "mmlu_accuracy_gated": accuracy(res.model, mmlu, steering=steering, sae=sae, when=condition,
-                                            prefix=res.prefix)["accuracy"],
-            "mmlu_accuracy_ungated": accuracy(res.model, mmlu, steering=steering, sae=sae,
-                                              prefix=res.prefix)["accuracy"]}
+    mean, low, high = mean_ci(
+        ab_probabilities(res.model, items, steering=steering, sae=sae, when=condition, prefix=res.prefix)
+    )
+    return {
+        "mean": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "condition_latents": list(condition.ids),
+        "fires_on_items": condition.firing_rate(res.model, [item.question for item in items]),
+        "fires_on_mmlu": condition.firing_rate(res.model, [item.question for item in mmlu]),
+        "mmlu_accuracy_gated": accuracy(res.model, mmlu, steering=steering, sae=sae, when=condition, prefix=res.prefix)[
+            "accuracy"
+        ],
+        "mmlu_accuracy_ungated": accuracy(res.model, mmlu, steering=steering, sae=sae, prefix=res.prefix)["accuracy"],
+    }
 
 
 def _run_topic(res: EvalResources, topic, layer, method, lam) -> dict:
@@ -162,29 +187,49 @@ def _run_topic(res: EvalResources, topic, layer, method, lam) -> dict:
     texts, centroid, alignment, align_s = res.topic(topic)
     prompts = list(NEUTRAL_PROMPTS[: res.cfg.topic_prompts])
     n_new = res.cfg.max_new_tokens
-    out: dict[str, Any] = {"align_s": round(align_s, 2), "reference_cached": alignment.metadata["reference_cached"],
-                           "coverage": alignment.metadata.get("coverage")}
+    out: dict[str, Any] = {
+        "align_s": round(align_s, 2),
+        "reference_cached": alignment.metadata["reference_cached"],
+        "coverage": alignment.metadata.get("coverage"),
+    }
     if method == "finetune":
         tuned, out["finetune_s"] = finetune_on_texts(res.model, texts, steps=int(lam))
         model, steering, sae, backend = tuned, {}, None, "tl"
     else:
-        edit = {"amplify": lambda: alignment.vector(res.cfg.topic_latents, min_prompts=res.cfg.topic_min_prompts),
-                "swap": lambda: alignment.swap(res.cfg.topic_swap_k), "clamp": alignment.clamp,
-                "weight": alignment.weight}[method]()
+        edit = {
+            "amplify": lambda: alignment.vector(res.cfg.topic_latents, min_prompts=res.cfg.topic_min_prompts),
+            "swap": lambda: alignment.swap(res.cfg.topic_swap_k),
+            "clamp": alignment.clamp,
+            "weight": alignment.weight,
+        }[method]()
         model, steering, sae = res.model, ({edit: lam} if lam else {}), res.sae(layer)
         backend = preferred_backend(model)
     # a fixed number of new tokens (hf) so that seconds per token compare across cells
     fixed = {"min_new_tokens": n_new} if backend == "hf" else {}
     started = time.perf_counter()
-    answers = generate(model, prompts, steering=steering, sae=sae, max_new_tokens=n_new, backend=backend,
-                       batch_size=len(prompts), **fixed)
+    answers = generate(
+        model,
+        prompts,
+        steering=steering,
+        sae=sae,
+        max_new_tokens=n_new,
+        backend=backend,
+        batch_size=len(prompts),
+        **fixed,
+    )
     out["s_per_token"] = (time.perf_counter() - started) / (len(prompts) * n_new)
     out["backend"] = backend
     return {**out, **generation_scores(res.model, prompts, answers, centroid), "answers": answers}
 
 
-_RUNNERS = {"ab": _run_ab, "capability": _run_capability, "open": _run_open, "topic": _run_topic,
-            "composition": _run_composition, "conditional": _run_conditional}
+_RUNNERS = {
+    "ab": _run_ab,
+    "capability": _run_capability,
+    "open": _run_open,
+    "topic": _run_topic,
+    "composition": _run_composition,
+    "conditional": _run_conditional,
+}
 
 
 class EvalRecords(list):
@@ -200,9 +245,13 @@ class EvalRecords(list):
         )
 
         parts = [f"<b>{len(self)} evaluation cells</b>"]
-        for title, table in (("Summary", summary_table(self)), ("Matched cost", matched_cost_table(self)),
-                             ("Layers", layer_table(self)), ("Conditional", conditional_table(self)),
-                             ("Topics", topic_table(self))):
+        for title, table in (
+            ("Summary", summary_table(self)),
+            ("Matched cost", matched_cost_table(self)),
+            ("Layers", layer_table(self)),
+            ("Conditional", conditional_table(self)),
+            ("Topics", topic_table(self)),
+        ):
             if len(table):
                 parts.append(f"<h4>{title}</h4>" + table.round(3).to_html(index=False, na_rep="–"))
         return "".join(parts)
@@ -236,8 +285,15 @@ def cell_record(cell: Cell, figures: dict) -> dict:
         'ab|refusal|L9|sas|4'
     """
     kind, behaviour, layer, method, lam = cell
-    return {"key": cell_key(*cell), "kind": kind, "behaviour": behaviour, "layer": layer, "method": method,
-            "lam": lam, **figures}
+    return {
+        "key": cell_key(*cell),
+        "kind": kind,
+        "behaviour": behaviour,
+        "layer": layer,
+        "method": method,
+        "lam": lam,
+        **figures,
+    }
 
 
 def reuses_unsteered(cell: Cell) -> bool:
@@ -254,8 +310,9 @@ def reuses_unsteered(cell: Cell) -> bool:
     return lam == 0 and kind in ("ab", "capability", "open") and not steers_at_zero(method)
 
 
-def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True,
-                   executor="serial", restart: bool = False) -> list[dict]:
+def run_evaluation(
+    cfg: EvalConfig, out_dir: str | Path, *, model=None, progress: bool = True, executor="serial", restart: bool = False
+) -> list[dict]:
     """Run (or resume) every cell of ``cfg``; write cells.jsonl, results.json, CSVs and figures to ``out_dir``.
 
     Args:
@@ -305,6 +362,7 @@ def run_evaluation(cfg: EvalConfig, out_dir: str | Path, *, model=None, progress
     records = EvalRecords(store.cells[cell_key(*c)] for c in cells)
     from sas_lens.evaluation.results import write_results
 
-    write_results(records, out_dir, wall_s=time.perf_counter() - started, n_run=len(pending),
-                  cost_budget=cfg.cost_budget)
+    write_results(
+        records, out_dir, wall_s=time.perf_counter() - started, n_run=len(pending), cost_budget=cfg.cost_budget
+    )
     return records

@@ -107,11 +107,27 @@ class CellStore:
 RUN_IDENTITY = "run_identity.json"
 # Settings that only add cells (another λ, method, layer, behaviour...) may change between resumes; every
 # other setting changes what a finished cell or a saved vector means (its items, τ, rule, SAE, judge...).
-GRID_FIELDS = frozenset({
-    "behaviours", "layers", "methods", "lams", "cost_lams", "tau_sweep", "data_sizes", "layer_sweep_behaviour",
-    "compositions", "composition_lams", "conditional", "topics", "topic_strengths", "topic_swap", "device",
-    "cost_budget", "delta_ablation",
-})
+GRID_FIELDS = frozenset(
+    {
+        "behaviours",
+        "layers",
+        "methods",
+        "lams",
+        "cost_lams",
+        "tau_sweep",
+        "data_sizes",
+        "layer_sweep_behaviour",
+        "compositions",
+        "composition_lams",
+        "conditional",
+        "topics",
+        "topic_strengths",
+        "topic_swap",
+        "device",
+        "cost_budget",
+        "delta_ablation",
+    }
+)
 # What a run folder holds besides its identity; a restart removes these.
 RUN_FILES = ("cells.jsonl", "vectors", "topics", "units.json", "results.json", RUN_IDENTITY)
 

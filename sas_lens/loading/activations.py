@@ -15,8 +15,9 @@ from sas_lens.typing import Float, Int, Tensor
 
 
 @torch.no_grad()
-def activations_at(model, hook_name: str, tokens: Int[Tensor, "batch pos"],
-                   attention_mask: Tensor | None = None) -> Tensor:
+def activations_at(
+    model, hook_name: str, tokens: Int[Tensor, "batch pos"], attention_mask: Tensor | None = None
+) -> Tensor:
     """The activations at ``hook_name`` for ``tokens`` (on the model's device); blocks after the hook's are not run.
 
     Args:
@@ -31,14 +32,19 @@ def activations_at(model, hook_name: str, tokens: Int[Tensor, "batch pos"],
     layer = hook_layer(hook_name)
     device = model.cfg.device
     mask = attention_mask.to(device) if attention_mask is not None else None
-    _, cache = model.run_with_cache(tokens.to(device), attention_mask=mask, names_filter=hook_name,
-                                    stop_at_layer=layer + 1 if layer is not None else None)
+    _, cache = model.run_with_cache(
+        tokens.to(device),
+        attention_mask=mask,
+        names_filter=hook_name,
+        stop_at_layer=layer + 1 if layer is not None else None,
+    )
     return cache[hook_name]
 
 
 @torch.no_grad()
-def sae_codes(model, sae, tokens: Int[Tensor, "batch pos"],
-              attention_mask: Tensor | None = None) -> Float[Tensor, "batch pos d_sae"]:
+def sae_codes(
+    model, sae, tokens: Int[Tensor, "batch pos"], attention_mask: Tensor | None = None
+) -> Float[Tensor, "batch pos d_sae"]:
     """``f(a)``: the SAE's codes of the activations at its hook, float32 on the CPU.
 
     Args:

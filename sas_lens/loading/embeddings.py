@@ -47,6 +47,7 @@ def embed(texts: list[str], batch_size: int = 64) -> Float[Tensor, "n 384"]:
     """
     if not texts:
         return torch.empty(0, 384)
-    vectors = embedding_model().encode(list(texts), batch_size=batch_size, convert_to_tensor=True,
-                                       normalize_embeddings=True, show_progress_bar=False)
+    vectors = embedding_model().encode(
+        list(texts), batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
+    )
     return vectors.float().cpu()

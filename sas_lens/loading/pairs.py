@@ -132,7 +132,7 @@ def load_pairs(source: str | Path | Iterable[Any], *, name: str | None = None, l
         ('completion', 1)
     """
     if isinstance(source, str) and source.startswith("demo:"):
-        demo = source[len("demo:"):]
+        demo = source[len("demo:") :]
         available = demo_sets()
         if demo not in available:
             raise DataError(f"No demo pair set {demo!r}.{suggest(demo, available)} Available: {available}.")
@@ -227,7 +227,9 @@ def _validate(pair: Pair, where: str, index: int) -> None:
                     f"{['(' + c + ')' for c in choices] or 'none found: choices are written (A) ..., (B) ...'}."
                 )
         if pair.matching == pair.not_matching:
-            raise DataError(f"{where}, record {index}: the matching and non-matching answers are both ({pair.matching}).")
+            raise DataError(
+                f"{where}, record {index}: the matching and non-matching answers are both ({pair.matching})."
+            )
     else:
         if not pair.prompt.strip():
             raise DataError(f"{where}, record {index}: the prompt is empty.")

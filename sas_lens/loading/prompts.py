@@ -48,7 +48,9 @@ def _chat_prefix(user_text: str, tokenizer) -> str:
     )
 
 
-def format_ab(item: ABItem, letter: str, style: PromptStyle = PromptStyle(), tokenizer=None) -> tuple[str, tuple[int, int]]:
+def format_ab(
+    item: ABItem, letter: str, style: PromptStyle = PromptStyle(), tokenizer=None
+) -> tuple[str, tuple[int, int]]:
     """The text of ``item`` answered with ``letter``, and the character span of that letter.
 
     Args:
@@ -147,6 +149,6 @@ def left_pad(tokenizer, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tens
     tokens = torch.full((len(rows), width), pad if pad is not None else 0, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, row in enumerate(rows):
-        tokens[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        attention[i, width - len(row):] = True
+        tokens[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention[i, width - len(row) :] = True
     return tokens, attention

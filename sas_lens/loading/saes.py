@@ -144,8 +144,11 @@ def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
         ('16k', '4k')
     """
     cards = {name: json.loads((folder / "card.json").read_text()) for name, folder in shipped_saes().items()}
-    fitting = [name for name, card in cards.items() if card.get("layer") == layer
-               and (width is None or _width_label(card.get("d_sae", 0)) == width.lower())]
+    fitting = [
+        name
+        for name, card in cards.items()
+        if card.get("layer") == layer and (width is None or _width_label(card.get("d_sae", 0)) == width.lower())
+    ]
     return max(fitting, key=lambda name: (cards[name].get("d_sae", 0), name), default=None)
 
 
@@ -153,8 +156,10 @@ def _shipped_at_layer(width: str | None, layer: int) -> str:
     name = shipped_sae_at(layer, width)
     if name is None:
         cards = [json.loads((folder / "card.json").read_text()) for folder in shipped_saes().values()]
-        offered = sorted({(card.get("layer"), _width_label(card.get("d_sae", 0))) for card in cards},
-                         key=lambda pair: (pair[0] is None, pair))
+        offered = sorted(
+            {(card.get("layer"), _width_label(card.get("d_sae", 0))) for card in cards},
+            key=lambda pair: (pair[0] is None, pair),
+        )
         raise NoDefaultSAEError(
             f"No shipped SAE{f' of width {width}' if width else ''} at layer {layer}. Shipped (layer, width): "
             f"{offered}. Train one with `sas-lens train-sae ... --layer {layer}`."
@@ -177,9 +182,7 @@ def _shipped_folder(short_name: str | Path | None) -> Path:
             "(sl.load_sae('gemma-scope-2-270m-pt-res', 'layer_9_width_16k_l0_medium')), "
             "or train one with `sas-lens train-sae`."
         )
-    raise NoDefaultSAEError(
-        f"No shipped SAE is called {name!r}.{suggest(name, shipped)} Shipped: {sorted(shipped)}."
-    )
+    raise NoDefaultSAEError(f"No shipped SAE is called {name!r}.{suggest(name, shipped)} Shipped: {sorted(shipped)}.")
 
 
 def sae_hook_name(sae) -> str:
@@ -403,8 +406,9 @@ def write_shipped_sae(source: str | Path, short_name: str, card: dict, dtype: to
     target = PRETRAINED_DIR / f"{card['model']}-res-{'' if short_name.startswith(at_layer) else at_layer}{short_name}"
     target.mkdir(parents=True, exist_ok=True)
     weights = load_file(source / "sae_weights.safetensors")
-    save_file({name: tensor.to(dtype).contiguous() for name, tensor in weights.items()},
-              target / "sae_weights.safetensors")
+    save_file(
+        {name: tensor.to(dtype).contiguous() for name, tensor in weights.items()}, target / "sae_weights.safetensors"
+    )
     cfg = json.loads((source / "cfg.json").read_text())
     cfg["dtype"] = "float32"
     (target / "cfg.json").write_text(json.dumps(cfg, indent=1))

@@ -43,8 +43,12 @@ def resolve_text_files(sources: str | Path | Iterable[str | Path]) -> list[Path 
         path = Path(source)
         if path.is_dir():
             files = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _TEXT_SUFFIXES
-                and not p.name.startswith(".") and p.name.upper() != "SOURCE.MD"
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in _TEXT_SUFFIXES
+                and not p.name.startswith(".")
+                and p.name.upper() != "SOURCE.MD"
             )
             if not files:
                 raise DataError(
@@ -102,9 +106,7 @@ def iter_documents(sources: Iterable[Path | str]) -> Iterator[str]:
                 yield document.strip()
 
 
-def iter_token_sequences(
-    tokenizer, documents: Iterable[str], context_size: int, batch_size: int
-) -> Iterator[Tokens]:
+def iter_token_sequences(tokenizer, documents: Iterable[str], context_size: int, batch_size: int) -> Iterator[Tokens]:
     """Yield ``[batch_size, context_size]`` token batches: BOS + a chunk of the token stream.
 
     Documents are joined into one stream (separated by a blank line) and cut into

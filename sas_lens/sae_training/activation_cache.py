@@ -102,9 +102,16 @@ def build_activation_cache(
     Example:
         >>> cache = build_activation_cache(model, "blocks.9.hook_resid_post", "corpus/", "acts", 400_000)  # doctest: +SKIP
     """
-    return build_activation_caches(model, {hook_name: folder}, sources, n_tokens, context_size=context_size,
-                                   batch_size=batch_size, skip_sequences=skip_sequences,
-                                   model_name=model_name)[hook_name]
+    return build_activation_caches(
+        model,
+        {hook_name: folder},
+        sources,
+        n_tokens,
+        context_size=context_size,
+        batch_size=batch_size,
+        skip_sequences=skip_sequences,
+        model_name=model_name,
+    )[hook_name]
 
 
 def build_activation_caches(
@@ -184,8 +191,15 @@ class _CacheWriter:
         _write_meta(self.folder, self.spec, self.n_rows, self.n_sequences)  # after the data: see the module doc
 
 
-def _fill(model, writers: dict[str, _CacheWriter], files, n_tokens: int, context_size: int, batch_size: int,
-          skip_sequences: int) -> None:
+def _fill(
+    model,
+    writers: dict[str, _CacheWriter],
+    files,
+    n_tokens: int,
+    context_size: int,
+    batch_size: int,
+    skip_sequences: int,
+) -> None:
     from contextlib import ExitStack
 
     from sas_lens.loading.saes import hook_layer
@@ -197,8 +211,14 @@ def _fill(model, writers: dict[str, _CacheWriter], files, n_tokens: int, context
     start = min(w.n_sequences for w in writers.values())
     with ExitStack() as stack:
         handles = {hook: stack.enter_context(w.open()) for hook, w in writers.items()}
-        progress = stack.enter_context(tqdm(total=n_tokens, initial=min(w.n_rows for w in writers.values()),
-                                            unit="tok", desc=f"caching {len(writers)} hook(s)"))
+        progress = stack.enter_context(
+            tqdm(
+                total=n_tokens,
+                initial=min(w.n_rows for w in writers.values()),
+                unit="tok",
+                desc=f"caching {len(writers)} hook(s)",
+            )
+        )
         seen = 0
         for tokens in sequences:
             seen += tokens.shape[0]
@@ -211,8 +231,9 @@ def _fill(model, writers: dict[str, _CacheWriter], files, n_tokens: int, context
                 continue
             first_seen = seen - tokens.shape[0]
             with torch.inference_mode():
-                _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=todo,
-                                                stop_at_layer=stop_at_layer)
+                _, cache = model.run_with_cache(
+                    tokens.to(model.cfg.device), names_filter=todo, stop_at_layer=stop_at_layer
+                )
             for hook in todo:
                 # A run resumed with another batch size can straddle what a hook already holds.
                 new = max(0, skip_sequences + writers[hook].n_sequences - first_seen)
@@ -221,8 +242,10 @@ def _fill(model, writers: dict[str, _CacheWriter], files, n_tokens: int, context
             progress.update(min(w.n_rows for w in writers.values()) - progress.n)
     short = [h for h, w in writers.items() if w.n_rows < n_tokens]
     if short:
-        print(f"sas_lens: the text ran out after {min(writers[h].n_rows for h in short):,} tokens "
-              f"(asked for {n_tokens:,}).")
+        print(
+            f"sas_lens: the text ran out after {min(writers[h].n_rows for h in short):,} tokens "
+            f"(asked for {n_tokens:,})."
+        )
 
 
 def _resume_point(folder: Path, spec: CacheSpec) -> tuple[int, int]:
@@ -241,5 +264,6 @@ def _resume_point(folder: Path, spec: CacheSpec) -> tuple[int, int]:
 def _write_meta(folder: Path, spec: CacheSpec, n_rows: int, n_sequences: int) -> None:
     from sas_lens.loading.files import atomic_write_text
 
-    atomic_write_text(folder / _META_FILE,
-                      json.dumps({"spec": asdict(spec), "n_rows": n_rows, "n_sequences": n_sequences}, indent=1))
+    atomic_write_text(
+        folder / _META_FILE, json.dumps({"spec": asdict(spec), "n_rows": n_rows, "n_sequences": n_sequences}, indent=1)
+    )

@@ -22,9 +22,7 @@ from torch.nn import functional as F
 from sas_lens.typing import Float, Indices, Latents, Tensor
 
 
-def batch_topk_indices(
-    acts: Latents, k: int | float, candidates_per_row: int | None = None
-) -> tuple[Indices, Indices]:
+def batch_topk_indices(acts: Latents, k: int | float, candidates_per_row: int | None = None) -> tuple[Indices, Indices]:
     """Row and column indices of the ``k * n_rows`` largest positive entries of a matrix.
 
     Selects what ``torch.topk(acts.relu().flatten(), k * n_rows)`` selects (up to

@@ -127,6 +127,7 @@ def _loss_figures(model, sae, hook_name, files, n_sequences, context_size, batch
             out = acts.clone()
             out[:, 1:] = replacement(acts[:, 1:])
             return out
+
         return hook
 
     reconstruct = splice(lambda a: sae.decode(sae.encode(a.to(sae.dtype))).to(a.dtype))

@@ -145,8 +145,7 @@ def train_sae(
     out_dir = Path(out_dir)
     work_dir = Path(work_dir) if work_dir else out_dir.with_name(out_dir.name + ".work")
     started = time.perf_counter()
-    cache = _activation_cache(cfg, Path(cache_dir) if cache_dir else work_dir / "activations", model, model_name,
-                              texts)
+    cache = _activation_cache(cfg, Path(cache_dir) if cache_dir else work_dir / "activations", model, model_name, texts)
     caching_s = time.perf_counter() - started
     dim_scale = _dim_scale(cache, cfg, work_dir) if cfg.balance_dims else None
     model_name = model_name or (model.cfg.model_name if model is not None else cache.spec.model_name)
@@ -188,8 +187,9 @@ def _activation_cache(cfg: SAETrainingConfig, cache_dir: Path, model, model_name
         raise ValueError("No complete activation cache yet, so texts= is needed to build one.")
     if model is None:
         model = load_model(model_name)
-    build_activation_cache(model, cfg.hook_name, texts, cache_dir, cfg.n_tokens,
-                           context_size=cfg.context_size, model_name=model_name)
+    build_activation_cache(
+        model, cfg.hook_name, texts, cache_dir, cfg.n_tokens, context_size=cfg.context_size, model_name=model_name
+    )
     return ActivationCache(cache_dir, max_rows=cfg.n_tokens)  # the last batch can overshoot n_tokens
 
 
@@ -372,8 +372,11 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     if not checkpoints.is_dir():
         return None
     complete = [
-        p for p in checkpoints.iterdir()
-        if p.name.isdigit() and (p / "trainer_state.pt").exists() and (p / "sae_weights.safetensors").exists()
+        p
+        for p in checkpoints.iterdir()
+        if p.name.isdigit()
+        and (p / "trainer_state.pt").exists()
+        and (p / "sae_weights.safetensors").exists()
         and (p / "activation_scaler.json").exists()
     ]
     return max(complete, key=lambda p: int(p.name), default=None)
@@ -384,4 +387,3 @@ def _existing_complete_cache(folder: Path, n_tokens: int) -> ActivationCache | N
         return None
     cache = ActivationCache(folder, max_rows=n_tokens)
     return cache if len(cache) >= n_tokens else None
-

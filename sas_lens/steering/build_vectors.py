@@ -97,7 +97,6 @@ def _extraction_metadata(pairs: PairSet, residuals: ContrastiveResiduals, style:
     }
 
 
-
 @torch.no_grad()
 def sas_vector(
     model,
@@ -166,17 +165,22 @@ def sas_vector(
         diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
     elif selection == "contrast":
         dense = contrast_from_codes(*codes, top_k=top_k, rank_by=rank_by, mean_over=mean_over)
-        diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense,
-                                     rule=f"contrast ({rank_by}, top {top_k})")
+        diagnostics = diagnose_codes(
+            *codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense, rule=f"contrast ({rank_by}, top {top_k})"
+        )
         settings.update(top_k=top_k, rank_by=rank_by)
     else:
         difference = residual_difference(residuals, layer)
         dense = decompose_direction(difference.to(sae.device), sae.W_dec.detach(), top_k=top_k).cpu()
-        diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense,
-                                     rule=f"decompose (top {top_k})")
+        diagnostics = diagnose_codes(
+            *codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense, rule=f"decompose (top {top_k})"
+        )
         settings.update(top_k=top_k)
     provenance = Provenance.for_hook(
-        model, hook, name=name or pairs.name, sae=SAEIdentity.of(sae),
+        model,
+        hook,
+        name=name or pairs.name,
+        sae=SAEIdentity.of(sae),
         extraction={**_extraction_metadata(pairs, residuals, style), **settings},
     )
     if gate is None:
@@ -199,8 +203,11 @@ def rebuild_settings(vector: SASVector) -> dict[str, Any]:
     extraction = vector.provenance.extraction
     selection = extraction.get("selection", "paper")
     settings: dict[str, Any] = {
-        "selection": selection, "tau": extraction.get("tau", 0.7), "mean_over": extraction.get("mean_over", "all"),
-        "strict": extraction.get("comparison") == ">", "gate": vector.gate,
+        "selection": selection,
+        "tau": extraction.get("tau", 0.7),
+        "mean_over": extraction.get("mean_over", "all"),
+        "strict": extraction.get("comparison") == ">",
+        "gate": vector.gate,
         "style": PromptStyle(extraction.get("prompt_style", "base")),
     }
     read = str(extraction.get("read", "")).split(" ")[0]
@@ -261,8 +268,12 @@ def dense_vector(
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
     diff = residual_difference(residuals, layer)
-    provenance = Provenance.for_hook(model, f"blocks.{layer}.hook_resid_post", name=name or pairs.name,
-                                     extraction=_extraction_metadata(pairs, residuals, style))
+    provenance = Provenance.for_hook(
+        model,
+        f"blocks.{layer}.hook_resid_post",
+        name=name or pairs.name,
+        extraction=_extraction_metadata(pairs, residuals, style),
+    )
     return DenseVector(diff, provenance)
 
 
@@ -298,13 +309,20 @@ def dense_vectors(model, pairs, layers: Sequence[int], **kwargs: Any) -> dict[in
         >>> by_layer = dense_vectors(model, "demo:sentiment", [3, 6, 9, 12])  # doctest: +SKIP
     """
     pairs = _pairs(pairs)
-    residuals = collect_residuals(model, pairs, list(layers), read=kwargs.get("read", "mean"),
-                                  style=kwargs.get("style", PromptStyle()), batch_size=kwargs.get("batch_size", 8))
+    residuals = collect_residuals(
+        model,
+        pairs,
+        list(layers),
+        read=kwargs.get("read", "mean"),
+        style=kwargs.get("style", PromptStyle()),
+        batch_size=kwargs.get("batch_size", 8),
+    )
     return {layer: dense_vector(model, pairs, layer=layer, residuals=residuals, **kwargs) for layer in layers}
 
 
-def sas_vectors(model, saes, pairs, *, read: str = "mean", style: PromptStyle = PromptStyle(),
-                batch_size: int = 8, **kwargs: Any) -> dict[Any, SASVector] | list[SASVector]:
+def sas_vectors(
+    model, saes, pairs, *, read: str = "mean", style: PromptStyle = PromptStyle(), batch_size: int = 8, **kwargs: Any
+) -> dict[Any, SASVector] | list[SASVector]:
     """SAS vectors for several residual SAEs (any layers, several per layer) from one forward pass per batch.
 
     Args:
@@ -320,6 +338,8 @@ def sas_vectors(model, saes, pairs, *, read: str = "mean", style: PromptStyle = 
         check_sae_fits(sae, model)
     layers = sorted({hook_layer(sae_hook_name(sae)) for _, sae in labelled})
     residuals = collect_residuals(model, pairs, layers, read=read, style=style, batch_size=batch_size)
-    vectors = [(label, sas_vector(model, sae, pairs, read=read, style=style, residuals=residuals, **kwargs))
-               for label, sae in labelled]
+    vectors = [
+        (label, sas_vector(model, sae, pairs, read=read, style=style, residuals=residuals, **kwargs))
+        for label, sae in labelled
+    ]
     return dict(vectors) if isinstance(saes, Mapping) else [vector for _, vector in vectors]

@@ -56,8 +56,9 @@ class Condition:
             raise ValueError(f"Give one threshold, or one per latent ({len(self.ids)}), got {len(self.threshold)}.")
 
     @classmethod
-    def latents(cls, sae, ids: Sequence[int], *, threshold: float = 0.0, per: str = "token",
-                name: str | None = None) -> "Condition":
+    def latents(
+        cls, sae, ids: Sequence[int], *, threshold: float = 0.0, per: str = "token", name: str | None = None
+    ) -> "Condition":
         """A condition on chosen latents: fires where the code of any of ``ids`` is above ``threshold``.
 
         Example:
@@ -67,8 +68,17 @@ class Condition:
         return cls(sae, ids, float(threshold), per, name or f"latents {list(ids)}")
 
     @classmethod
-    def from_examples(cls, model, sae, on: Sequence[str], off: Sequence[str], *, top_k: int = 4,
-                      per: str = "sequence", name: str = "condition from examples") -> "Condition":
+    def from_examples(
+        cls,
+        model,
+        sae,
+        on: Sequence[str],
+        off: Sequence[str],
+        *,
+        top_k: int = 4,
+        per: str = "sequence",
+        name: str = "condition from examples",
+    ) -> "Condition":
         """The ``top_k`` latents, each with its threshold, that fire on the most ``on`` texts beyond the share of
         ``off`` texts they fire on.
 
@@ -140,7 +150,7 @@ def text_max_codes(model, sae, texts: Sequence[str]) -> Float[Tensor, "n_texts d
 
     rows = []
     for start in range(0, len(texts), 8):
-        batch = list(texts[start:start + 8])
+        batch = list(texts[start : start + 8])
         tokens, attention, _ = tokenize_with_spans(model.tokenizer, batch, [(0, len(t)) for t in batch])
         codes = sae_codes(model, sae, tokens, attention)
         valid = (attention.bool() & _not_bos(attention.bool())).to(codes.device)
@@ -222,8 +232,17 @@ class ConditionGate:
 
 
 # Where a hook fires inside its block, in the order TransformerLens runs them.
-_IN_BLOCK_ORDER = ("hook_resid_pre", "ln1", "attn", "hook_attn_out", "hook_resid_mid", "ln2", "mlp", "hook_mlp_out",
-                   "hook_resid_post")
+_IN_BLOCK_ORDER = (
+    "hook_resid_pre",
+    "ln1",
+    "attn",
+    "hook_attn_out",
+    "hook_resid_mid",
+    "ln2",
+    "mlp",
+    "hook_mlp_out",
+    "hook_resid_post",
+)
 
 
 def _hook_order(hook_name: str) -> tuple[int, int] | None:

@@ -57,18 +57,24 @@ class SelectionDiagnostics:
         common = int((paper == "common").sum())
         gap = float((self.table["freq_pos"] - self.table["freq_neg"]).abs().max()) if len(self.table) else 0.0
         rule = "" if self.rule == "paper" else f" chosen by the {self.rule} rule"
-        sentence = (f"{self.n_kept} latents ({int(counts.get('kept +', 0))} +, {int(counts.get('kept −', 0))} −)"
-                    f"{rule} from {self.n_rows[0]} + {self.n_rows[1]} rows; at τ = {self.tau:g}, "
-                    f"{reached_pos} latents reached τ on the positive side and {reached_neg} on the negative "
-                    f"side, {common} of them on both (removed as common); the largest frequency difference "
-                    f"between the sides is {gap:.2f}.")
+        sentence = (
+            f"{self.n_kept} latents ({int(counts.get('kept +', 0))} +, {int(counts.get('kept −', 0))} −)"
+            f"{rule} from {self.n_rows[0]} + {self.n_rows[1]} rows; at τ = {self.tau:g}, "
+            f"{reached_pos} latents reached τ on the positive side and {reached_neg} on the negative "
+            f"side, {common} of them on both (removed as common); the largest frequency difference "
+            f"between the sides is {gap:.2f}."
+        )
         if self.n_kept < SMALL_VECTOR and self.rule == "paper":
-            sentence += (" Few latents fire on one side only: try a lower τ, or more varied examples; "
-                         "the paper's rule drops every latent that reaches τ on both sides, however unequally.")
+            sentence += (
+                " Few latents fire on one side only: try a lower τ, or more varied examples; "
+                "the paper's rule drops every latent that reaches τ on both sides, however unequally."
+            )
         elif self.n_kept < SMALL_VECTOR:
-            sentence += (f" Only {len(self.table)} latents fire on either side at all: the SAE encodes few latents "
-                         "of these rows (a mean over a long completion lies below most JumpReLU thresholds); "
-                         "try read='token_mean', which encodes every token first.")
+            sentence += (
+                f" Only {len(self.table)} latents fire on either side at all: the SAE encodes few latents "
+                "of these rows (a mean over a long completion lies below most JumpReLU thresholds); "
+                "try read='token_mean', which encodes every token first."
+            )
         return sentence
 
     def figure(self):
@@ -77,15 +83,27 @@ class SelectionDiagnostics:
 
         fig = go.Figure()
         for status, group in self.table.groupby("status", sort=True):
-            fig.add_trace(go.Scattergl(
-                x=group["freq_pos"], y=group["freq_neg"], mode="markers", name=f"{status} ({len(group)})",
-                text=[f"latent {latent}, value {value:+.3g}" for latent, value in zip(group.index, group["value"])],
-                hoverinfo="text+x+y", marker=dict(size=6, opacity=0.7)))
+            fig.add_trace(
+                go.Scattergl(
+                    x=group["freq_pos"],
+                    y=group["freq_neg"],
+                    mode="markers",
+                    name=f"{status} ({len(group)})",
+                    text=[f"latent {latent}, value {value:+.3g}" for latent, value in zip(group.index, group["value"])],
+                    hoverinfo="text+x+y",
+                    marker=dict(size=6, opacity=0.7),
+                )
+            )
         for line in (dict(x0=self.tau, x1=self.tau, y0=0, y1=1), dict(x0=0, x1=1, y0=self.tau, y1=self.tau)):
             fig.add_shape(type="line", line=dict(dash="dash", color="grey"), **line)
-        fig.update_layout(title=f"Algorithm 1's frequency filter (τ = {self.tau:g})",
-                          xaxis_title="firing frequency, positive side", yaxis_title="firing frequency, negative side",
-                          xaxis_range=[-0.02, 1.02], yaxis_range=[-0.02, 1.02], template="plotly_white")
+        fig.update_layout(
+            title=f"Algorithm 1's frequency filter (τ = {self.tau:g})",
+            xaxis_title="firing frequency, positive side",
+            yaxis_title="firing frequency, negative side",
+            xaxis_range=[-0.02, 1.02],
+            yaxis_range=[-0.02, 1.02],
+            template="plotly_white",
+        )
         return fig
 
     def _repr_html_(self) -> str:
@@ -95,9 +113,16 @@ class SelectionDiagnostics:
         return f"SelectionDiagnostics({self.summary()!r})"
 
 
-def diagnose_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[Tensor, "n_neg d_sae"], *,
-                   tau: float = 0.7, mean_over: str = "all", strict: bool = False,
-                   chosen: Float[Tensor, " d_sae"] | None = None, rule: str = "paper") -> SelectionDiagnostics:
+def diagnose_codes(
+    positive: Float[Tensor, "n_pos d_sae"],
+    negative: Float[Tensor, "n_neg d_sae"],
+    *,
+    tau: float = 0.7,
+    mean_over: str = "all",
+    strict: bool = False,
+    chosen: Float[Tensor, " d_sae"] | None = None,
+    rule: str = "paper",
+) -> SelectionDiagnostics:
     """The :class:`SelectionDiagnostics` of Algorithm 1 on these codes, with the same settings as the vector.
 
     Args:
@@ -121,16 +146,25 @@ def diagnose_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[Tenso
     seen = torch.nonzero(listed if chosen is None else listed | (chosen != 0)).squeeze(-1)
     common = kept_pos & kept_neg
     value = combine_sides(kept_pos, mean_pos, kept_neg, mean_neg)
-    paper = [("common" if c else "kept +" if p else "kept −" if n else "below τ")
-             for p, n, c in zip(kept_pos[seen].tolist(), kept_neg[seen].tolist(), common[seen].tolist())]
-    columns = {"freq_pos": freq_pos[seen].tolist(), "freq_neg": freq_neg[seen].tolist(),
-               "mean_pos": mean_pos[seen].tolist(), "mean_neg": mean_neg[seen].tolist()}
+    paper = [
+        ("common" if c else "kept +" if p else "kept −" if n else "below τ")
+        for p, n, c in zip(kept_pos[seen].tolist(), kept_neg[seen].tolist(), common[seen].tolist())
+    ]
+    columns = {
+        "freq_pos": freq_pos[seen].tolist(),
+        "freq_neg": freq_neg[seen].tolist(),
+        "mean_pos": mean_pos[seen].tolist(),
+        "mean_neg": mean_neg[seen].tolist(),
+    }
     if chosen is None:
         columns.update(status=paper, value=value[seen].tolist())
     else:
         picked = chosen[seen]
-        columns.update(status=["kept +" if v > 0 else "kept −" if v < 0 else "not chosen" for v in picked.tolist()],
-                       value=picked.tolist(), paper_status=paper)
+        columns.update(
+            status=["kept +" if v > 0 else "kept −" if v < 0 else "not chosen" for v in picked.tolist()],
+            value=picked.tolist(),
+            paper_status=paper,
+        )
     table = pd.DataFrame(columns, index=pd.Index(seen.tolist(), name="latent"))
     return SelectionDiagnostics(table, tau, (positive.shape[0], negative.shape[0]), rule)
 

@@ -53,8 +53,9 @@ from sas_lens.typing import Float, Tensor
 SUPPORTED_ARCHITECTURES = ("jumprelu", "standard", "topk")
 # SAELens's BatchTopK exists only as a training class: its encode picks the top k x batch over the whole
 # flattened batch (padding included), so one sequence's edit would depend on the others beside it.
-TRAINING_ONLY_ARCHITECTURES = {"batchtopk": "save_inference_model(folder) saves it as a JumpReLU SAE; "
-                                            "load that folder with sl.load_sae(folder)"}
+TRAINING_ONLY_ARCHITECTURES = {
+    "batchtopk": "save_inference_model(folder) saves it as a JumpReLU SAE; load that folder with sl.load_sae(folder)"
+}
 # How the shifted code reaches the residual: through the SAE's own σ (Algorithm 2) or decoded as is.
 GATES = ("sae", "none")
 # Per-token input normalisations the edit undoes; the others SAELens applies at
@@ -200,8 +201,12 @@ class SparseEdit:
     keep_delta: bool = True
 
     def merge(self, other: Edit) -> "SparseEdit | None":
-        if (isinstance(other, SparseEdit) and other.sae is self.sae and other.gate == self.gate
-                and other.keep_delta == self.keep_delta):
+        if (
+            isinstance(other, SparseEdit)
+            and other.sae is self.sae
+            and other.gate == self.gate
+            and other.keep_delta == self.keep_delta
+        ):
             return SparseEdit(self.hook_name, self.sae, self.shift + other.shift, self.gate, self.keep_delta)
         return None
 

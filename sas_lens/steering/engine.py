@@ -21,8 +21,8 @@ from contextlib import contextmanager
 
 import torch
 
-from sas_lens.steering.conditions import Condition, ConditionGate, check_condition_hooks
 from sas_lens.loading.saes import hook_layer
+from sas_lens.steering.conditions import Condition, ConditionGate, check_condition_hooks
 from sas_lens.steering.edits import Edit, SAESet, Steerable, merge_edits, total_delta
 
 POSITIONS = ("all", "prompt", "generated")
@@ -124,8 +124,14 @@ class SteeringHooks(list):
         self.policy.reset(attention_mask, prompt_len)
 
 
-def build_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor | PositionPolicy = "all",
-                when: Condition | None = None) -> tuple[list, PositionPolicy]:
+def build_hooks(
+    model,
+    steering: Mapping,
+    *,
+    sae=None,
+    positions: str | torch.Tensor | PositionPolicy = "all",
+    when: Condition | None = None,
+) -> tuple[list, PositionPolicy]:
     """Check ``steering`` ({key: λ}) and return ``(fwd_hooks, policy)`` for ``model.hooks``.
 
     Everything is checked before any hook exists: λ finite, each key steerable and
@@ -149,16 +155,20 @@ def build_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Te
         if when is not None and policy.gate is None:
             policy.gate = ConditionGate(when)
         elif when is not None and policy.gate.condition is not when:
-            raise ValueError("The PositionPolicy given already has another condition; give the condition once, "
-                             "to the policy or to when=.")
+            raise ValueError(
+                "The PositionPolicy given already has another condition; give the condition once, "
+                "to the policy or to when=."
+            )
     else:
         policy = PositionPolicy(positions, when)
     saes = SAESet(sae)
     edits = []
     for key, lam in steering.items():
         if not isinstance(key, Steerable):
-            raise TypeError(f"Steering keys must be SASVector, DenseVector or a topic swap (alignment.swap(k)) "
-                            f"- anything with .edit(model, λ, saes) - got {type(key).__name__}.")
+            raise TypeError(
+                f"Steering keys must be SASVector, DenseVector or a topic swap (alignment.swap(k)) "
+                f"- anything with .edit(model, λ, saes) - got {type(key).__name__}."
+            )
         if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
             raise ValueError(f"The strength λ for {key.name!r} must be a finite number, got {lam!r}.")
         edits.append(key.edit(model, float(lam), saes))
@@ -174,8 +184,9 @@ def build_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Te
     return hooks, policy
 
 
-def steering_hooks(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor = "all",
-                   when: Condition | None = None) -> SteeringHooks:
+def steering_hooks(
+    model, steering: Mapping, *, sae=None, positions: str | torch.Tensor = "all", when: Condition | None = None
+) -> SteeringHooks:
     """The ``(hook_name, fn)`` pairs that apply ``steering``, for ``model.run_with_hooks`` or ``model.hooks``.
 
     Args:
@@ -213,7 +224,9 @@ def _observer(policy: PositionPolicy):
 def _make_hook(edits: list[Edit], policy: PositionPolicy, d_model: int, observe: bool = False):
     def hook_fn(acts: torch.Tensor, hook) -> torch.Tensor:
         if acts.ndim != 3 or acts.shape[-1] != d_model:
-            raise ValueError(f"Steering expected a [batch, pos, {d_model}] residual at {hook.name}, got {tuple(acts.shape)}.")
+            raise ValueError(
+                f"Steering expected a [batch, pos, {d_model}] residual at {hook.name}, got {tuple(acts.shape)}."
+            )
         a = acts.float()
         _begin_pass_if_first(policy, a, hook)
         if observe:
@@ -230,8 +243,9 @@ def _make_hook(edits: list[Edit], policy: PositionPolicy, d_model: int, observe:
 
 
 @contextmanager
-def steer(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor = "all",
-          when: Condition | None = None) -> Iterator[PositionPolicy]:
+def steer(
+    model, steering: Mapping, *, sae=None, positions: str | torch.Tensor = "all", when: Condition | None = None
+) -> Iterator[PositionPolicy]:
     """Steer ``model`` inside a ``with`` block; the hooks are removed on exit, even after an error.
 
     Args:
@@ -273,4 +287,5 @@ def steer(model, steering: Mapping, *, sae=None, positions: str | torch.Tensor =
                 f"An SAE was spliced in at {replaced} inside sl.steer (model.run_with_saes or add_sae): it replaced "
                 "the hook point, so steering there stopped from that call on. To steer with the SAE's "
                 "reconstruction in place of the residual, steer with vec.with_delta(False) instead.",
-                stacklevel=3)
+                stacklevel=3,
+            )

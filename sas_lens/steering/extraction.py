@@ -129,11 +129,14 @@ def collect_residuals(
     token_rows: dict[int, list[tuple[int, Tensor]]] = {layer: [] for layer in layers}
     for start in tqdm(range(0, len(order), batch_size), desc="residuals", disable=not progress, leave=False):
         index = order[start : start + batch_size]
-        tokens, attention, span_mask = tokenize_with_spans(model.tokenizer, [texts[i] for i in index],
-                                                           [spans[i] for i in index])
+        tokens, attention, span_mask = tokenize_with_spans(
+            model.tokenizer, [texts[i] for i in index], [spans[i] for i in index]
+        )
         device = model.cfg.device
         _, cache = model.run_with_cache(
-            tokens.to(device), attention_mask=attention.to(device), names_filter=hooks,
+            tokens.to(device),
+            attention_mask=attention.to(device),
+            names_filter=hooks,
             stop_at_layer=layers[-1] + 1,
         )
         for layer, hook in zip(layers, hooks):
@@ -148,7 +151,9 @@ def collect_residuals(
     return ContrastiveResiduals(
         positive={layer: acts[:n] for layer, acts in out.items()},
         negative={layer: acts[n:] for layer, acts in out.items()},
-        read=read, token_rows=tokens_by_side, token_pair=pair_of_row,
+        read=read,
+        token_rows=tokens_by_side,
+        token_pair=pair_of_row,
     )
 
 

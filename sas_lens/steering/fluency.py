@@ -67,5 +67,7 @@ def fluency(model, prompts: list[str], texts: list[str]) -> dict[str, float | No
     """
     perplexities = [text_perplexity(model, p, t) for p, t in zip(prompts, texts, strict=True)]
     finite = [x for x in perplexities if math.isfinite(x)]
-    return {"perplexity": statistics.median(finite) if finite else None,
-            "distinct_2": sum(distinct_n(t, 2) for t in texts) / len(texts) if texts else None}
+    return {
+        "perplexity": statistics.median(finite) if finite else None,
+        "distinct_2": sum(distinct_n(t, 2) for t in texts) / len(texts) if texts else None,
+    }

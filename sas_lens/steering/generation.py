@@ -66,13 +66,28 @@ def generate(
             tokens, attention = tokens.to(model.cfg.device), attention.to(model.cfg.device)
             policy.reset(attention, prompt_len=tokens.shape[1])  # generated tokens are what comes after
             if backend == "hf":
-                out = hf_generate(model, hf_model, tokens, attention, hooks, max_new_tokens=max_new_tokens,
-                                  do_sample=do_sample, **generate_kwargs)
+                out = hf_generate(
+                    model,
+                    hf_model,
+                    tokens,
+                    attention,
+                    hooks,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=do_sample,
+                    **generate_kwargs,
+                )
             else:
                 with model.hooks(fwd_hooks=hooks):
-                    out = model.generate(tokens, max_new_tokens=max_new_tokens, do_sample=do_sample, verbose=False,
-                                         use_past_kv_cache=True, padding_side="left", **generate_kwargs)
-            outputs.extend(_continuations(model.tokenizer, out[:, tokens.shape[1]:]))
+                    out = model.generate(
+                        tokens,
+                        max_new_tokens=max_new_tokens,
+                        do_sample=do_sample,
+                        verbose=False,
+                        use_past_kv_cache=True,
+                        padding_side="left",
+                        **generate_kwargs,
+                    )
+            outputs.extend(_continuations(model.tokenizer, out[:, tokens.shape[1] :]))
     return outputs
 
 

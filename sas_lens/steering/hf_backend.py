@@ -30,7 +30,8 @@ def has_hf_twin(model) -> bool:
     from sas_lens.loading.models import DEFAULT_MODEL, default_model_dir
 
     return getattr(model, "_sas_lens_hf_model", None) is not None or (
-        model.cfg.model_name == DEFAULT_MODEL and (default_model_dir() / "config.json").exists())
+        model.cfg.model_name == DEFAULT_MODEL and (default_model_dir() / "config.json").exists()
+    )
 
 
 def preferred_backend(model) -> str:
@@ -146,6 +147,10 @@ def hf_generate(model, hf_model, tokens, attention_mask, fwd_hooks, *, max_new_t
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     with hf_hooks(hf_model, fwd_hooks):
         return hf_model.generate(
-            input_ids=tokens, attention_mask=attention_mask.long(), max_new_tokens=max_new_tokens,
-            do_sample=do_sample, pad_token_id=pad, **kwargs,
+            input_ids=tokens,
+            attention_mask=attention_mask.long(),
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            pad_token_id=pad,
+            **kwargs,
         )

@@ -84,8 +84,13 @@ class PrefixCache:
         if owner is None or owner() is not model:
             self._forget(id(model))
             self._models[id(model)] = weakref.ref(model)
-        key = (id(model), start, tuple(tokens.shape), tokens.cpu().numpy().tobytes(),
-               attention_mask.cpu().numpy().tobytes())
+        key = (
+            id(model),
+            start,
+            tuple(tokens.shape),
+            tokens.cpu().numpy().tobytes(),
+            attention_mask.cpu().numpy().tobytes(),
+        )
         if key in self._entries:
             return self._entries[key]
         residual = model(tokens, attention_mask=attention_mask, stop_at_layer=start)
@@ -124,4 +129,3 @@ def run_from_prefix(model, tokens: Tensor, attention_mask: Tensor, cache: Prefix
     if start == n_layers:
         return residual
     return model(residual, start_at_layer=start, attention_mask=attention_mask, stop_at_layer=n_layers)
-

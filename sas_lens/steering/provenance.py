@@ -84,20 +84,37 @@ class Provenance:
         """Provenance of something built on ``model`` at ``hook_name``, stamped with this version."""
         from sas_lens._version import __version__
 
-        return cls(model_name=model.cfg.model_name, hook_name=hook_name, layer=hook_layer(hook_name),
-                   sas_lens_version=__version__, **fields)
+        return cls(
+            model_name=model.cfg.model_name,
+            hook_name=hook_name,
+            layer=hook_layer(hook_name),
+            sas_lens_version=__version__,
+            **fields,
+        )
 
     def replace(self, **changes: Any) -> "Provenance":
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
         """The header layout of saved files (unchanged since the first version)."""
-        out: dict[str, Any] = {key: value for key, value in (
-            ("name", self.name), ("model_name", self.model_name), ("layer", self.layer),
-            ("hook_name", self.hook_name), ("sas_lens_version", self.sas_lens_version)) if value is not None}
+        out: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("name", self.name),
+                ("model_name", self.model_name),
+                ("layer", self.layer),
+                ("hook_name", self.hook_name),
+                ("sas_lens_version", self.sas_lens_version),
+            )
+            if value is not None
+        }
         if self.sae is not None:
-            out["sae"] = {"release": self.sae.release, "id": self.sae.id, "d_sae": self.sae.d_sae,
-                          "architecture": self.sae.architecture}
+            out["sae"] = {
+                "release": self.sae.release,
+                "id": self.sae.id,
+                "d_sae": self.sae.d_sae,
+                "architecture": self.sae.architecture,
+            }
             out["sae_fingerprint"] = self.sae.fingerprint
         if self.extraction:
             out["extraction"] = dict(self.extraction)
@@ -114,8 +131,9 @@ class Provenance:
         width = sae_raw.get("d_sae", d_sae)
         sae = None
         if width is not None and (sae_raw or fingerprint or d_sae is not None):
-            sae = SAEIdentity(int(width), sae_raw.get("architecture"), fingerprint, sae_raw.get("release"),
-                              sae_raw.get("id"))
+            sae = SAEIdentity(
+                int(width), sae_raw.get("architecture"), fingerprint, sae_raw.get("release"), sae_raw.get("id")
+            )
         known = {f.name for f in dataclasses.fields(cls)} - {"sae", "extra"}
         fields = {key: raw.pop(key) for key in list(raw) if key in known}
         if fields.get("extraction") is None:

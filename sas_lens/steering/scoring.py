@@ -26,8 +26,9 @@ from sas_lens.steering.prefix import PrefixCache, run_from_prefix
 from sas_lens.typing import Float, Tensor
 
 
-def last_position_logits(model, tokens: Tensor, attention_mask: Tensor | None = None, *,
-                         prefix: PrefixCache | None = None) -> Float[Tensor, "batch d_vocab"]:
+def last_position_logits(
+    model, tokens: Tensor, attention_mask: Tensor | None = None, *, prefix: PrefixCache | None = None
+) -> Float[Tensor, "batch d_vocab"]:
     """The model's logits at the last position only, equal to ``model(tokens)[:, -1]``.
 
     Gemma's unembedding (262k tokens) at every position costs more than all the blocks below

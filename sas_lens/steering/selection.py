@@ -29,8 +29,9 @@ SELECTIONS = ("paper", "contrast", "decompose")
 RANK_BY = ("mean", "frequency")
 
 
-def side_statistics(codes: Float[Tensor, "n d_sae"], tau: float, *, mean_over: str = "all",
-                    strict: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+def side_statistics(
+    codes: Float[Tensor, "n d_sae"], tau: float, *, mean_over: str = "all", strict: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     """Algorithm 1, step 3 and 4 on one side: each latent's firing frequency, whether it is kept, its mean.
 
     τ = 0 keeps the latents active at all ("≥ 0" would keep every latent on both sides, and
@@ -73,8 +74,14 @@ def combine_sides(kept_pos: Tensor, mean_pos: Tensor, kept_neg: Tensor, mean_neg
     return torch.where(kept_pos & kept_neg, 0.0, v_pos - v_neg)
 
 
-def contrast_from_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[Tensor, "n_neg d_sae"], *,
-                        top_k: int = 64, rank_by: str = "mean", mean_over: str = "all") -> Float[Tensor, " d_sae"]:
+def contrast_from_codes(
+    positive: Float[Tensor, "n_pos d_sae"],
+    negative: Float[Tensor, "n_neg d_sae"],
+    *,
+    top_k: int = 64,
+    rank_by: str = "mean",
+    mean_over: str = "all",
+) -> Float[Tensor, " d_sae"]:
     """The contrastive rule: the ``top_k`` latents that differ most between the sides, valued ``mean⁺ − mean⁻``.
 
     Args:
@@ -100,8 +107,9 @@ def contrast_from_codes(positive: Float[Tensor, "n_pos d_sae"], negative: Float[
     return torch.zeros_like(difference).index_copy_(0, keep, difference[keep])
 
 
-def decompose_direction(target: Float[Tensor, " d_model"], decoder: Float[Tensor, "d_sae d_model"], *,
-                        top_k: int = 64) -> Float[Tensor, " d_sae"]:
+def decompose_direction(
+    target: Float[Tensor, " d_model"], decoder: Float[Tensor, "d_sae d_model"], *, top_k: int = 64
+) -> Float[Tensor, " d_sae"]:
     """``target`` as a combination of ``top_k`` decoder rows, by orthogonal matching pursuit.
 
     Each step adds the row most aligned with what is left of ``target`` (``|⟨r, d_i⟩| / ‖d_i‖``) and

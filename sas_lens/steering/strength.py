@@ -49,7 +49,7 @@ def edit_norm(model, key, texts: list[str], *, sae=None, lam: float = 1.0) -> fl
     """
     tokens, attention, read = _tokens(model, texts)
     edits = merge_edits([key.edit(model, float(lam), SAESet(sae))])
-    (hook, group), = edits.items()
+    ((hook, group),) = edits.items()
     a = activations_at(model, hook, tokens, attention).float()
     return float(total_delta(group, a)[read.to(a.device)].norm(dim=-1).mean())
 
@@ -77,8 +77,10 @@ def normalised(model, vector, texts: list[str], *, norm: float, sae=None):
         raise ValueError(f"norm must be a positive number, got {norm}.")
     size = edit_norm(model, vector, texts, sae=sae)
     if size == 0:
-        raise ValueError(f"{getattr(vector, 'name', vector)!r} changes nothing on these texts at λ = 1 (its edit "
-                         "is gated off or empty), so it cannot be scaled to a norm.")
+        raise ValueError(
+            f"{getattr(vector, 'name', vector)!r} changes nothing on these texts at λ = 1 (its edit "
+            "is gated off or empty), so it cannot be scaled to a norm."
+        )
     return vector * (norm / size)
 
 
@@ -105,8 +107,18 @@ def next_token_kl(model, steering: Mapping, texts: list[str], *, sae=None) -> fl
     return float((clean.exp() * (clean - steered)).sum(-1).mean())
 
 
-def strength_for_kl(model, key, target: float, texts: list[str], *, sae=None, sign: float = 1.0,
-                    high: float = 64.0, rtol: float = 0.05, max_steps: int = 20) -> float:
+def strength_for_kl(
+    model,
+    key,
+    target: float,
+    texts: list[str],
+    *,
+    sae=None,
+    sign: float = 1.0,
+    high: float = 64.0,
+    rtol: float = 0.05,
+    max_steps: int = 20,
+) -> float:
     """The λ (with ``sign``'s sign) at which ``key`` moves the model by ``target`` mean KL on ``texts``.
 
     Bisection on ``|λ|`` in ``(0, high]``, assuming the KL grows with ``|λ|`` (it does for a single
@@ -142,7 +154,8 @@ def strength_for_kl(model, key, target: float, texts: list[str], *, sae=None, si
     if reached < target:
         raise StrengthNotReachedError(
             f"{getattr(key, 'name', key)!r} reaches a KL of {reached:.3g} at λ = {sign * high:g}, below the target "
-            f"{target:g}; raise high= or lower the target.")
+            f"{target:g}; raise high= or lower the target."
+        )
     low = 0.0
     lam = high
     for _ in range(max_steps):

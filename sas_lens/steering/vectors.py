@@ -61,8 +61,10 @@ class _Provenanced:
 
     def _require_hook(self) -> str:
         if self.hook_name is None:
-            raise ValueError(f"The vector {self.name!r} records no hook; build it with one, e.g. "
-                             "provenance={'hook_name': 'blocks.9.hook_resid_post', 'layer': 9}.")
+            raise ValueError(
+                f"The vector {self.name!r} records no hook; build it with one, e.g. "
+                "provenance={'hook_name': 'blocks.9.hook_resid_post', 'layer': 9}."
+            )
         return self.hook_name
 
 
@@ -108,8 +110,15 @@ class SASVector(_Provenanced):
         self._set_provenance(self.provenance, d_sae=self.d_sae)
 
     @classmethod
-    def from_dense(cls, dense: Float[Tensor, " d_sae"], provenance: Provenance | Mapping | None = None, *,
-                   diagnostics: Any = None, gate: str = "sae", delta: bool = True) -> "SASVector":
+    def from_dense(
+        cls,
+        dense: Float[Tensor, " d_sae"],
+        provenance: Provenance | Mapping | None = None,
+        *,
+        diagnostics: Any = None,
+        gate: str = "sae",
+        delta: bool = True,
+    ) -> "SASVector":
         """The sparse form of a dense ``[d_sae]`` vector (its nonzero entries)."""
         indices = torch.nonzero(dense).squeeze(-1)
         return cls(indices, dense[indices].float(), int(dense.shape[0]), provenance, diagnostics, gate, delta)
@@ -154,14 +163,19 @@ class SASVector(_Provenanced):
         if not self.sae_identity.same_sae_as(other.sae_identity):
             raise IncompatibleSAEError("These SAS vectors were built on different SAEs and cannot be combined.")
         if self.gate != other.gate:
-            raise ValueError(f"These SAS vectors are applied differently (gate {self.gate!r} and {other.gate!r}); "
-                             "make them agree with .with_gate() first.")
+            raise ValueError(
+                f"These SAS vectors are applied differently (gate {self.gate!r} and {other.gate!r}); "
+                "make them agree with .with_gate() first."
+            )
         if self.delta != other.delta:
-            raise ValueError("One of these SAS vectors keeps the reconstruction error Δ and the other drops it; "
-                             "make them agree with .with_delta() first.")
+            raise ValueError(
+                "One of these SAS vectors keeps the reconstruction error Δ and the other drops it; "
+                "make them agree with .with_delta() first."
+            )
         name = f"{self.name} {'+' if sign > 0 else '-'} {other.name}"
-        return SASVector.from_dense(self.dense() + sign * other.dense(), self.provenance.replace(name=name),
-                                    gate=self.gate, delta=self.delta)
+        return SASVector.from_dense(
+            self.dense() + sign * other.dense(), self.provenance.replace(name=name), gate=self.gate, delta=self.delta
+        )
 
     def __add__(self, other):
         return self._combine(other, 1.0)
@@ -181,15 +195,15 @@ class SASVector(_Provenanced):
 
     def save(self, path: str | Path) -> Path:
         """Write the vector and its provenance to one ``.safetensors`` file."""
-        return _save(path, {"indices": self.indices, "values": self.values},
-                     {"kind": "sas", "d_sae": self.d_sae, "gate": self.gate, "delta": self.delta,
-                      **self.metadata})
+        return _save(
+            path,
+            {"indices": self.indices, "values": self.values},
+            {"kind": "sas", "d_sae": self.d_sae, "gate": self.gate, "delta": self.delta, **self.metadata},
+        )
 
     def _repr_html_(self) -> str:
         order = self.values.abs().argsort(descending=True)[:10]
-        rows = "".join(
-            f"<tr><td>{int(self.indices[i])}</td><td>{float(self.values[i]):+.3f}</td></tr>" for i in order
-        )
+        rows = "".join(f"<tr><td>{int(self.indices[i])}</td><td>{float(self.values[i]):+.3f}</td></tr>" for i in order)
         why = f"<p>{html.escape(self.diagnostics.summary())}</p>" if self.diagnostics is not None else ""
         return (
             f"<b>SASVector</b> {html.escape(self.name)}: {len(self)} of {self.d_sae} latents, "
@@ -248,8 +262,10 @@ class DenseVector(_Provenanced):
         return _save(path, {"vector": self.vector}, {"kind": "dense", **self.metadata})
 
     def _repr_html_(self) -> str:
-        return (f"<b>DenseVector</b> {html.escape(self.name)}: d_model={self.vector.shape[0]}, "
-                f"norm={float(self.vector.norm()):.3g}, {html.escape(str(self.hook_name))}")
+        return (
+            f"<b>DenseVector</b> {html.escape(self.name)}: d_model={self.vector.shape[0]}, "
+            f"norm={float(self.vector.norm()):.3g}, {html.escape(str(self.hook_name))}"
+        )
 
     def __repr__(self) -> str:
         return f"DenseVector({self.name!r}, norm={float(self.vector.norm()):.3g}, hook={self.hook_name!r})"
@@ -275,8 +291,11 @@ def save_with_header(path: str | Path, tensors: dict[str, Tensor], header: dict[
     from sas_lens.loading.files import atomic_file
 
     with atomic_file(path) as staging:  # a file cut off by an interruption is never left at ``path``
-        save_file({k: v.contiguous() for k, v in tensors.items()}, staging,
-                  metadata={"format": file_format, "sas_lens": json.dumps(header)})
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            staging,
+            metadata={"format": file_format, "sas_lens": json.dumps(header)},
+        )
     return path
 
 

@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -58,6 +58,9 @@ from sas_lens.loading.saes import (
 from sas_lens.steering.provenance import SAEIdentity
 from sas_lens.steering.vectors import SASVector, read_with_header, save_with_header
 from sas_lens.typing import Float, Tensor
+
+if TYPE_CHECKING:  # topic.swap imports this module
+    from sas_lens.topic.swap import TopicSwap
 
 _FORMAT = "sas_lens.topic/1"
 
@@ -102,7 +105,9 @@ def demo_topic_texts(name: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def latent_scores(weights: Float[Tensor, "n_ref d_sae"], sq_distances: Float[Tensor, " n_ref"]) -> Float[Tensor, " d_sae"]:
+def latent_scores(
+    weights: Float[Tensor, "n_ref d_sae"], sq_distances: Float[Tensor, " n_ref"]
+) -> Float[Tensor, " d_sae"]:
     """Step 3: activation-weighted mean of ``d²`` per latent, min–max normalised and flipped; 0 if never active.
 
     Args:
@@ -125,7 +130,9 @@ def latent_scores(weights: Float[Tensor, "n_ref d_sae"], sq_distances: Float[Ten
     return scores.float()
 
 
-def squared_distances(reference: Float[Tensor, "n_ref dim"], alignment: Float[Tensor, "n_align dim"]) -> Float[Tensor, " n_ref"]:
+def squared_distances(
+    reference: Float[Tensor, "n_ref dim"], alignment: Float[Tensor, "n_align dim"]
+) -> Float[Tensor, " n_ref"]:
     """Step 2: ``2 − 2·max_a cos`` between normalised embeddings.
 
     Args:
@@ -155,13 +162,18 @@ def summarise_prompt(codes: Float[Tensor, "pos d_sae"]) -> dict[str, Tensor]:
     """
     codes = codes.float()
     total = codes.sum(0)
-    return {"avg": total / total.sum().clamp_min(1e-12), "max": codes.max(0).values if len(codes) else total,
-            "counts": (codes > 0).sum(0).float(), "token_mean": total / max(len(codes), 1)}
+    return {
+        "avg": total / total.sum().clamp_min(1e-12),
+        "max": codes.max(0).values if len(codes) else total,
+        "counts": (codes > 0).sum(0).float(),
+        "token_mean": total / max(len(codes), 1),
+    }
 
 
 @torch.no_grad()
-def reference_activations(model, sae, prompts: list[str], batch_size: int = 8,
-                          summary: str = "token_mean") -> Float[Tensor, "n_ref d_sae"]:
+def reference_activations(
+    model, sae, prompts: list[str], batch_size: int = 8, summary: str = "token_mean"
+) -> Float[Tensor, "n_ref d_sae"]:
     """Step 1: each prompt's SAE codes over its tokens (BOS and padding excluded), summarised per latent.
 
     Args:
@@ -205,8 +217,9 @@ def _cached_reference_activations(model, sae, prompts: list[str]) -> tuple[dict[
 
     from sas_lens.loading.models import cache_dir, model_fingerprint
 
-    key = hashlib.sha256(json.dumps([model.cfg.model_name, model_fingerprint(model), sae_fingerprint(sae), prompts,
-                                     SUMMARIES]).encode())
+    key = hashlib.sha256(
+        json.dumps([model.cfg.model_name, model_fingerprint(model), sae_fingerprint(sae), prompts, SUMMARIES]).encode()
+    )
     path = cache_dir() / "topic_references" / f"{key.hexdigest()[:16]}.safetensors"
     if path.exists():
         return load_file(path), True
@@ -244,7 +257,7 @@ class TopicAlignment:
         return [(latent, score) for latent, score in zip(indices.tolist(), values.tolist()) if score >= 0]
 
     def vector(self, n_latents: int = 64, name: str | None = None, *, min_prompts: int = 5) -> SASVector:
-        """"Amplify": an SAS vector adding ``score·mean activation`` to the ``n_latents`` most aligned latents.
+        """ "Amplify": an SAS vector adding ``score·mean activation`` to the ``n_latents`` most aligned latents.
 
         Only latents firing on at least ``min_prompts`` reference prompts are picked (see the module
         docstring); ``min_prompts=1`` picks by score alone, as the original does.
@@ -255,8 +268,14 @@ class TopicAlignment:
         for latent, score in self.top(n_latents, min_prompts=min_prompts):
             dense[latent] = score * float(self.mean_activation[latent])
         meta = {k: v for k, v in self.metadata.items() if k not in ("name", "alignment_texts")}
-        return SASVector.from_dense(dense, {**meta, "name": name or self.name, "topic": {
-            "mode": "amplify", "n_latents": n_latents, "min_prompts": min_prompts}})
+        return SASVector.from_dense(
+            dense,
+            {
+                **meta,
+                "name": name or self.name,
+                "topic": {"mode": "amplify", "n_latents": n_latents, "min_prompts": min_prompts},
+            },
+        )
 
     @property
     def sae_identity(self) -> SAEIdentity:
@@ -264,7 +283,7 @@ class TopicAlignment:
         return SAEIdentity(self.d_sae, fingerprint=self.metadata.get("sae_fingerprint"))
 
     def swap(self, k: int = 32) -> "TopicSwap":
-        """"Swap" (the original method): per token, the pre-activations of the ``k`` latents of largest positive
+        """ "Swap" (the original method): per token, the pre-activations of the ``k`` latents of largest positive
         pre-activation × score, decoded (see :func:`~sas_lens.topic.swap.swap_reconstruction`)."""
         from sas_lens.topic.swap import TopicSwap
 
@@ -273,7 +292,7 @@ class TopicAlignment:
         return TopicSwap(self, "swap", k)
 
     def clamp(self, n_latents: int = 5, value: float = 10.0) -> "TopicSwap":
-        """"Clamp" (the original's baseline): the ``n_latents`` most aligned latents' codes raised by ``value``,
+        """ "Clamp" (the original's baseline): the ``n_latents`` most aligned latents' codes raised by ``value``,
         decoded, error dropped."""
         from sas_lens.topic.swap import TopicSwap
 
@@ -282,7 +301,7 @@ class TopicAlignment:
         return TopicSwap(self, "clamp", n_latents, value)
 
     def weight(self) -> "TopicSwap":
-        """"Weight" (the original's baseline): the SAE's activation of pre-activation × score, decoded."""
+        """ "Weight" (the original's baseline): the SAE's activation of pre-activation × score, decoded."""
         from sas_lens.topic.swap import TopicSwap
 
         return TopicSwap(self, "weight", 0)
@@ -300,8 +319,9 @@ class TopicAlignment:
         tensors, header = read_with_header(path, _FORMAT, "topic alignment")
         alignment = cls(tensors["scores"], tensors["mean_activation"], header, tensors.get("n_firing"))
         if sae is not None:
-            alignment.sae_identity.check(sae, f"The topic alignment {alignment.name!r} (score it again with "
-                                              "topic_scores(model, sae, texts))")
+            alignment.sae_identity.check(
+                sae, f"The topic alignment {alignment.name!r} (score it again with topic_scores(model, sae, texts))"
+            )
         return alignment
 
     def __repr__(self) -> str:
@@ -313,19 +333,33 @@ class TopicAlignment:
         counts = self.n_firing
         rows = "".join(
             f"<tr><td>{latent}</td><td>{score:.3f}</td><td>{int(counts[latent]) if counts is not None else '–'}</td>"
-            f"<td>{float(self.mean_activation[latent]):.2f}</td></tr>" for latent, score in self.top(10))
+            f"<td>{float(self.mean_activation[latent]):.2f}</td></tr>"
+            for latent, score in self.top(10)
+        )
         coverage = self.metadata.get("coverage")
-        about = (f"{self.metadata.get('n_alignment_texts', '?')} alignment texts, "
-                 f"{self.metadata.get('n_reference_prompts', '?')} reference prompts, summary "
-                 f"{self.metadata.get('summary', 'token_mean')!r}"
-                 + (f", coverage {coverage:.1%}" if coverage is not None else ""))
-        return (f"<b>Topic {html.escape(self.name)!s}</b> ({html.escape(about)}; {self.d_sae} latents)"
-                "<table><tr><th>latent</th><th>score</th><th>reference prompts firing</th>"
-                f"<th>mean activation</th></tr>{rows}</table>")
+        about = (
+            f"{self.metadata.get('n_alignment_texts', '?')} alignment texts, "
+            f"{self.metadata.get('n_reference_prompts', '?')} reference prompts, summary "
+            f"{self.metadata.get('summary', 'token_mean')!r}"
+            + (f", coverage {coverage:.1%}" if coverage is not None else "")
+        )
+        return (
+            f"<b>Topic {html.escape(self.name)!s}</b> ({html.escape(about)}; {self.d_sae} latents)"
+            "<table><tr><th>latent</th><th>score</th><th>reference prompts firing</th>"
+            f"<th>mean activation</th></tr>{rows}</table>"
+        )
 
 
-def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | None = None, *,
-                 name: str = "topic", embed_fn=None, summary: str = "avg") -> TopicAlignment:
+def topic_scores(
+    model,
+    sae,
+    alignment_texts: list[str],
+    reference: list[str] | None = None,
+    *,
+    name: str = "topic",
+    embed_fn=None,
+    summary: str = "avg",
+) -> TopicAlignment:
     """Score every latent of ``sae`` for closeness to the topic of ``alignment_texts``.
 
     Args:
@@ -360,11 +394,18 @@ def topic_scores(model, sae, alignment_texts: list[str], reference: list[str] | 
     mean_activation = token_means.sum(0) / active.sum(0).clamp_min(1)
     hook = sae_hook_name(sae)
     metadata = {
-        "name": name, "model_name": model.cfg.model_name, "hook_name": hook, "layer": hook_layer(hook),
-        "sae_fingerprint": sae_fingerprint(sae), "d_sae": sae.cfg.d_sae,
-        "n_alignment_texts": len(alignment_texts), "n_reference_prompts": len(reference),
-        "alignment_texts": alignment_texts[:20], "scoring_s": round(time.perf_counter() - started, 3),
-        "reference_cached": reference_cached, "summary": summary,
+        "name": name,
+        "model_name": model.cfg.model_name,
+        "hook_name": hook,
+        "layer": hook_layer(hook),
+        "sae_fingerprint": sae_fingerprint(sae),
+        "d_sae": sae.cfg.d_sae,
+        "n_alignment_texts": len(alignment_texts),
+        "n_reference_prompts": len(reference),
+        "alignment_texts": alignment_texts[:20],
+        "scoring_s": round(time.perf_counter() - started, 3),
+        "reference_cached": reference_cached,
+        "summary": summary,
         "coverage": float(active.any(0).float().mean()),  # share of latents firing on the reference set
     }
     return TopicAlignment(scores, mean_activation.float(), metadata, active.sum(0))

@@ -26,9 +26,17 @@ from sas_lens.typing import Float, Tensor
 
 # Topic-neutral openings the generations are continued from (written for sas_lens).
 NEUTRAL_PROMPTS = (
-    "Yesterday I heard that", "The most interesting thing about this week is", "Let me tell you about",
-    "Here is what happened:", "In the news today,", "My friend asked me about", "It all started when",
-    "Everyone is talking about", "The report says that", "I have been thinking about", "Last year,",
+    "Yesterday I heard that",
+    "The most interesting thing about this week is",
+    "Let me tell you about",
+    "Here is what happened:",
+    "In the news today,",
+    "My friend asked me about",
+    "It all started when",
+    "Everyone is talking about",
+    "The report says that",
+    "I have been thinking about",
+    "Last year,",
     "According to experts,",
 )
 
@@ -46,7 +54,7 @@ def load_topic_texts(source: str | Path) -> list[str]:
     from sas_lens.topic.alignment import demo_topic_texts
 
     if str(source).startswith("demo:"):
-        return demo_topic_texts(str(source)[len("demo:"):])
+        return demo_topic_texts(str(source)[len("demo:") :])
     path = Path(source)
     if not path.is_file():
         raise DataError(f"No topic text file {path}; give a file with one text per line, or demo:<topic>.")
@@ -107,8 +115,16 @@ def generation_scores(model, prompts: list[str], texts: list[str], centroid: Flo
     return {"topic_similarity": float(_similarity(texts, centroid).mean()), **fluency(model, prompts, texts)}
 
 
-def finetune_on_texts(model, texts: list[str], *, steps: int = 30, lr: float = 1e-4, batch_size: int = 4,
-                      max_length: int = 96, seed: int = 0):
+def finetune_on_texts(
+    model,
+    texts: list[str],
+    *,
+    steps: int = 30,
+    lr: float = 1e-4,
+    batch_size: int = 4,
+    max_length: int = 96,
+    seed: int = 0,
+):
     """A copy of ``model`` fine-tuned on ``texts`` (next-token loss); returns it and the training seconds.
 
     Every transformer block is trained; the embedding and unembedding stay frozen (for Gemma

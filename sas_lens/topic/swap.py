@@ -70,14 +70,22 @@ class TopicSwap:
     def edit(self, model, strength: float, saes: SAESet) -> "SwapEdit":
         """Check the blend and the SAE, and return the edit ``λ·(reconstruction(a) − a)``."""
         if not 0 <= strength <= 1:
-            raise ValueError(f"A topic {self.mode} blends (1 − λ)·a + λ·{self.mode}(a); give λ in [0, 1], "
-                             f"got {strength}.")
+            raise ValueError(
+                f"A topic {self.mode} blends (1 − λ)·a + λ·{self.mode}(a); give λ in [0, 1], got {strength}."
+            )
         if self.hook_name is None:
             raise ValueError(f"The topic alignment {self.alignment.name!r} records no hook.")
         check_hook_exists(model, self.hook_name)
         sae = saes.find(f"The topic {self.mode} {self.name!r}", self.hook_name, self.alignment.sae_identity, model)
-        return SwapEdit(self.hook_name, sae, self.alignment.scores.to(model.cfg.device), self.mode, self.k,
-                        self.value, float(strength))
+        return SwapEdit(
+            self.hook_name,
+            sae,
+            self.alignment.scores.to(model.cfg.device),
+            self.mode,
+            self.k,
+            self.value,
+            float(strength),
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,8 +164,11 @@ def clamp_reconstruction(sae, a: Tensor, scores: Tensor, n_latents: int = 5, val
     """
     codes = sae.encode(a)
     top = scores.topk(n_latents).indices
-    return sae.decode(codes.index_add(-1, top, torch.full((*codes.shape[:-1], len(top)), value, dtype=codes.dtype,
-                                                          device=codes.device)))
+    return sae.decode(
+        codes.index_add(
+            -1, top, torch.full((*codes.shape[:-1], len(top)), value, dtype=codes.dtype, device=codes.device)
+        )
+    )
 
 
 def weight_reconstruction(sae, a: Tensor, scores: Tensor) -> Tensor:

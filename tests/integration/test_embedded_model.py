@@ -32,8 +32,8 @@ def test_greedy_continuation_matches_transformers(gemma, gemma_hf):
     hf_model, tokenizer = gemma_hf
     tokens = tokenizer(PROMPTS[2], return_tensors="pt").input_ids
     with torch.no_grad():
-        hf = hf_model.generate(tokens, max_new_tokens=12, do_sample=False)[0, tokens.shape[1]:]
-        tl = gemma.generate(tokens, max_new_tokens=12, do_sample=False, verbose=False)[0, tokens.shape[1]:]
+        hf = hf_model.generate(tokens, max_new_tokens=12, do_sample=False)[0, tokens.shape[1] :]
+        tl = gemma.generate(tokens, max_new_tokens=12, do_sample=False, verbose=False)[0, tokens.shape[1] :]
     assert tl.tolist() == hf.tolist(), f"TL: {tokenizer.decode(tl)!r}\nHF: {tokenizer.decode(hf)!r}"
 
 

@@ -30,9 +30,18 @@ def explained_variance(sae, acts):
     return 1 - (acts - recon).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
 
 
-@pytest.mark.parametrize(("short_name", "d_sae", "layer"), [
-    (None, 16384, 9), ("16k", 16384, 9), ("4k", 4096, 9),
-    ("l3-4k", 4096, 3), ("l6-4k", 4096, 6), ("l12-4k", 4096, 12), ("l15-4k", 4096, 15)])
+@pytest.mark.parametrize(
+    ("short_name", "d_sae", "layer"),
+    [
+        (None, 16384, 9),
+        ("16k", 16384, 9),
+        ("4k", 4096, 9),
+        ("l3-4k", 4096, 3),
+        ("l6-4k", 4096, 6),
+        ("l12-4k", 4096, 12),
+        ("l15-4k", 4096, 15),
+    ],
+)
 def test_shipped_sae_reconstructs_new_sentences(gemma, short_name, d_sae, layer):
     sae = sl.load_sae(short_name, model=gemma)
     assert sae.cfg.d_sae == d_sae and sae.cfg.architecture() == "jumprelu"

@@ -59,11 +59,13 @@ def test_one_pass_caches_several_hooks_as_single_hook_caches_would(tmp_path, mod
     from sas_lens.sae_training.activation_cache import build_activation_caches
 
     hooks = ["blocks.0.hook_resid_post", HOOK]
-    together = build_activation_caches(model, {h: tmp_path / h for h in hooks}, corpus, n_tokens=40,
-                                       context_size=8, batch_size=2)
+    together = build_activation_caches(
+        model, {h: tmp_path / h for h in hooks}, corpus, n_tokens=40, context_size=8, batch_size=2
+    )
     for hook in hooks:
-        alone = build_activation_cache(model, hook, corpus, tmp_path / f"alone-{hook}", n_tokens=40,
-                                       context_size=8, batch_size=2)
+        alone = build_activation_cache(
+            model, hook, corpus, tmp_path / f"alone-{hook}", n_tokens=40, context_size=8, batch_size=2
+        )
         assert together[hook].spec == alone.spec
         # same rows from a forward that stopped at another layer: equal up to float32 reassociation
         np.testing.assert_allclose(np.asarray(together[hook].rows), np.asarray(alone.rows), rtol=1e-5, atol=1e-5)
@@ -73,15 +75,19 @@ def test_several_hooks_resume_when_one_cache_is_a_batch_ahead(tmp_path, model, c
     from sas_lens.sae_training.activation_cache import build_activation_caches
 
     hooks = ["blocks.0.hook_resid_post", HOOK]
-    full = build_activation_caches(model, {h: tmp_path / "full" / h for h in hooks}, corpus, n_tokens=60,
-                                   context_size=8, batch_size=2)
+    full = build_activation_caches(
+        model, {h: tmp_path / "full" / h for h in hooks}, corpus, n_tokens=60, context_size=8, batch_size=2
+    )
     # an interruption between the two hooks' writes: the first hook has one batch more than the second
-    build_activation_cache(model, hooks[0], corpus, tmp_path / "parts" / hooks[0], n_tokens=28, context_size=8,
-                           batch_size=2)
-    build_activation_cache(model, hooks[1], corpus, tmp_path / "parts" / hooks[1], n_tokens=14, context_size=8,
-                           batch_size=2)
-    resumed = build_activation_caches(model, {h: tmp_path / "parts" / h for h in hooks}, corpus, n_tokens=60,
-                                      context_size=8, batch_size=2)
+    build_activation_cache(
+        model, hooks[0], corpus, tmp_path / "parts" / hooks[0], n_tokens=28, context_size=8, batch_size=2
+    )
+    build_activation_cache(
+        model, hooks[1], corpus, tmp_path / "parts" / hooks[1], n_tokens=14, context_size=8, batch_size=2
+    )
+    resumed = build_activation_caches(
+        model, {h: tmp_path / "parts" / h for h in hooks}, corpus, n_tokens=60, context_size=8, batch_size=2
+    )
     for hook in hooks:
         assert len(resumed[hook]) == len(full[hook])
         np.testing.assert_allclose(np.asarray(resumed[hook].rows), np.asarray(full[hook].rows), rtol=1e-5, atol=1e-5)

@@ -24,7 +24,7 @@ def test_monosemanticity_by_hand():
     entropy = -(0.5 * math.log(0.5) + 0.25 * math.log(0.25) + 2 * 0.125 * math.log(0.125))
     assert figures["support"] == 4
     assert figures["effective_latents"] == pytest.approx(math.exp(entropy))  # 2^1.75 = 3.364
-    assert figures["effective_latents"] == pytest.approx(2 ** 1.75)
+    assert figures["effective_latents"] == pytest.approx(2**1.75)
     assert figures["top1_share"] == pytest.approx(0.5)
     assert figures["top5_share"] == pytest.approx(1.0)
 

@@ -14,8 +14,12 @@ from tests.helpers import HOOK, WORDS, random_sae
 def vector_on(sae, entries):
     indices = torch.tensor(sorted(entries), dtype=torch.long)
     values = torch.tensor([entries[i] for i in sorted(entries)], dtype=torch.float32)
-    return SASVector(indices, values, sae.cfg.d_sae, {"name": "v", "hook_name": HOOK, "layer": 1,
-                                                      "sae_fingerprint": sae_fingerprint(sae)})
+    return SASVector(
+        indices,
+        values,
+        sae.cfg.d_sae,
+        {"name": "v", "hook_name": HOOK, "layer": 1, "sae_fingerprint": sae_fingerprint(sae)},
+    )
 
 
 def test_top_latents_are_ordered_by_magnitude_with_the_logit_lens(model):
@@ -35,8 +39,7 @@ def test_top_latents_with_an_index_and_a_neuronpedia_id(model, tmp_path):
     sae.cfg.metadata.neuronpedia_id = "gemma-2-2b/12-gemmascope-res-16k"
     corpus = tmp_path / "c.txt"
     corpus.write_text(" ".join(WORDS * 6))
-    index = build_latent_index(model, sae, corpus, n_tokens=1000, context_size=8, n_top=3, batch_size=2,
-                               progress=False)
+    index = build_latent_index(model, sae, corpus, n_tokens=1000, context_size=8, n_top=3, batch_size=2, progress=False)
     latent = int(index.values[:, 0].argmax())
     table = top_latents(vector_on(sae, {latent: 1.0}), sae, model, index=index, n_contexts=2)
     assert table.loc[0, "neuronpedia"].endswith(f"/12-gemmascope-res-16k/{latent}")
@@ -88,18 +91,25 @@ def test_logit_lens_among_a_vocabulary_ranks_only_those_tokens(model, tmp_path):
     sae = random_sae("jumprelu")
     corpus = tmp_path / "c.txt"
     corpus.write_text(" ".join(["good great movie"] * 30 + ["bad"]))
-    index = build_latent_index(model, sae, corpus, n_tokens=60, context_size=8, n_top=3, batch_size=2,
-                               progress=False)
+    index = build_latent_index(model, sae, corpus, n_tokens=60, context_size=8, n_top=3, batch_size=2, progress=False)
     common = index.common_tokens(min_count=3)
     assert sorted(model.tokenizer.convert_ids_to_tokens(common.tolist())) == ["good", "great", "movie"]
     promotes, suppresses = logit_lens(sae, model, [2], n_tokens=5, vocabulary=common)[0]
     assert sorted(promotes) == ["good", "great", "movie"] and promotes == suppresses[::-1]
     direction = sae.W_dec[2].detach()
     logits = ((direction - direction.mean()) * model.ln_final.w.detach()) @ model.W_U.detach()
-    assert promotes[0] == max(["good", "great", "movie"], key=lambda t: logits[model.tokenizer.convert_tokens_to_ids(t)])
+    assert promotes[0] == max(
+        ["good", "great", "movie"], key=lambda t: logits[model.tokenizer.convert_tokens_to_ids(t)]
+    )
     table = top_latents(vector_on(sae, {2: 1.0}), sae, model, index=index, n_tokens=2)
     assert set(table.loc[0, "promotes"]) <= {"good", "great", "movie"}
-    assert len(top_latents(vector_on(sae, {2: 1.0}), sae, model, index=index, min_token_count=None,
-                           n_tokens=8).loc[0, "promotes"]) == 8
+    assert (
+        len(
+            top_latents(vector_on(sae, {2: 1.0}), sae, model, index=index, min_token_count=None, n_tokens=8).loc[
+                0, "promotes"
+            ]
+        )
+        == 8
+    )
     with pytest.raises(ValueError, match="min_count"):
         index.common_tokens(0)

@@ -31,17 +31,24 @@ def test_a_grid_equals_the_individual_runs_it_is_made_of(model):
     sae = random_sae("jumprelu")
     sparse, dense_vec = vector_for(sae, nnz=12), dense()
     items = ITEMS
-    grid = sl.composition_grid(model, sae, {sparse: [0.0, 20.0], dense_vec: [-3.0, 3.0]},
-                               {"length": mean_length, "ab": ABJudge(items)}, PROMPTS, max_new_tokens=4,
-                               progress=False)
+    grid = sl.composition_grid(
+        model,
+        sae,
+        {sparse: [0.0, 20.0], dense_vec: [-3.0, 3.0]},
+        {"length": mean_length, "ab": ABJudge(items)},
+        PROMPTS,
+        max_new_tokens=4,
+        progress=False,
+    )
     assert len(grid) == 2 * 2 * 2 and grid.attrs["vectors"] == [sparse.name, dense_vec.name]
     for (lam_a, lam_b), cells in grid.groupby(["lam_0", "lam_1"]):
         steering = {k: v for k, v in ((sparse, lam_a), (dense_vec, lam_b)) if v != 0}
         texts = generate(model, PROMPTS, steering=steering, sae=sae, max_new_tokens=4)
         score = dict(zip(cells["judge"], cells["score"]))
         assert score["length"] == mean_length(texts)
-        assert score["ab"] == pytest.approx(float(ab_probabilities(model, items, steering=steering, sae=sae).mean()),
-                                            abs=1e-6)
+        assert score["ab"] == pytest.approx(
+            float(ab_probabilities(model, items, steering=steering, sae=sae).mean()), abs=1e-6
+        )
         assert cells["perplexity"].iloc[0] == pytest.approx(fluency(model, PROMPTS, texts)["perplexity"])
     by_ab = grid[grid["judge"] == "ab"]
     assert by_ab["score"].nunique() > 1  # the vectors did something
@@ -50,9 +57,12 @@ def test_a_grid_equals_the_individual_runs_it_is_made_of(model):
 def test_independence_reads_each_judges_spread_along_each_axis():
     import pandas as pd
 
-    rows = [{"lam_0": a, "lam_1": b, "judge": judge, "score": score}
-            for a in (0.0, 1.0) for b in (0.0, 1.0)
-            for judge, score in (("A", 2 * a + 0.1 * b), ("B", b))]
+    rows = [
+        {"lam_0": a, "lam_1": b, "judge": judge, "score": score}
+        for a in (0.0, 1.0)
+        for b in (0.0, 1.0)
+        for judge, score in (("A", 2 * a + 0.1 * b), ("B", b))
+    ]
     grid = pd.DataFrame(rows)
     grid.attrs["vectors"] = ["va", "vb"]
     table = independence(grid).set_index("judge")
@@ -100,8 +110,17 @@ def test_cross_talk_scores_each_vector_with_every_judge_and_relates_it_to_overla
 
     assert row["judge_sd"] == pytest.approx(statistics.pstdev([judges["b"]([t]) for t in unsteered]))
     # interference on hand-made shifts, in judge standard deviations: a → b is 1.0 / 2.0
-    hand = pd.DataFrame([{"steered": s, "judged": j, "shift": x, "judge_sd": sd} for s, j, x, sd in
-                         (("a", "a", 1.0, 1.0), ("b", "b", 2.0, 2.0), ("a", "b", 1.0, 2.0), ("b", "a", -0.25, 1.0))])
+    hand = pd.DataFrame(
+        [
+            {"steered": s, "judged": j, "shift": x, "judge_sd": sd}
+            for s, j, x, sd in (
+                ("a", "a", 1.0, 1.0),
+                ("b", "b", 2.0, 2.0),
+                ("a", "b", 1.0, 2.0),
+                ("b", "a", -0.25, 1.0),
+            )
+        ]
+    )
     u = SASVector(torch.tensor([0, 1]), torch.tensor([1.0, 1.0]), sae.cfg.d_sae, a.provenance)
     v = SASVector(torch.tensor([1, 2]), torch.tensor([1.0, 1.0]), sae.cfg.d_sae, a.provenance)
     table = interference_table(hand, {"a": u, "b": v}, sae).set_index(["steered", "judged"])
@@ -110,7 +129,8 @@ def test_cross_talk_scores_each_vector_with_every_judge_and_relates_it_to_overla
     assert table.loc[("a", "b"), "jaccard"] == pytest.approx(1 / 3)
     decoded = sae.W_dec.detach()[[0, 1]].sum(0), sae.W_dec.detach()[[1, 2]].sum(0)
     assert table.loc[("a", "b"), "cosine_decoded"] == pytest.approx(
-        float(torch.nn.functional.cosine_similarity(*decoded, dim=0)), abs=1e-6)
+        float(torch.nn.functional.cosine_similarity(*decoded, dim=0)), abs=1e-6
+    )
     assert set(table["method"]) == {"sas"}
     assert overlap_predicts_interference(table.reset_index())["spearman"].isna().all()  # 2 pairs: no correlation
     assert len(interference_figure(table.reset_index()).data) == 1
@@ -123,8 +143,14 @@ def test_overlap_predicts_interference_is_a_rank_correlation():
 
     from sas_lens.analysis.interference import overlap_predicts_interference
 
-    table = pd.DataFrame({"method": "sas", "cross_talk": [0.1, -0.5, 0.9, 0.3],
-                          "jaccard": [0.0, 0.2, 0.4, 0.1], "cosine_decoded": [-0.9, 0.1, 0.2, 0.3]})
+    table = pd.DataFrame(
+        {
+            "method": "sas",
+            "cross_talk": [0.1, -0.5, 0.9, 0.3],
+            "jaccard": [0.0, 0.2, 0.4, 0.1],
+            "cosine_decoded": [-0.9, 0.1, 0.2, 0.3],
+        }
+    )
     result = overlap_predicts_interference(table).set_index("measure")["spearman"]
     assert result["jaccard"] == pytest.approx(1.0)  # |cross-talk| ranks 1,3,4,2; Jaccard ranks the same
     assert result["cosine_decoded"] == pytest.approx(-0.8)  # |cos| ranks 4,1,2,3 against 1,3,4,2: 1 − 6·18/60

@@ -92,8 +92,15 @@ def test_per_sequence_decisions_hold_under_the_kv_cache_and_left_padding():
     for cached in (True, False):
         with steer(model, steering, when=condition) as policy:
             policy.reset()
-            outputs.append(model.generate(model.to_tokens(prompts[0]), max_new_tokens=6, do_sample=False,
-                                          verbose=False, use_past_kv_cache=cached).tolist())
+            outputs.append(
+                model.generate(
+                    model.to_tokens(prompts[0]),
+                    max_new_tokens=6,
+                    do_sample=False,
+                    verbose=False,
+                    use_past_kv_cache=cached,
+                ).tolist()
+            )
     assert outputs[0] == outputs[1]
 
 
@@ -128,8 +135,9 @@ def test_conditions_from_examples_watch_the_latents_and_thresholds_that_separate
 
     def best_by_hand(latent):
         on_values, off_values = [float(p[latent]) for p in peaks], [float(p[latent]) for p in off_peaks]
-        candidates = [(sum(v >= t for v in on_values) / 2 - sum(v >= t for v in off_values) / 2, t)
-                      for t in on_values if t > 0]
+        candidates = [
+            (sum(v >= t for v in on_values) / 2 - sum(v >= t for v in off_values) / 2, t) for t in on_values if t > 0
+        ]
         return max(candidates, key=lambda pair: pair[0], default=(0.0, 0.0))
 
     gaps = {latent: best_by_hand(latent)[0] for latent in range(sae.cfg.d_sae)}

@@ -14,14 +14,12 @@ from tests.unit.test_vectors import PAIRS
 #   2 fires on 0/4 +, 2/4 −                   -> kept − at τ 0.5
 #   3 fires on 1/4 +, 1/4 −                   -> below τ
 #   4 never fires                             -> not in the table
-POSITIVE = torch.tensor([[1.0, 2.0, 0.0, 1.0, 0.0],
-                         [1.0, 2.0, 0.0, 0.0, 0.0],
-                         [1.0, 2.0, 0.0, 0.0, 0.0],
-                         [1.0, 0.0, 0.0, 0.0, 0.0]])
-NEGATIVE = torch.tensor([[3.0, 4.0, 2.0, 0.0, 0.0],
-                         [3.0, 0.0, 2.0, 0.0, 0.0],
-                         [3.0, 0.0, 0.0, 5.0, 0.0],
-                         [3.0, 0.0, 0.0, 0.0, 0.0]])
+POSITIVE = torch.tensor(
+    [[1.0, 2.0, 0.0, 1.0, 0.0], [1.0, 2.0, 0.0, 0.0, 0.0], [1.0, 2.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]]
+)
+NEGATIVE = torch.tensor(
+    [[3.0, 4.0, 2.0, 0.0, 0.0], [3.0, 0.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 5.0, 0.0], [3.0, 0.0, 0.0, 0.0, 0.0]]
+)
 
 
 def test_each_latent_is_recorded_with_its_fate():
@@ -31,8 +29,9 @@ def test_each_latent_is_recorded_with_its_fate():
     assert d.table["freq_pos"].tolist() == [1.0, 0.75, 0.0, 0.25]
     assert d.table["freq_neg"].tolist() == [1.0, 0.25, 0.5, 0.25]
     assert d.table["value"].tolist() == [0.0, 1.5, -1.0, 0.0]  # means over all rows: 6/4, −4/4
-    torch.testing.assert_close(torch.tensor(d.table["value"].tolist()),
-                               sas_from_codes(POSITIVE, NEGATIVE, tau=0.5)[:4])  # the vector itself
+    torch.testing.assert_close(
+        torch.tensor(d.table["value"].tolist()), sas_from_codes(POSITIVE, NEGATIVE, tau=0.5)[:4]
+    )  # the vector itself
     assert d.n_kept == 2 and d.n_rows == (4, 4)
 
 

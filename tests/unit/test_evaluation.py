@@ -30,26 +30,38 @@ from tests.unit.test_scoring import ITEMS, by_hand
 
 
 def ab(question, match, other):
-    return {"question": question, "answer_matching_behavior": f"({match})", "answer_not_matching_behavior": f"({other})"}
+    return {
+        "question": question,
+        "answer_matching_behavior": f"({match})",
+        "answer_not_matching_behavior": f"({other})",
+    }
 
 
 @pytest.fixture
 def caa_dir(tmp_path):
     """A CAA-layout folder for one behaviour, 'tiny', in the tiny model's vocabulary."""
     root = tmp_path / "caa"
-    train = [ab("is the movie good ?\n(A) yes good\n(B) no bad", "A", "B"),
-             ab("was the film fun ?\n(A) no boring\n(B) yes fun", "B", "A"),
-             ab("i love the story ?\n(A) yes love\n(B) no hate", "A", "B"),
-             ab("the music was bad ?\n(A) yes awful\n(B) no great", "B", "A")]
-    test = [ab("was the ending happy ?\n(A) yes happy\n(B) no sad", "A", "B"),
-            ab("the actor was great ?\n(A) no bad\n(B) yes good", "B", "A"),
-            ab("it is fun ?\n(A) yes fun\n(B) no boring", "A", "B")]
-    capability = [{"prompt": "the price rose ?\n(A) yes\n(B) no", "correct": "(A)", "incorrect": "(B)"},
-                  {"prompt": "the team lost ?\n(A) no\n(B) yes", "correct": "(B)", "incorrect": "(A)"}]
+    train = [
+        ab("is the movie good ?\n(A) yes good\n(B) no bad", "A", "B"),
+        ab("was the film fun ?\n(A) no boring\n(B) yes fun", "B", "A"),
+        ab("i love the story ?\n(A) yes love\n(B) no hate", "A", "B"),
+        ab("the music was bad ?\n(A) yes awful\n(B) no great", "B", "A"),
+    ]
+    test = [
+        ab("was the ending happy ?\n(A) yes happy\n(B) no sad", "A", "B"),
+        ab("the actor was great ?\n(A) no bad\n(B) yes good", "B", "A"),
+        ab("it is fun ?\n(A) yes fun\n(B) no boring", "A", "B"),
+    ]
+    capability = [
+        {"prompt": "the price rose ?\n(A) yes\n(B) no", "correct": "(A)", "incorrect": "(B)"},
+        {"prompt": "the team lost ?\n(A) no\n(B) yes", "correct": "(B)", "incorrect": "(A)"},
+    ]
     files = {
-        "generate/tiny/generate_dataset.json": train, "test/tiny/test_dataset_ab.json": test,
+        "generate/tiny/generate_dataset.json": train,
+        "test/tiny/test_dataset_ab.json": test,
         "test/tiny/test_dataset_open_ended.json": [{"question": "was the movie good ?"}, {"question": "i love it ?"}],
-        "test/mmlu/mmlu.json": capability, "test/truthfulqa/truthful_qa.json": capability,
+        "test/mmlu/mmlu.json": capability,
+        "test/truthfulqa/truthful_qa.json": capability,
     }
     for name, records in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -120,9 +132,18 @@ def test_open_ended_helpers_by_hand():
 
 
 def config(caa_dir, **overrides):
-    settings = dict(behaviours=("tiny",), data_dir=str(caa_dir), layers=(1, 2), saes={"1": "tiny-sae"},
-                    lams={"sas": (-2.0, 0.0, 2.0), "dense": (-2.0, 0.0, 2.0)}, cost_lams={"sas": (2.0,), "dense": (2.0,)},
-                    heldout_text=str(caa_dir / "heldout.txt"), perplexity_tokens=300, max_new_tokens=3, tau=0.5)
+    settings = dict(
+        behaviours=("tiny",),
+        data_dir=str(caa_dir),
+        layers=(1, 2),
+        saes={"1": "tiny-sae"},
+        lams={"sas": (-2.0, 0.0, 2.0), "dense": (-2.0, 0.0, 2.0)},
+        cost_lams={"sas": (2.0,), "dense": (2.0,)},
+        heldout_text=str(caa_dir / "heldout.txt"),
+        perplexity_tokens=300,
+        max_new_tokens=3,
+        tau=0.5,
+    )
     return EvalConfig(**{**settings, **overrides})
 
 
@@ -141,8 +162,9 @@ def tiny_resources(monkeypatch):
     return sae
 
 
-def test_an_interrupted_run_resumes_without_redoing_finished_cells(model, caa_dir, tmp_path, monkeypatch,
-                                                                    tiny_resources):
+def test_an_interrupted_run_resumes_without_redoing_finished_cells(
+    model, caa_dir, tmp_path, monkeypatch, tiny_resources
+):
     cfg = config(caa_dir)
     straight = run_evaluation(cfg, tmp_path / "straight", model=model, progress=False)
     assert {r["kind"] for r in straight} == {"ab", "capability", "open"}
@@ -206,10 +228,22 @@ def test_config_files_are_read_and_checked(tmp_path, caa_dir):
 def test_the_summary_reads_the_shift_at_each_cost_lambda():
     from sas_lens.evaluation.results import summary_table
 
-    ab_cells = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "dense", "lam": lam, "mean": 0.5 + lam / 10}
-                for lam in (-4.0, -2.0, 0.0, 2.0, 4.0)]
-    costs = [{"kind": "capability", "behaviour": "b", "layer": 9, "method": "dense", "lam": lam,
-              "mmlu_accuracy": 0.3 - abs(lam) / 100, "perplexity": 10.0} for lam in (-2.0, 0.0, 2.0)]
+    ab_cells = [
+        {"kind": "ab", "behaviour": "b", "layer": 9, "method": "dense", "lam": lam, "mean": 0.5 + lam / 10}
+        for lam in (-4.0, -2.0, 0.0, 2.0, 4.0)
+    ]
+    costs = [
+        {
+            "kind": "capability",
+            "behaviour": "b",
+            "layer": 9,
+            "method": "dense",
+            "lam": lam,
+            "mmlu_accuracy": 0.3 - abs(lam) / 100,
+            "perplexity": 10.0,
+        }
+        for lam in (-2.0, 0.0, 2.0)
+    ]
     row = summary_table(ab_cells + costs).iloc[0]
     assert row["k"] == 2.0
     assert row["shift"] == pytest.approx(0.4)
@@ -226,9 +260,13 @@ def test_the_matched_cost_summary_takes_the_strongest_shift_within_the_perplexit
 
     p = {-8.0: 0.1, -4.0: 0.3, 0.0: 0.5, 4.0: 0.6, 8.0: 0.9}
     ppl = {-8.0: 14.0, -4.0: 11.0, 0.0: 10.0, 4.0: 12.0, 8.0: 16.0}
-    cells = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "sas", "lam": lam, "mean": m} for lam, m in p.items()]
-    cells += [{"kind": "capability", "behaviour": "b", "layer": 9, "method": "sas", "lam": lam, "perplexity": x}
-              for lam, x in ppl.items()]
+    cells = [
+        {"kind": "ab", "behaviour": "b", "layer": 9, "method": "sas", "lam": lam, "mean": m} for lam, m in p.items()
+    ]
+    cells += [
+        {"kind": "capability", "behaviour": "b", "layer": 9, "method": "sas", "lam": lam, "perplexity": x}
+        for lam, x in ppl.items()
+    ]
     row = matched_cost_table(cells, budget=1.5).iloc[0]
     assert (row["lam(+)"], row["lam(-)"]) == (4.0, -8.0)  # +8 costs 1.6×: over budget; −8 costs 1.4×
     assert row["shift(+)"] == pytest.approx(0.1) and row["shift(-)"] == pytest.approx(-0.4)
@@ -244,8 +282,7 @@ def test_sas_settings_reach_the_vectors_the_harness_builds(model, caa_dir, tmp_p
         EvalConfig(behaviours=("tiny",), data_dir="x", sas={"topk": 3})
 
 
-def test_tau_and_data_size_sweeps_plan_their_cells_and_build_their_vectors(model, caa_dir, tmp_path,
-                                                                           tiny_resources):
+def test_tau_and_data_size_sweeps_plan_their_cells_and_build_their_vectors(model, caa_dir, tmp_path, tiny_resources):
     cfg = config(caa_dir, tau_sweep=(0.3,), data_sizes=(3,), sas={"selection": "contrast", "top_k": 2})
     cells = plan_cells(cfg)
     assert {c[3] for c in cells if "@" in c[3]} == {"sas@tau=0.3", "sas@n=3", "dense@n=3"}
@@ -269,10 +306,19 @@ def test_tau_and_data_size_sweeps_plan_their_cells_and_build_their_vectors(model
 def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_path, monkeypatch):
     sae, asked = random_sae("jumprelu"), []
     monkeypatch.setattr("sas_lens.loading.models.load_model", lambda name=None, **kw: asked.append((name, kw)) or model)
-    monkeypatch.setattr("sas_lens.loading.saes.load_sae",
-                        lambda release=None, sae_id=None, **kw: asked.append((release, sae_id)) or sae)
-    cfg = config(caa_dir, model="gemma-2-2b", device="cuda", layers=(1,), saes={"1": ["gemma-scope-x", "layer_1/16k"]},
-                 methods=("sas",), cost_lams={"sas": ()}, lams={"sas": (2.0,)})
+    monkeypatch.setattr(
+        "sas_lens.loading.saes.load_sae", lambda release=None, sae_id=None, **kw: asked.append((release, sae_id)) or sae
+    )
+    cfg = config(
+        caa_dir,
+        model="gemma-2-2b",
+        device="cuda",
+        layers=(1,),
+        saes={"1": ["gemma-scope-x", "layer_1/16k"]},
+        methods=("sas",),
+        cost_lams={"sas": ()},
+        lams={"sas": (2.0,)},
+    )
     EvalResources(cfg, tmp_path).sae(1)
     assert asked == [("gemma-2-2b", {"device": "cuda"}), ("gemma-scope-x", "layer_1/16k")]
 
@@ -293,13 +339,20 @@ def sae_per_layer(monkeypatch):
     return saes
 
 
-def test_the_delta_ablation_measures_sas_without_delta_at_every_layer_with_an_sae(model, caa_dir, tmp_path,
-                                                                                  sae_per_layer):
+def test_the_delta_ablation_measures_sas_without_delta_at_every_layer_with_an_sae(
+    model, caa_dir, tmp_path, sae_per_layer
+):
     from sas_lens.evaluation.results import layer_table
     from sas_lens.steering.scoring import ab_probabilities
 
-    cfg = config(caa_dir, saes={"1": "sae-1", "2": "sae-2"}, delta_ablation=True, methods=("sas", "dense"),
-                 sas={"selection": "contrast", "top_k": 3}, open_ended=0)
+    cfg = config(
+        caa_dir,
+        saes={"1": "sae-1", "2": "sae-2"},
+        delta_ablation=True,
+        methods=("sas", "dense"),
+        sas={"selection": "contrast", "top_k": 3},
+        open_ended=0,
+    )
     cells = plan_cells(cfg)
     for layer in (1, 2):
         assert ("ab", "tiny", layer, "sas@delta=0", 2.0) in cells
@@ -327,19 +380,30 @@ def test_the_delta_ablation_measures_sas_without_delta_at_every_layer_with_an_sa
     assert (tmp_path / "run" / "layers.csv").exists()
 
 
-def test_strength_unit_kl_steers_each_vector_at_multiples_of_its_own_kl_strength(model, caa_dir, tmp_path,
-                                                                                 sae_per_layer):
+def test_strength_unit_kl_steers_each_vector_at_multiples_of_its_own_kl_strength(
+    model, caa_dir, tmp_path, sae_per_layer
+):
     from sas_lens.loading.prompts import format_ab
     from sas_lens.steering.scoring import ab_probabilities
     from sas_lens.steering.strength import next_token_kl
 
-    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, strength_unit="kl", methods=("sas", "dense"),
-                 sas={"selection": "contrast", "top_k": 3}, lams={"sas": (1.0,), "dense": (1.0,)}, cost_lams={},
-                 open_ended=0, mmlu=1, truthfulqa=1)
+    cfg = config(
+        caa_dir,
+        layers=(1,),
+        saes={"1": "sae-1"},
+        strength_unit="kl",
+        methods=("sas", "dense"),
+        sas={"selection": "contrast", "top_k": 3},
+        lams={"sas": (1.0,), "dense": (1.0,)},
+        cost_lams={},
+        open_ended=0,
+        mmlu=1,
+        truthfulqa=1,
+    )
     records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
     units = json.loads((tmp_path / "run" / "units.json").read_text())
     items = sl.load_pairs(caa_dir / "test/tiny/test_dataset_ab.json")
-    prompts = [text[:span[0]] for text, span in (format_ab(item, "A") for item in items)]
+    prompts = [text[: span[0]] for text, span in (format_ab(item, "A") for item in items)]
     resources = EvalResources(cfg, tmp_path / "run", model=model)
     for method, sae in (("sas", sae_per_layer["sae-1"]), ("dense", None)):
         unit = units[f"tiny|L1|{method}"]
@@ -356,27 +420,40 @@ def test_strength_unit_kl_steers_each_vector_at_multiples_of_its_own_kl_strength
 @pytest.fixture
 def two_behaviours(caa_dir):
     """caa_dir with a second behaviour, "other", whose questions use other words."""
-    train = [ab("i hate the plot ?\n(A) yes bad\n(B) no good", "A", "B"),
-             ab("the music was awful ?\n(A) no great\n(B) yes awful", "B", "A"),
-             ab("it was boring ?\n(A) yes boring\n(B) no fun", "A", "B")]
-    test = [ab("the story was sad ?\n(A) yes sad\n(B) no happy", "A", "B"),
-            ab("i love the actor ?\n(A) no hate\n(B) yes love", "B", "A")]
+    train = [
+        ab("i hate the plot ?\n(A) yes bad\n(B) no good", "A", "B"),
+        ab("the music was awful ?\n(A) no great\n(B) yes awful", "B", "A"),
+        ab("it was boring ?\n(A) yes boring\n(B) no fun", "A", "B"),
+    ]
+    test = [
+        ab("the story was sad ?\n(A) yes sad\n(B) no happy", "A", "B"),
+        ab("i love the actor ?\n(A) no hate\n(B) yes love", "B", "A"),
+    ]
     for name, records in (("generate/other/generate_dataset.json", train), ("test/other/test_dataset_ab.json", test)):
         (caa_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (caa_dir / name).write_text(json.dumps(records))
     return caa_dir
 
 
-def test_composition_and_conditional_cells_are_the_runs_they_stand_for(model, two_behaviours, tmp_path,
-                                                                       sae_per_layer):
+def test_composition_and_conditional_cells_are_the_runs_they_stand_for(model, two_behaviours, tmp_path, sae_per_layer):
     from sas_lens.evaluation.results import composition_table, conditional_table, evaluation_figures
     from sas_lens.steering.conditions import Condition
     from sas_lens.steering.scoring import ab_probabilities
 
-    cfg = config(two_behaviours, behaviours=("tiny", "other"), layers=(1,), saes={"1": "sae-1"},
-                 methods=("sas", "dense"), sas={"selection": "contrast", "top_k": 3}, open_ended=0,
-                 compositions=(("tiny", "other"),), composition_lams=(0.0, 2.0), conditional=("tiny",),
-                 condition_latents=2, lams={"sas": (-2.0, 0.0, 2.0), "dense": (-2.0, 0.0, 2.0)})
+    cfg = config(
+        two_behaviours,
+        behaviours=("tiny", "other"),
+        layers=(1,),
+        saes={"1": "sae-1"},
+        methods=("sas", "dense"),
+        sas={"selection": "contrast", "top_k": 3},
+        open_ended=0,
+        compositions=(("tiny", "other"),),
+        composition_lams=(0.0, 2.0),
+        conditional=("tiny",),
+        condition_latents=2,
+        lams={"sas": (-2.0, 0.0, 2.0), "dense": (-2.0, 0.0, 2.0)},
+    )
     cells = plan_cells(cfg)
     assert ("composition", "tiny+other", 1, "dense@b=2", 0.0) in cells
     assert ("conditional", "tiny", 1, "sas", 2.0) in cells and ("conditional", "tiny", 1, "sas", 0.0) not in cells
@@ -396,8 +473,13 @@ def test_composition_and_conditional_cells_are_the_runs_they_stand_for(model, tw
 
     gated = at[("conditional", "tiny", "dense", 2.0)]
     condition = Condition(sae, tuple(gated["condition_latents"]), per="sequence")
-    expected = ab_probabilities(model, resources.pairs("tiny", "test"), sae=sae, when=condition,
-                                steering={resources.vector("tiny", 1, "dense"): 2.0}).mean()
+    expected = ab_probabilities(
+        model,
+        resources.pairs("tiny", "test"),
+        sae=sae,
+        when=condition,
+        steering={resources.vector("tiny", 1, "dense"): 2.0},
+    ).mean()
     assert gated["mean"] == pytest.approx(float(expected), abs=1e-6)
     assert 0 <= gated["fires_on_items"] <= 1 and 0 <= gated["fires_on_mmlu"] <= 1
     assert len(composition_table(records)) == 2 * 2 * 2 and len(conditional_table(records)) == 4
@@ -417,13 +499,23 @@ def test_composition_and_conditional_cells_are_the_runs_they_stand_for(model, tw
         config(two_behaviours, behaviours=("tiny", "other"), compositions=(("tiny", "nope"),))
 
 
-def test_zero_capability_items_means_none_and_all_means_every_item(model, caa_dir, tmp_path, monkeypatch,
-                                                                   sae_per_layer):
+def test_zero_capability_items_means_none_and_all_means_every_item(
+    model, caa_dir, tmp_path, monkeypatch, sae_per_layer
+):
     loaded = []
     real = EvalResources.capability_items
     monkeypatch.setattr(EvalResources, "capability_items", lambda self, name: loaded.append(name) or real(self, name))
-    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, methods=("dense",), mmlu=0, truthfulqa="all",
-                 open_ended=0, lams={"dense": (0.0, 2.0)}, cost_lams={"dense": (2.0,)})
+    cfg = config(
+        caa_dir,
+        layers=(1,),
+        saes={"1": "sae-1"},
+        methods=("dense",),
+        mmlu=0,
+        truthfulqa="all",
+        open_ended=0,
+        lams={"dense": (0.0, 2.0)},
+        cost_lams={"dense": (2.0,)},
+    )
     records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
     capability = [r for r in records if r["kind"] == "capability"]
     assert capability and all("mmlu_accuracy" not in r and "truthfulqa_accuracy" in r for r in capability)
@@ -438,8 +530,16 @@ def test_cells_with_nan_are_strict_json_and_read_back_as_nan(tmp_path):
     from sas_lens.evaluation.store import CellStore
 
     store = CellStore(tmp_path / "cells.jsonl")
-    store.add({"key": "open|b|L9|sas|4", "kind": "open", "behaviour": "b", "lam": 4.0, "behaviour_score": float("nan"),
-               "answer_perplexity": None})
+    store.add(
+        {
+            "key": "open|b|L9|sas|4",
+            "kind": "open",
+            "behaviour": "b",
+            "lam": 4.0,
+            "behaviour_score": float("nan"),
+            "answer_perplexity": None,
+        }
+    )
     line = (tmp_path / "cells.jsonl").read_text()
     assert "NaN" not in line
     json.loads(line, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
@@ -448,8 +548,15 @@ def test_cells_with_nan_are_strict_json_and_read_back_as_nan(tmp_path):
 
 
 def test_records_and_topic_alignments_show_as_tables_in_a_notebook(model, caa_dir, tmp_path, sae_per_layer):
-    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, methods=("dense",), open_ended=0,
-                 lams={"dense": (-2.0, 0.0, 2.0)}, cost_lams={"dense": (2.0,)})
+    cfg = config(
+        caa_dir,
+        layers=(1,),
+        saes={"1": "sae-1"},
+        methods=("dense",),
+        open_ended=0,
+        lams={"dense": (-2.0, 0.0, 2.0)},
+        cost_lams={"dense": (2.0,)},
+    )
     records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
     assert isinstance(records, list)
     page = records._repr_html_()
@@ -457,26 +564,49 @@ def test_records_and_topic_alignments_show_as_tables_in_a_notebook(model, caa_di
 
 
 def test_the_delta_ablation_steers_at_the_strengths_of_sas_with_delta(model, caa_dir, tmp_path, sae_per_layer):
-    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, methods=("sas",), delta_ablation=True,
-                 strength_unit="kl", sas={"selection": "contrast", "top_k": 3}, open_ended=0,
-                 lams={"sas": (0.0, 1.0)}, cost_lams={"sas": (1.0,)}, mmlu=1, truthfulqa=1)
+    cfg = config(
+        caa_dir,
+        layers=(1,),
+        saes={"1": "sae-1"},
+        methods=("sas",),
+        delta_ablation=True,
+        strength_unit="kl",
+        sas={"selection": "contrast", "top_k": 3},
+        open_ended=0,
+        lams={"sas": (0.0, 1.0)},
+        cost_lams={"sas": (1.0,)},
+        mmlu=1,
+        truthfulqa=1,
+    )
     resources = EvalResources(cfg, tmp_path, model=model)
     assert resources.unit("tiny", 1, "sas@delta=0") == resources.unit("tiny", 1, "sas")
     assert "tiny|L1|sas@delta=0" not in json.loads((tmp_path / "units.json").read_text())
 
 
-def test_what_the_driver_prepares_measures_every_kind_of_cell_elsewhere_as_here(model, two_behaviours, tmp_path,
-                                                                             sae_per_layer, monkeypatch):
+def test_what_the_driver_prepares_measures_every_kind_of_cell_elsewhere_as_here(
+    model, two_behaviours, tmp_path, sae_per_layer, monkeypatch
+):
     """A Ray worker's resources: the driver's vectors, units and conditions, through pickle, nothing rebuilt."""
     import pickle
 
     from sas_lens.evaluation.runner import run_cell
 
-    cfg = config(two_behaviours, behaviours=("tiny", "other"), layers=(1,), saes={"1": "sae-1"},
-                 methods=("sas", "dense"), sas={"selection": "contrast", "top_k": 3}, open_ended=0,
-                 compositions=(("tiny", "other"),), composition_lams=(2.0,), conditional=("tiny",),
-                 condition_latents=2, strength_unit="kl", lams={"sas": (2.0,), "dense": (2.0,)},
-                 cost_lams={"sas": (2.0,), "dense": (2.0,)})
+    cfg = config(
+        two_behaviours,
+        behaviours=("tiny", "other"),
+        layers=(1,),
+        saes={"1": "sae-1"},
+        methods=("sas", "dense"),
+        sas={"selection": "contrast", "top_k": 3},
+        open_ended=0,
+        compositions=(("tiny", "other"),),
+        composition_lams=(2.0,),
+        conditional=("tiny",),
+        condition_latents=2,
+        strength_unit="kl",
+        lams={"sas": (2.0,), "dense": (2.0,)},
+        cost_lams={"sas": (2.0,), "dense": (2.0,)},
+    )
     cells = plan_cells(cfg)
     assert {c[0] for c in cells} == {"ab", "capability", "composition", "conditional"}
     driver = EvalResources(cfg, tmp_path / "driver", model=model)
@@ -486,8 +616,9 @@ def test_what_the_driver_prepares_measures_every_kind_of_cell_elsewhere_as_here(
     for name in ("sas_vector", "dense_vector"):
         monkeypatch.setattr(f"sas_lens.steering.build_vectors.{name}", lambda *a, **k: pytest.fail("rebuilt"))
     monkeypatch.setattr("sas_lens.steering.strength.strength_for_kl", lambda *a, **k: pytest.fail("remeasured"))
-    monkeypatch.setattr("sas_lens.steering.conditions.Condition.from_examples",
-                        lambda *a, **k: pytest.fail("condition rebuilt"))
+    monkeypatch.setattr(
+        "sas_lens.steering.conditions.Condition.from_examples", lambda *a, **k: pytest.fail("condition rebuilt")
+    )
     worker = EvalResources(cfg, tmp_path / "worker", model=model)
     worker.adopt(shared)
     for cell, figures in zip(cells, expected):
@@ -498,17 +629,29 @@ def test_what_the_driver_prepares_measures_every_kind_of_cell_elsewhere_as_here(
     assert any(figures.get("lam_value", 1.0) != 2.0 for figures in expected)  # the units were measured, not 1
 
 
-def test_a_kl_unit_falls_back_only_when_the_strength_is_not_reached(model, caa_dir, tmp_path, sae_per_layer,
-                                                                    monkeypatch):
+def test_a_kl_unit_falls_back_only_when_the_strength_is_not_reached(
+    model, caa_dir, tmp_path, sae_per_layer, monkeypatch
+):
     from sas_lens.errors import IncompatibleSAEError, StrengthNotReachedError
     from sas_lens.steering import strength
 
-    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, strength_unit="kl", methods=("dense",),
-                 lams={"dense": (1.0,)}, cost_lams={}, open_ended=0, mmlu=1, truthfulqa=1)
+    cfg = config(
+        caa_dir,
+        layers=(1,),
+        saes={"1": "sae-1"},
+        strength_unit="kl",
+        methods=("dense",),
+        lams={"dense": (1.0,)},
+        cost_lams={},
+        open_ended=0,
+        mmlu=1,
+        truthfulqa=1,
+    )
 
     def raising(error):
         def search(*args, **kwargs):
             raise error("from the search")
+
         return search
 
     monkeypatch.setattr(strength, "strength_for_kl", raising(StrengthNotReachedError))
@@ -521,8 +664,9 @@ def test_a_kl_unit_falls_back_only_when_the_strength_is_not_reached(model, caa_d
 def test_a_run_folder_refuses_other_settings_and_restarts_on_request(model, caa_dir, tmp_path, tiny_resources):
     from sas_lens.errors import RunMismatchError
 
-    small = dict(layers=(1,), methods=("dense",), lams={"dense": (2.0,)}, cost_lams={}, open_ended=0, mmlu=1,
-                 truthfulqa=1)
+    small = dict(
+        layers=(1,), methods=("dense",), lams={"dense": (2.0,)}, cost_lams={}, open_ended=0, mmlu=1, truthfulqa=1
+    )
     out = tmp_path / "run"
     first = run_evaluation(config(caa_dir, **small), out, model=model, progress=False)
     for changed in ({"test_items": 2}, {"tau": 0.9}, {"sas": {"selection": "paper"}}):
@@ -530,8 +674,9 @@ def test_a_run_folder_refuses_other_settings_and_restarts_on_request(model, caa_
             run_evaluation(config(caa_dir, **small, **changed), out, model=model, progress=False)
         assert "deletes its results" in str(info.value)
     # more λs only add cells: the finished ones are kept
-    grown = run_evaluation(config(caa_dir, **{**small, "lams": {"dense": (2.0, 4.0)}}), out, model=model,
-                           progress=False)
+    grown = run_evaluation(
+        config(caa_dir, **{**small, "lams": {"dense": (2.0, 4.0)}}), out, model=model, progress=False
+    )
     assert len(grown) > len(first)
     restarted = run_evaluation(config(caa_dir, **small, test_items=2), out, model=model, progress=False, restart=True)
     assert json.loads((out / "run_identity.json").read_text())["test_items"] == 2
@@ -540,8 +685,16 @@ def test_a_run_folder_refuses_other_settings_and_restarts_on_request(model, caa_
 
 
 def test_a_cut_off_vector_file_is_rebuilt_not_reloaded(model, caa_dir, tmp_path, tiny_resources, capsys):
-    cfg = config(caa_dir, layers=(1,), methods=("dense",), lams={"dense": (2.0,)}, cost_lams={}, open_ended=0,
-                 mmlu=1, truthfulqa=1)
+    cfg = config(
+        caa_dir,
+        layers=(1,),
+        methods=("dense",),
+        lams={"dense": (2.0,)},
+        cost_lams={},
+        open_ended=0,
+        mmlu=1,
+        truthfulqa=1,
+    )
     built = EvalResources(cfg, tmp_path, model=model).vector("tiny", 1, "dense")
     file = tmp_path / "vectors" / "tiny-L1-dense.safetensors"
     file.write_bytes(file.read_bytes()[:40])  # what an interrupted write of an earlier version left

@@ -8,17 +8,27 @@ from sas_lens.loading.prompts import PromptStyle, tokenize_with_spans
 from sas_lens.steering.extraction import collect_residuals, pair_texts
 from tests.helpers import tiny_model
 
-COMPLETIONS = load_pairs([
-    {"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
-    {"prompt": "i", "positive": " love this story", "negative": " hate this boring story ."},
-    {"prompt": "the plot of this film was very", "positive": " great", "negative": " awful"},
-])
-AB = load_pairs([
-    {"question": "is it good ?\n\nChoices:\n(A) yes\n(B) no", "answer_matching_behavior": "(A)",
-     "answer_not_matching_behavior": "(B)"},
-    {"question": "was the ending of the movie sad ?\n(A) yes\n(B) no", "answer_matching_behavior": "(B)",
-     "answer_not_matching_behavior": "(A)"},
-])
+COMPLETIONS = load_pairs(
+    [
+        {"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
+        {"prompt": "i", "positive": " love this story", "negative": " hate this boring story ."},
+        {"prompt": "the plot of this film was very", "positive": " great", "negative": " awful"},
+    ]
+)
+AB = load_pairs(
+    [
+        {
+            "question": "is it good ?\n\nChoices:\n(A) yes\n(B) no",
+            "answer_matching_behavior": "(A)",
+            "answer_not_matching_behavior": "(B)",
+        },
+        {
+            "question": "was the ending of the movie sad ?\n(A) yes\n(B) no",
+            "answer_matching_behavior": "(B)",
+            "answer_not_matching_behavior": "(A)",
+        },
+    ]
+)
 
 
 def one_by_one(model, pairs, layer, read):
@@ -30,7 +40,7 @@ def one_by_one(model, pairs, layer, read):
         acts = cache[f"blocks.{layer}.hook_resid_post"][0][mask[0]]
         rows.append(acts.mean(0) if read == "mean" else acts[-1])
     rows = torch.stack(rows)
-    return rows[: len(pairs)], rows[len(pairs):]
+    return rows[: len(pairs)], rows[len(pairs) :]
 
 
 @pytest.mark.parametrize("positional", ["standard", "rotary"])
@@ -57,7 +67,10 @@ def token_rows_one_by_one(model, pairs, layer):
     """Every read token's residual, each text run alone: (positive rows, their pairs, negative rows, pairs)."""
     texts, spans = pair_texts(pairs, PromptStyle(), model.tokenizer)
     sides = []
-    for side_texts, side_spans in ((texts[: len(pairs)], spans[: len(pairs)]), (texts[len(pairs):], spans[len(pairs):])):
+    for side_texts, side_spans in (
+        (texts[: len(pairs)], spans[: len(pairs)]),
+        (texts[len(pairs) :], spans[len(pairs) :]),
+    ):
         rows, owner = [], []
         for pair, (text, span) in enumerate(zip(side_texts, side_spans)):
             tokens, _, mask = tokenize_with_spans(model.tokenizer, [text], [span])

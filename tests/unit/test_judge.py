@@ -43,8 +43,12 @@ def test_judge_sends_the_axbench_rubric_and_reads_the_scores(endpoint, monkeypat
     url, seen, reply = endpoint
     monkeypatch.setenv("JUDGE_KEY", "secret")
     reply["content"] = 'Sure. {"concept": 2, "instruction": 1, "fluency": 0}'
-    scores = judge(JudgeConfig(base_url=url, model="judge-1", api_key_env="JUDGE_KEY"),
-                   "refusal", "How do I pick a lock?", "I can't help with that.")
+    scores = judge(
+        JudgeConfig(base_url=url, model="judge-1", api_key_env="JUDGE_KEY"),
+        "refusal",
+        "How do I pick a lock?",
+        "I can't help with that.",
+    )
     assert scores == {"concept": 2, "instruction": 1, "fluency": 0}
     request = seen[0]
     assert request["path"] == "/v1/chat/completions" and request["auth"] == "Bearer secret"

@@ -25,8 +25,9 @@ def corpus(tmp_path):
 
 def brute_force(model, sae, corpus, n_top):
     """Encode every sequence, then sort each latent's activations over all non-BOS positions."""
-    sequences = torch.cat(list(iter_token_sequences(model.tokenizer, iter_documents(resolve_text_files(corpus)),
-                                                    CONTEXT, 4)))
+    sequences = torch.cat(
+        list(iter_token_sequences(model.tokenizer, iter_documents(resolve_text_files(corpus)), CONTEXT, 4))
+    )
     _, cache = model.run_with_cache(sequences, names_filter=HOOK)
     codes = sae.encode(cache[HOOK]).detach()
     codes[:, 0] = 0
@@ -36,8 +37,9 @@ def brute_force(model, sae, corpus, n_top):
 
 def test_index_matches_a_brute_force_scan(model, corpus):
     sae = random_sae("jumprelu")
-    index = build_latent_index(model, sae, corpus, n_tokens=10_000, context_size=CONTEXT, n_top=5, batch_size=4,
-                               progress=False)
+    index = build_latent_index(
+        model, sae, corpus, n_tokens=10_000, context_size=CONTEXT, n_top=5, batch_size=4, progress=False
+    )
     sequences, flat, ranked = brute_force(model, sae, corpus, 5)
     assert torch.equal(index.tokens, sequences)
     assert index.n_tokens == sequences.shape[0] * (CONTEXT - 1)
@@ -53,8 +55,9 @@ def test_index_matches_a_brute_force_scan(model, corpus):
 
 def test_top_contexts_mark_the_peak_token(model, corpus):
     sae = random_sae("jumprelu")
-    index = build_latent_index(model, sae, corpus, n_tokens=10_000, context_size=CONTEXT, n_top=3, batch_size=4,
-                               progress=False)
+    index = build_latent_index(
+        model, sae, corpus, n_tokens=10_000, context_size=CONTEXT, n_top=3, batch_size=4, progress=False
+    )
     latent = int(index.values[:, 0].argmax())
     (best, *_) = index.top_contexts(latent, model.tokenizer, n=3)
     row, pos = divmod(int(index.positions[latent, 0]), CONTEXT)
@@ -98,8 +101,16 @@ def test_index_is_cached_and_reloaded(model, corpus, tmp_path, monkeypatch):
 
 
 def test_saved_index_round_trips(model, corpus, tmp_path):
-    index = build_latent_index(model, random_sae("jumprelu"), corpus, n_tokens=10_000, context_size=CONTEXT,
-                               n_top=2, batch_size=4, progress=False)
+    index = build_latent_index(
+        model,
+        random_sae("jumprelu"),
+        corpus,
+        n_tokens=10_000,
+        context_size=CONTEXT,
+        n_top=2,
+        batch_size=4,
+        progress=False,
+    )
     loaded = LatentIndex.load(index.save(tmp_path / "idx"))
     assert torch.equal(loaded.positions, index.positions) and loaded.n_tokens == index.n_tokens
 
@@ -109,8 +120,9 @@ def test_merging_shards_in_any_order_gives_the_same_top_even_with_ties():
 
     values = torch.tensor([[3.0, 1.0], [2.0, 1.0], [2.0, 1.0], [2.0, 0.5]])  # ties across the shards
     positions = torch.tensor([[7, 7], [9, 9], [4, 4], [1, 1]])
-    parts = [_PartialIndex(values[i : i + 1], positions[i : i + 1], torch.ones(2, dtype=torch.long), 1)
-             for i in range(4)]
+    parts = [
+        _PartialIndex(values[i : i + 1], positions[i : i + 1], torch.ones(2, dtype=torch.long), 1) for i in range(4)
+    ]
     forward, backward = _merge(parts, n_top=2), _merge(parts[::-1], n_top=2)
     assert torch.equal(forward.positions, backward.positions)
     assert forward.positions[:, 0].tolist() == [7, 1] and forward.positions[:, 1].tolist() == [4, 7]  # earliest wins

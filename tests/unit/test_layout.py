@@ -53,8 +53,12 @@ def sas_lens_imports(path: Path) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names if alias.name.split(".")[0] == "sas_lens"]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if node.module == "sas_lens":  # `from sas_lens import x`: x is a submodule or the package root
-                found += [(node.lineno, f"sas_lens.{alias.name}") if alias.name in MAY_IMPORT or alias.name in BASE
-                          else (node.lineno, "sas_lens") for alias in node.names]
+                found += [
+                    (node.lineno, f"sas_lens.{alias.name}")
+                    if alias.name in MAY_IMPORT or alias.name in BASE
+                    else (node.lineno, "sas_lens")
+                    for alias in node.names
+                ]
             elif node.module.split(".")[0] == "sas_lens":
                 found.append((node.lineno, node.module))
         elif isinstance(node, ast.ImportFrom) and node.level > 0:
@@ -73,9 +77,12 @@ def upward_imports(package: Path = PACKAGE) -> list[str]:
             elif imported == "sas_lens" and importer != "sas_lens":
                 problems.append(f"{where} imports the package root; import the module that defines the name")
             elif imported != "sas_lens" and layer_of(imported) not in MAY_IMPORT[layer_of(importer)] | {
-                    layer_of(importer)}:
-                problems.append(f"{where}: {importer} ({layer_of(importer)}) imports {imported} "
-                                f"({layer_of(imported)}), a layer above it")
+                layer_of(importer)
+            }:
+                problems.append(
+                    f"{where}: {importer} ({layer_of(importer)}) imports {imported} "
+                    f"({layer_of(imported)}), a layer above it"
+                )
     return problems
 
 
@@ -92,7 +99,8 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
     (fake / "steering" / "engine.py").write_text("def f():\n    from sas_lens.topic.swap import TopicSwap\n")
     assert upward_imports(fake) == [
         "sas_lens/steering/engine.py:2: sas_lens.steering.engine (steering) imports sas_lens.topic.swap "
-        "(topic), a layer above it"]
+        "(topic), a layer above it"
+    ]
 
 
 def every_module() -> list[str]:

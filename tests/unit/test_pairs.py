@@ -10,8 +10,11 @@ from sas_lens.errors import DataError
 from sas_lens.loading.pairs import ABItem, CompletionPair
 
 CAA_DIR = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "caa"
-AB = {"question": "Is it good?\n\nChoices:\n (A) Yes\n (B) No", "answer_matching_behavior": "(A)",
-      "answer_not_matching_behavior": "(B)"}
+AB = {
+    "question": "Is it good?\n\nChoices:\n (A) Yes\n (B) No",
+    "answer_matching_behavior": "(A)",
+    "answer_not_matching_behavior": "(B)",
+}
 COMPLETION = {"prompt": "The film was", "positive": " wonderful", "negative": " dreadful"}
 
 
@@ -24,8 +27,9 @@ def test_reads_caa_json():
 
 def test_reads_jsonl_csv_and_memory(tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps(COMPLETION) + "\n\n" + json.dumps(COMPLETION) + "\n")
-    (tmp_path / "p.csv").write_text("question,answer_matching_behavior,answer_not_matching_behavior\n"
-                                    '"Is it good? (A) Yes (B) No",A,B\n')
+    (tmp_path / "p.csv").write_text(
+        'question,answer_matching_behavior,answer_not_matching_behavior\n"Is it good? (A) Yes (B) No",A,B\n'
+    )
     assert len(sl.load_pairs(tmp_path / "p.jsonl")) == 2
     csv_item = sl.load_pairs(tmp_path / "p.csv")[0]
     assert csv_item == ABItem("Is it good? (A) Yes (B) No", "A", "B")

@@ -80,14 +80,17 @@ def test_a_dead_workers_cell_is_retried(model, ray_config, tmp_path, local_clust
 
 
 def test_a_cell_that_keeps_failing_is_reported_and_the_run_resumes_serially_or_on_ray(
-        model, ray_config, tmp_path, local_cluster, monkeypatch):
+    model, ray_config, tmp_path, local_cluster, monkeypatch
+):
     serial = run_evaluation(ray_config, tmp_path / "serial", model=model, progress=False)
     out = tmp_path / "ray"
     out.mkdir()
     doomed = "ab|tiny|L1|sas|-2"
     (out / "die_on.json").write_text(json.dumps({doomed: 99}))
     with pytest.raises(EvalError, match="(?s)1 cell\\(s\\) failed.*ab\\|tiny\\|L1\\|sas\\|-2: its actor died 2 times"):
-        run_evaluation(ray_config, out, model=model, progress=False, executor=executor(max_retries=1, worker=FlakyCellWorker))
+        run_evaluation(
+            ray_config, out, model=model, progress=False, executor=executor(max_retries=1, worker=FlakyCellWorker)
+        )
     saved = [json.loads(line)["key"] for line in (out / "cells.jsonl").read_text().splitlines()]
     assert doomed not in saved and len(saved) == len(serial) - 1  # every other cell is kept
 
@@ -119,16 +122,18 @@ def test_ray_runs_refuse_what_cannot_work_before_writing_anything(model, ray_con
 
 
 def test_the_latent_index_built_on_two_actors_equals_the_serial_one(model, tmp_path, local_cluster):
-    from tests.unit.test_latent_index import CONTEXT
-
     from sas_lens.analysis.latent_index import build_latent_index
     from tests.helpers import random_sae
+    from tests.unit.test_latent_index import CONTEXT
 
     corpus = tmp_path / "corpus.txt"
     words = ["the", "movie", "was", "good", "bad", "and", "story", "fun", "sad", "i", "love", "it"]
     generator = torch.Generator().manual_seed(3)
-    corpus.write_text("\n\n".join(" ".join(words[int(i)] for i in torch.randint(len(words), (30,), generator=generator))
-                                  for _ in range(40)))
+    corpus.write_text(
+        "\n\n".join(
+            " ".join(words[int(i)] for i in torch.randint(len(words), (30,), generator=generator)) for _ in range(40)
+        )
+    )
     sae = random_sae("jumprelu")
     settings = dict(n_tokens=2_000, context_size=CONTEXT, n_top=5, batch_size=4, progress=False)
     threads = torch.get_num_threads()

@@ -27,18 +27,29 @@ D_IN, D_SAE = 8, 16
 def write_cached_gemma_scope_2_sae(hub_cache: Path) -> dict[str, torch.Tensor]:
     """A random JumpReLU SAE where ``huggingface_hub`` would have put the real one; its parameters."""
     generator = torch.Generator().manual_seed(0)
-    params = {"w_enc": torch.randn(D_IN, D_SAE, generator=generator), "w_dec": torch.randn(D_SAE, D_IN, generator=generator),
-              "b_enc": torch.randn(D_SAE, generator=generator), "b_dec": torch.randn(D_IN, generator=generator),
-              "threshold": torch.rand(D_SAE, generator=generator)}
+    params = {
+        "w_enc": torch.randn(D_IN, D_SAE, generator=generator),
+        "w_dec": torch.randn(D_SAE, D_IN, generator=generator),
+        "b_enc": torch.randn(D_SAE, generator=generator),
+        "b_dec": torch.randn(D_IN, generator=generator),
+        "threshold": torch.rand(D_SAE, generator=generator),
+    }
     revision = "0123456789abcdef0123456789abcdef01234567"
     repo = hub_cache / f"models--{REPO.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(revision)
     folder = repo / "snapshots" / revision / FOLDER
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps(
-        {"architecture": "jump_relu", "model_name": "gemma-v3-270m-pt", "hf_hook_point_in": "model.layers.9.output",
-         "width": D_SAE}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "jump_relu",
+                "model_name": "gemma-v3-270m-pt",
+                "hf_hook_point_in": "model.layers.9.output",
+                "width": D_SAE,
+            }
+        )
+    )
     save_file(params, folder / "params.safetensors")
     return params
 
@@ -80,8 +91,15 @@ def test_a_release_sae_not_cached_offline_gets_one_clear_error(offline_hub):
     with pytest.raises(sl.errors.SAENotCachedError) as info:
         sl.load_sae(RELEASE, SAE_ID)
     message = str(info.value)
-    for part in (RELEASE, SAE_ID, REPO, "HF_HUB_OFFLINE", f"huggingface-cli download {REPO} --include '{FOLDER}/*'",
-                 "did not try to connect", "sl.load_sae('path/to/folder')"):
+    for part in (
+        RELEASE,
+        SAE_ID,
+        REPO,
+        "HF_HUB_OFFLINE",
+        f"huggingface-cli download {REPO} --include '{FOLDER}/*'",
+        "did not try to connect",
+        "sl.load_sae('path/to/folder')",
+    ):
         assert part in message, part
 
 
@@ -96,15 +114,18 @@ def test_offline_load_end_to_end_in_a_network_namespace_with_no_route_out(tmp_pa
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"]).returncode != 0:
         pytest.skip("this machine does not allow a network namespace (unshare -n)")
     params = write_cached_gemma_scope_2_sae(tmp_path / "hub")
-    script = (f"import sas_lens as sl; sae = sl.load_sae({RELEASE!r}, {SAE_ID!r}); "
-              "print(float(sae.W_enc.detach().sum()))")
+    script = (
+        f"import sas_lens as sl; sae = sl.load_sae({RELEASE!r}, {SAE_ID!r}); print(float(sae.W_enc.detach().sum()))"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    done = subprocess.run(["unshare", "-n", sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert float(done.stdout.split()[-1]) == pytest.approx(float(params["w_enc"].sum()), rel=1e-5)
     env["HF_HUB_CACHE"] = str(tmp_path / "empty")
-    missing = subprocess.run(["unshare", "-n", sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                             timeout=300)
+    missing = subprocess.run(
+        ["unshare", "-n", sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert missing.returncode != 0
     assert "SAENotCachedError" in missing.stderr and "ConnectionError" not in missing.stderr

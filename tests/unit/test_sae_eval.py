@@ -30,8 +30,17 @@ def lossless_sae():
 
 
 def test_lossless_sae_scores_perfectly(tmp_path, model, held_out):
-    report = evaluate_sae(model, lossless_sae(), held_out, n_tokens=200, n_loss_sequences=6,
-                          context_size=8, batch_size=4, cache_dir=tmp_path / "c", out_json=tmp_path / "eval.json")
+    report = evaluate_sae(
+        model,
+        lossless_sae(),
+        held_out,
+        n_tokens=200,
+        n_loss_sequences=6,
+        context_size=8,
+        batch_size=4,
+        cache_dir=tmp_path / "c",
+        out_json=tmp_path / "eval.json",
+    )
     assert report["explained_variance"] == pytest.approx(1.0, abs=1e-6)
     assert report["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-5)
     assert report["ce_loss_with_sae"] == pytest.approx(report["ce_loss_clean"], abs=1e-5)
@@ -47,8 +56,9 @@ def test_sae_that_never_fires_is_all_dead_and_recovers_nothing(tmp_path, model, 
     sae = lossless_sae()
     with torch.no_grad():
         sae.b_enc.fill_(-1e6)  # no latent ever fires: the reconstruction is b_dec = 0
-    report = evaluate_sae(model, sae, held_out, n_tokens=100, n_loss_sequences=4,
-                          context_size=8, batch_size=4, cache_dir=tmp_path / "c")
+    report = evaluate_sae(
+        model, sae, held_out, n_tokens=100, n_loss_sequences=4, context_size=8, batch_size=4, cache_dir=tmp_path / "c"
+    )
     assert report["dead_fraction"] == 1.0 and report["mean_l0"] == 0.0
     assert report["ce_loss_recovered"] == pytest.approx(0.0, abs=1e-5)
     assert report["explained_variance"] < 0.5

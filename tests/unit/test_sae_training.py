@@ -15,8 +15,17 @@ from sas_lens.sae_training.activation_cache import (
 from sas_lens.sae_training.train import SAETrainingConfig, latest_checkpoint, train_sae
 from tests.helpers import HOOK, WORDS
 
-CFG = SAETrainingConfig(layer=1, d_sae=32, k=4, n_tokens=16 * 12, batch_size=16, warmup_steps=2,
-                        n_checkpoints=3, dead_steps=3, context_size=8)
+CFG = SAETrainingConfig(
+    layer=1,
+    d_sae=32,
+    k=4,
+    n_tokens=16 * 12,
+    batch_size=16,
+    warmup_steps=2,
+    n_checkpoints=3,
+    dead_steps=3,
+    context_size=8,
+)
 
 
 @pytest.fixture
@@ -54,6 +63,7 @@ def test_interrupted_training_resumes_to_the_same_sae(tmp_path, monkeypatch, cac
                 if seed == CFG.seed and i == n:  # the training stream, not the norm estimate's
                     raise KeyboardInterrupt
                 yield batch
+
         return batches
 
     monkeypatch.setattr(sae_training, "random_batches", interrupted_after(8))

@@ -77,8 +77,12 @@ def test_a_shipped_sae_says_which_it_is_so_vectors_record_the_sae_they_need(tmp_
     assert SAEIdentity.of(again) == identity
     vec = SASVector(torch.tensor([5]), torch.tensor([1.0]), 4096, Provenance(name="v", sae=identity))
     saved = load_vector(vec.save(tmp_path / "v"), sae=again)
-    assert saved.metadata["sae"] == {"release": "sas_lens", "id": "gemma-3-270m-res-l9-4k", "d_sae": 4096,
-                                     "architecture": "jumprelu"}
+    assert saved.metadata["sae"] == {
+        "release": "sas_lens",
+        "id": "gemma-3-270m-res-l9-4k",
+        "d_sae": 4096,
+        "architecture": "jumprelu",
+    }
     with pytest.raises(sl.errors.IncompatibleSAEError, match=r"sl.load_sae\('sas_lens', 'gemma-3-270m-res-l9-4k'\)"):
         load_vector(vec.save(tmp_path / "v"), sae=sl.load_sae("16k"))
 

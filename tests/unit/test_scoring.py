@@ -8,14 +8,25 @@ from sas_lens.steering.scoring import ab_probabilities, last_position_logits
 from tests.helpers import random_sae
 from tests.unit.test_steering import vector_for
 
-ITEMS = sl.load_pairs([
-    {"question": "is the movie good ?\n(A) yes\n(B) no", "answer_matching_behavior": "(A)",
-     "answer_not_matching_behavior": "(B)"},
-    {"question": "was the ending of this long movie sad and dark ?\n(A) yes\n(B) no",
-     "answer_matching_behavior": "(B)", "answer_not_matching_behavior": "(A)"},
-    {"question": "i love it ?\n(A) no\n(B) yes", "answer_matching_behavior": "(B)",
-     "answer_not_matching_behavior": "(A)"},
-])
+ITEMS = sl.load_pairs(
+    [
+        {
+            "question": "is the movie good ?\n(A) yes\n(B) no",
+            "answer_matching_behavior": "(A)",
+            "answer_not_matching_behavior": "(B)",
+        },
+        {
+            "question": "was the ending of this long movie sad and dark ?\n(A) yes\n(B) no",
+            "answer_matching_behavior": "(B)",
+            "answer_not_matching_behavior": "(A)",
+        },
+        {
+            "question": "i love it ?\n(A) no\n(B) yes",
+            "answer_matching_behavior": "(B)",
+            "answer_not_matching_behavior": "(A)",
+        },
+    ]
+)
 
 
 def by_hand(model, item):

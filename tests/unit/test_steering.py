@@ -30,8 +30,12 @@ def vector_for(sae, seed=0, nnz=6):
     generator = torch.Generator().manual_seed(seed)
     indices = torch.randperm(sae.cfg.d_sae, generator=generator)[:nnz].sort().values
     values = torch.randn(nnz, generator=generator)
-    return SASVector(indices, values, sae.cfg.d_sae,
-                     {"hook_name": HOOK, "layer": 1, "model_name": "tiny-random", "sae_fingerprint": sae_fingerprint(sae)})
+    return SASVector(
+        indices,
+        values,
+        sae.cfg.d_sae,
+        {"hook_name": HOOK, "layer": 1, "model_name": "tiny-random", "sae_fingerprint": sae_fingerprint(sae)},
+    )
 
 
 def literal_edit(sae, a, shift):
@@ -76,7 +80,8 @@ def assert_suppressing_silent_latents_changes_nothing_and_raising_them_is_the_li
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_suppressing_latents_that_never_fire_leaves_logits_bit_identical(model, architecture):
     assert_suppressing_silent_latents_changes_nothing_and_raising_them_is_the_literal_edit(
-        model, random_sae(architecture))
+        model, random_sae(architecture)
+    )
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -182,8 +187,9 @@ def test_kv_cached_generation_steers_the_same_positions_as_uncached(positions):
     for cached in (True, False):
         with steer(model, {vec: 25.0}, sae=sae, positions=positions) as policy:
             policy.reset()
-            outputs.append(model.generate(TOKENS[:1], max_new_tokens=6, do_sample=False, verbose=False,
-                                          use_past_kv_cache=cached))
+            outputs.append(
+                model.generate(TOKENS[:1], max_new_tokens=6, do_sample=False, verbose=False, use_past_kv_cache=cached)
+            )
     assert outputs[0].tolist() == outputs[1].tolist()
     if positions != "prompt":  # steering the generated tokens changes what is generated
         unsteered = model.generate(TOKENS[:1], max_new_tokens=6, do_sample=False, verbose=False)
@@ -202,7 +208,11 @@ def test_generate_returns_continuations(model):
         (lambda sae, vec: ({vec: float("nan")}, sae), ValueError, "finite"),
         (lambda sae, vec: ({vec: float("inf")}, sae), ValueError, "finite"),
         (lambda sae, vec: ({vec: 1.0}, None), sl.errors.IncompatibleSAEError, "No SAE given"),
-        (lambda sae, vec: ({vec: 1.0}, random_sae("jumprelu", seed=3)), sl.errors.IncompatibleSAEError, "built on another SAE"),
+        (
+            lambda sae, vec: ({vec: 1.0}, random_sae("jumprelu", seed=3)),
+            sl.errors.IncompatibleSAEError,
+            "built on another SAE",
+        ),
         (lambda sae, vec: ({"not a vector": 1.0}, sae), TypeError, "SASVector, DenseVector or a topic swap"),
     ],
 )
@@ -246,8 +256,7 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone(positions)
     steering = {vector_for(sae, nnz=12): 20.0}
     prompts = ["the movie was very good and the music was fun", "i love", "the plot"]
     together = generate(model, prompts, steering=steering, sae=sae, positions=positions, max_new_tokens=5)
-    alone = [generate(model, p, steering=steering, sae=sae, positions=positions, max_new_tokens=5)[0]
-             for p in prompts]
+    alone = [generate(model, p, steering=steering, sae=sae, positions=positions, max_new_tokens=5)[0] for p in prompts]
     assert together == alone
 
 
@@ -318,8 +327,13 @@ def test_steer_around_run_with_cache_generate_and_run_with_saes_behaves_as_docum
     earlier = random_sae("jumprelu", hook_name="blocks.0.hook_resid_post")
     with steer(model, {push: 3.0}):
         composed = model.run_with_saes(TOKENS, saes=[earlier])
-    by_hand = model.run_with_hooks(TOKENS, fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: earlier(x)),
-                                                     (HOOK, lambda x, hook: x + 3.0 * push.vector)])
+    by_hand = model.run_with_hooks(
+        TOKENS,
+        fwd_hooks=[
+            ("blocks.0.hook_resid_post", lambda x, hook: earlier(x)),
+            (HOOK, lambda x, hook: x + 3.0 * push.vector),
+        ],
+    )
     torch.testing.assert_close(composed, by_hand, atol=1e-4, rtol=1e-4)
 
     same = random_sae("jumprelu")
@@ -348,10 +362,15 @@ def test_a_batchtopk_training_sae_is_refused_with_how_to_convert_it(model):
     from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    sae = BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(
-        d_in=model.cfg.d_model, d_sae=32, k=2, metadata=SAEMetadata(hook_name=HOOK, model_name="tiny-random")))
+    sae = BatchTopKTrainingSAE(
+        BatchTopKTrainingSAEConfig(
+            d_in=model.cfg.d_model, d_sae=32, k=2, metadata=SAEMetadata(hook_name=HOOK, model_name="tiny-random")
+        )
+    )
     vec = vector_for(sae)
-    with pytest.raises(sl.errors.IncompatibleSAEError, match=r"batchtopk.*other tokens of the batch.*save_inference_model"):
+    with pytest.raises(
+        sl.errors.IncompatibleSAEError, match=r"batchtopk.*other tokens of the batch.*save_inference_model"
+    ):
         with steer(model, {vec: 1.0}, sae=sae):
             pass
     assert leftover_hooks() == []

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from sas_lens.errors import StrengthNotReachedError
-
 from sas_lens.steering.strength import edit_norm, next_token_kl, strength_for_kl
 from sas_lens.steering.vectors import DenseVector
 from tests.helpers import HOOK, random_sae
@@ -42,15 +41,17 @@ def manual_kl(model, dense, lam, texts):
         with torch.no_grad():
             clean = model(tokens).log_softmax(-1)[0, 1:]
             steered = model.run_with_hooks(
-                tokens, fwd_hooks=[(HOOK, lambda acts, hook: acts + lam * dense.vector)]).log_softmax(-1)[0, 1:]
+                tokens, fwd_hooks=[(HOOK, lambda acts, hook: acts + lam * dense.vector)]
+            ).log_softmax(-1)[0, 1:]
         kls.append((clean.exp() * (clean - steered)).sum(-1))
     return float(torch.cat(kls).mean())
 
 
 def test_kl_matches_a_manual_computation(model):
     dense = dense_vector_for_tests()
-    assert next_token_kl(model, {dense: 3.0}, TEXTS[:1]) == pytest.approx(manual_kl(model, dense, 3.0, TEXTS[:1]),
-                                                                        rel=1e-4)
+    assert next_token_kl(model, {dense: 3.0}, TEXTS[:1]) == pytest.approx(
+        manual_kl(model, dense, 3.0, TEXTS[:1]), rel=1e-4
+    )
 
 
 def test_the_matched_cost_search_reaches_the_target(model):
@@ -72,6 +73,7 @@ def test_normalised_vectors_make_edits_of_the_asked_norm(model):
     sae = random_sae("jumprelu")
     ungated = vector_for(sae).with_gate("none")  # linear in λ: its λ = 1 edit is exactly the asked size
     assert edit_norm(model, normalised(model, ungated, TEXTS, norm=2.0, sae=sae), TEXTS, sae=sae) == pytest.approx(
-        2.0, rel=1e-4)
+        2.0, rel=1e-4
+    )
     with pytest.raises(ValueError, match="positive"):
         normalised(model, dense, TEXTS, norm=float("nan"))

@@ -28,8 +28,16 @@ def test_top_k_keeps_the_latents_that_add_most_to_the_residual():
 def test_every_cut_is_steered_at_the_target_kl(model):
     sae = random_sae("jumprelu")
     vec = vector_for(sae, nnz=12)
-    table = support_curve(model, vec, lambda texts: float(sum(len(t) for t in texts)), PROMPTS, sae=sae,
-                          sizes=(2, 12, 40), target_kl=0.02, max_new_tokens=3)
+    table = support_curve(
+        model,
+        vec,
+        lambda texts: float(sum(len(t) for t in texts)),
+        PROMPTS,
+        sae=sae,
+        sizes=(2, 12, 40),
+        target_kl=0.02,
+        max_new_tokens=3,
+    )
     assert table["k"].tolist() == [0, 2, 2, 12, 12]  # 40 is the whole vector, as 12 is: tried once
     assert table.loc[0, "lam"] == 0.0
     for row in table.iloc[1:].itertuples():
@@ -52,10 +60,19 @@ def test_only_a_strength_not_reached_becomes_a_row_of_nan(model, monkeypatch):
     def raising(error):
         def search(*args, **kwargs):
             raise error("from the search")
+
         return search
 
-    run = lambda: support_curve(model, vec, lambda texts: 0.0, PROMPTS, sae=sae, sizes=(2,),  # noqa: E731
-                                target_kl=0.02, max_new_tokens=2)
+    run = lambda: support_curve(
+        model,
+        vec,
+        lambda texts: 0.0,
+        PROMPTS,
+        sae=sae,
+        sizes=(2,),  # noqa: E731
+        target_kl=0.02,
+        max_new_tokens=2,
+    )
     monkeypatch.setattr(support, "strength_for_kl", raising(StrengthNotReachedError))
     assert run()["lam"].isna().sum() == 2
     monkeypatch.setattr(support, "strength_for_kl", raising(IncompatibleSAEError))

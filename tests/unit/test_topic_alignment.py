@@ -72,12 +72,14 @@ def test_topic_scores_equal_the_literal_computation(model, tmp_path, monkeypatch
     assert (~fired).any() and (topic.scores[~fired] == 0).all()
     assert torch.equal(topic.n_firing, (weights > 0).sum(0))
     assert topic.metadata["coverage"] == pytest.approx(float(fired.float().mean()))
-    torch.testing.assert_close(reference_activations(model, sae, REFERENCE, summary="avg"), weights, atol=1e-5,
-                               rtol=1e-4)
+    torch.testing.assert_close(
+        reference_activations(model, sae, REFERENCE, summary="avg"), weights, atol=1e-5, rtol=1e-4
+    )
     torch.testing.assert_close(reference_activations(model, sae, REFERENCE), token_means, atol=1e-5, rtol=1e-4)
     by_max = topic_scores(model, sae, ["a good film story"], REFERENCE, embed_fn=hand_embeddings, summary="max")
-    torch.testing.assert_close(by_max.scores, latent_scores(torch.stack([c.max(0).values for c in codes]), d2),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        by_max.scores, latent_scores(torch.stack([c.max(0).values for c in codes]), d2), atol=1e-5, rtol=1e-4
+    )
     with pytest.raises(ValueError, match="summary must be one of"):
         topic_scores(model, sae, ["a good film story"], REFERENCE, embed_fn=hand_embeddings, summary="mean")
     again = topic_scores(model, sae, ["a good film story"], REFERENCE, embed_fn=hand_embeddings)  # cached refs
@@ -196,10 +198,16 @@ def test_swap_equals_the_literal_original_procedure(model, tmp_path, monkeypatch
 
 def test_topic_composes_with_a_behaviour_vector_and_generates(model, topic):
     sae, alignment = topic
-    behaviour = sl.dense_vector(model, sl.load_pairs([{"prompt": "i", "positive": " love", "negative": " hate"}]),
-                                layer=1)
-    texts = sl.generate(model, ["the movie"], steering={alignment.vector(8, min_prompts=1): 3.0, behaviour: 2.0}, sae=sae,
-                        max_new_tokens=3)
+    behaviour = sl.dense_vector(
+        model, sl.load_pairs([{"prompt": "i", "positive": " love", "negative": " hate"}]), layer=1
+    )
+    texts = sl.generate(
+        model,
+        ["the movie"],
+        steering={alignment.vector(8, min_prompts=1): 3.0, behaviour: 2.0},
+        sae=sae,
+        max_new_tokens=3,
+    )
     assert len(texts) == 1
 
 

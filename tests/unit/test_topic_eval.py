@@ -19,8 +19,11 @@ from sas_lens.topic.evaluation import (
 )
 from tests.helpers import random_sae
 
-TEXTS = ["the movie was good and the story was fun", "i love the music of the film",
-         "the actor was great and the ending was happy"]
+TEXTS = [
+    "the movie was good and the story was fun",
+    "i love the music of the film",
+    "the actor was great and the ending was happy",
+]
 
 
 @pytest.fixture
@@ -55,9 +58,20 @@ def test_finetuning_lowers_the_loss_on_the_texts_and_leaves_the_model_alone(mode
 
 
 def topic_config(topic_file, **overrides):
-    settings = dict(behaviours=(), data_dir="unused", layers=(1,), saes={"1": "tiny-sae"},
-                    topics={"films": str(topic_file)}, topic_strengths=(4.0,), topic_swap=(1.0,), topic_swap_k=4,
-                    topic_latents=8, topic_prompts=2, finetune_steps=2, max_new_tokens=3)
+    settings = dict(
+        behaviours=(),
+        data_dir="unused",
+        layers=(1,),
+        saes={"1": "tiny-sae"},
+        topics={"films": str(topic_file)},
+        topic_strengths=(4.0,),
+        topic_swap=(1.0,),
+        topic_swap_k=4,
+        topic_latents=8,
+        topic_prompts=2,
+        finetune_steps=2,
+        max_new_tokens=3,
+    )
     return EvalConfig(**{**settings, **overrides})
 
 
@@ -66,8 +80,14 @@ def test_topic_cells_measure_unsteered_amplify_swap_and_finetune(model, topic_fi
     sae = random_sae("jumprelu")
     monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **kwargs: sae)
     cfg = topic_config(topic_file)
-    assert [c[3:] for c in plan_cells(cfg)] == [("amplify", 0.0), ("amplify", 4.0), ("swap", 1.0),
-                                                ("clamp", 1.0), ("weight", 1.0), ("finetune", 2.0)]
+    assert [c[3:] for c in plan_cells(cfg)] == [
+        ("amplify", 0.0),
+        ("amplify", 4.0),
+        ("swap", 1.0),
+        ("clamp", 1.0),
+        ("weight", 1.0),
+        ("finetune", 2.0),
+    ]
     records = {(r["method"], r["lam"]): r for r in run_evaluation(cfg, tmp_path / "run", model=model, progress=False)}
     prompts = list(NEUTRAL_PROMPTS[:2])
     unsteered = records[("amplify", 0.0)]

@@ -22,8 +22,12 @@ def traced(model):
     tokens = model.to_tokens(TEXT)
     codes = sae.encode(residual(model, tokens))[0, 1:].detach()
     fired = torch.nonzero(codes.sum(0) > 0).squeeze(-1)[:6]
-    vec = SASVector(fired, torch.linspace(-1.0, 2.0, len(fired)), sae.cfg.d_sae,
-                    {"hook_name": HOOK, "layer": 1, "model_name": "tiny-random", "name": "hand"})
+    vec = SASVector(
+        fired,
+        torch.linspace(-1.0, 2.0, len(fired)),
+        sae.cfg.d_sae,
+        {"hook_name": HOOK, "layer": 1, "model_name": "tiny-random", "name": "hand"},
+    )
     return sae, vec, codes, sl.trace(model, sae, TEXT, vectors=[vec, dense()], steering={vec.with_gate("none"): 9.0})
 
 
@@ -62,8 +66,10 @@ def test_the_html_is_self_contained_and_lists_latents_per_token(traced, tmp_path
     assert len(t.figure().data) == 1
 
 
-@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("SAS_LENS_REQUIRE_BROWSER"),
-                    reason="Chromium is not installed (.ci/run installs Debian's chromium)")
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("SAS_LENS_REQUIRE_BROWSER"),
+    reason="Chromium is not installed (.ci/run installs Debian's chromium)",
+)
 def test_the_trace_renders_and_hovers_in_headless_chromium(traced, tmp_path):
     from playwright.sync_api import sync_playwright
 

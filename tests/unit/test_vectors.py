@@ -10,12 +10,15 @@ from sas_lens.steering.extraction import collect_residuals
 from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
 from tests.helpers import HOOK, random_sae
 
-PAIRS = sl.load_pairs([
-    {"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
-    {"prompt": "i", "positive": " love this story", "negative": " hate this boring story ."},
-    {"prompt": "the plot of this film was very", "positive": " great", "negative": " awful"},
-    {"prompt": "the music", "positive": " was happy", "negative": " was sad"},
-], name="tiny-sentiment")
+PAIRS = sl.load_pairs(
+    [
+        {"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
+        {"prompt": "i", "positive": " love this story", "negative": " hate this boring story ."},
+        {"prompt": "the plot of this film was very", "positive": " great", "negative": " awful"},
+        {"prompt": "the music", "positive": " was happy", "negative": " was sad"},
+    ],
+    name="tiny-sentiment",
+)
 
 
 def literal_algorithm_1(pos, neg, tau, mean_over, strict):
@@ -75,7 +78,7 @@ def test_sas_vector_encodes_the_collected_residuals(model):
             whole = model.to_tokens(pair.prompt + getattr(pair, side))
             assert torch.equal(whole[0, : prompt.shape[1]], prompt[0])  # the completion starts a new token
             _, cache = model.run_with_cache(whole, names_filter=HOOK)
-            means[side].append(cache[HOOK][0, prompt.shape[1]:].mean(0))
+            means[side].append(cache[HOOK][0, prompt.shape[1] :].mean(0))
     codes = {side: sae.encode(torch.stack(rows)).detach() for side, rows in means.items()}
     expected = literal_algorithm_1(codes["positive"], codes["negative"], tau=0.5, mean_over="all", strict=False)
     torch.testing.assert_close(vec.dense(), expected, atol=1e-5, rtol=1e-5)  # batched (padded) forwards: float32
@@ -168,12 +171,23 @@ def test_files_written_before_typed_provenance_still_load(tmp_path):
 
     from safetensors.torch import save_file
 
-    header = {"kind": "sas", "d_sae": 48, "name": "old", "model_name": "tiny-random", "layer": 1,
-              "hook_name": "blocks.1.hook_resid_post", "sas_lens_version": "0.1.0",
-              "sae": {"release": None, "id": None, "d_sae": 48, "architecture": "jumprelu"},
-              "sae_fingerprint": "0123456789abcdef", "extraction": {"tau": 0.7, "read": "mean over completion"}}
-    save_file({"indices": torch.tensor([2, 7]), "values": torch.tensor([0.5, -1.0])}, tmp_path / "old.safetensors",
-              metadata={"format": "sas_lens.vector/1", "sas_lens": json.dumps(header)})
+    header = {
+        "kind": "sas",
+        "d_sae": 48,
+        "name": "old",
+        "model_name": "tiny-random",
+        "layer": 1,
+        "hook_name": "blocks.1.hook_resid_post",
+        "sas_lens_version": "0.1.0",
+        "sae": {"release": None, "id": None, "d_sae": 48, "architecture": "jumprelu"},
+        "sae_fingerprint": "0123456789abcdef",
+        "extraction": {"tau": 0.7, "read": "mean over completion"},
+    }
+    save_file(
+        {"indices": torch.tensor([2, 7]), "values": torch.tensor([0.5, -1.0])},
+        tmp_path / "old.safetensors",
+        metadata={"format": "sas_lens.vector/1", "sas_lens": json.dumps(header)},
+    )
     vec = load_vector(tmp_path / "old.safetensors")
     assert vec.name == "old" and vec.layer == 1 and vec.provenance.sae.fingerprint == "0123456789abcdef"
     assert vec.provenance.extraction["tau"] == 0.7 and vec.gate == "sae"  # the only form there was
@@ -182,15 +196,17 @@ def test_files_written_before_typed_provenance_still_load(tmp_path):
 
 @pytest.mark.parametrize("read", ["tokens", "token_mean"])
 def test_token_read_modes_equal_algorithm_1_on_token_codes(model, read):
-    """"tokens": every completion token is a row of Algorithm 1; "token_mean": each pair's token codes averaged."""
+    """ "tokens": every completion token is a row of Algorithm 1; "token_mean": each pair's token codes averaged."""
     from tests.unit.test_extraction import token_rows_one_by_one
 
     sae = random_sae("jumprelu")
     positive, positive_pair, negative, negative_pair = token_rows_one_by_one(model, PAIRS, 1)
     codes = [sae.encode(rows).detach() for rows in (positive, negative)]
     if read == "token_mean":  # written out pair by pair
-        codes = [torch.stack([c[owner == p].mean(0) for p in range(len(PAIRS))])
-                 for c, owner in zip(codes, (positive_pair, negative_pair))]
+        codes = [
+            torch.stack([c[owner == p].mean(0) for p in range(len(PAIRS))])
+            for c, owner in zip(codes, (positive_pair, negative_pair))
+        ]
     expected = literal_algorithm_1(*codes, 0.5, "all", False)
     vec = sas_vector(model, sae, PAIRS, tau=0.5, read=read, selection="paper")
     assert len(vec) > 0 and vec.metadata["extraction"]["read"] == f"{read} over completion"
@@ -207,10 +223,14 @@ def test_dense_vector_with_tokens_weighs_every_token_the_same(model):
 
 def literal_contrast(pos, neg, top_k, rank_by, mean_over):
     """The contrastive rule latent by latent: rank by |difference|, keep the top k, value mean⁺ − mean⁻."""
+
     def stats(codes, c):
         active = [float(x) for x in codes[:, c] if x > 0]
-        mean = sum(float(x) for x in codes[:, c]) / len(codes) if mean_over == "all" else (
-            sum(active) / len(active) if active else 0.0)
+        mean = (
+            sum(float(x) for x in codes[:, c]) / len(codes)
+            if mean_over == "all"
+            else (sum(active) / len(active) if active else 0.0)
+        )
         return len(active) / len(codes), mean
 
     scored = []
@@ -253,7 +273,9 @@ def test_contrast_keeps_latents_that_fire_on_both_sides(model):
     sae = random_sae("jumprelu")
     vec = sas_vector(model, sae, PAIRS, selection="contrast", top_k=5)
     assert len(vec) == 5 and vec.metadata["extraction"]["selection"] == "contrast"
-    assert vec.gate == "none" and sas_vector(model, sae, PAIRS, selection="paper").gate == "sae"  # the paper: Algorithm 2
+    assert (
+        vec.gate == "none" and sas_vector(model, sae, PAIRS, selection="paper").gate == "sae"
+    )  # the paper: Algorithm 2
     assert "chosen by the contrast (mean, top 5) rule" in vec.diagnostics.summary()
     with pytest.raises(ValueError, match="selection must be one of"):
         sas_vector(model, sae, PAIRS, selection="best")
@@ -269,7 +291,7 @@ def test_decompose_recovers_a_direction_built_from_a_few_decoder_rows():
     assert torch.nonzero(values).squeeze(-1).tolist() == [3, 17, 29]
     torch.testing.assert_close(values[[3, 17, 29]], torch.tensor([2.0, -1.5, 0.5]), atol=1e-4, rtol=0)  # lstsq
     # The greedy refit matters: with rows 0 and 1 at 60°, projecting alone would value row 0 at 1.5, not 1.
-    skew = torch.tensor([[1.0, 0.0], [0.5, 3 ** 0.5 / 2]])
+    skew = torch.tensor([[1.0, 0.0], [0.5, 3**0.5 / 2]])
     torch.testing.assert_close(decompose_direction(skew[0] + skew[1], skew, top_k=2), torch.tensor([1.0, 1.0]))
 
 
@@ -280,8 +302,9 @@ def test_decompose_selection_rebuilds_the_dense_difference(model):
     rebuilt = vec.values @ sae.W_dec.detach()[vec.indices]
     assert len(vec) == 8 and vec.gate == "none" and vec.metadata["extraction"]["selection"] == "decompose"
     # Least squares on 8 of 48 rows in 16 dimensions: closer to the target than any single row could get.
-    best_single = max(float(torch.nn.functional.cosine_similarity(row, dense.vector, dim=0).abs())
-                      for row in sae.W_dec.detach())
+    best_single = max(
+        float(torch.nn.functional.cosine_similarity(row, dense.vector, dim=0).abs()) for row in sae.W_dec.detach()
+    )
     assert float(torch.nn.functional.cosine_similarity(rebuilt, dense.vector, dim=0)) > best_single
 
 
@@ -310,8 +333,9 @@ def test_a_vector_rebuilt_from_its_provenance_is_the_same_vector(model, tmp_path
     from sas_lens.steering.build_vectors import rebuild_settings
 
     pair_file = tmp_path / "pairs.json"
-    pair_file.write_text(json.dumps([{"prompt": p.prompt, "positive": p.positive, "negative": p.negative}
-                                     for p in PAIRS]))
+    pair_file.write_text(
+        json.dumps([{"prompt": p.prompt, "positive": p.positive, "negative": p.negative} for p in PAIRS])
+    )
     sae, wider = random_sae("jumprelu"), random_sae("jumprelu", d_sae=96, seed=2)
     vec = sas_vector(model, sae, sl.load_pairs(pair_file), **rule)
     again = sas_vector(model, sae, sl.load_pairs(pair_file), **rebuild_settings(load_vector_round_trip(vec, tmp_path)))
