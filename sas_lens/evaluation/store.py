@@ -156,6 +156,10 @@ def claim_run_folder(cfg, out_dir: Path, *, restart: bool = False) -> None:
 
     Raises:
         RunMismatchError: ``out_dir`` holds a run whose settings differ (the message lists them).
+
+    Example:
+        >>> claim_run_folder(cfg, Path("eval_out"))                # doctest: +SKIP
+        >>> claim_run_folder(other_cfg, Path("eval_out"))          # RunMismatchError: ... tau: 0.7 -> 0.9  # doctest: +SKIP
     """
     path = out_dir / RUN_IDENTITY
     identity = run_identity(cfg)

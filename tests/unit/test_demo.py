@@ -36,7 +36,7 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     caution = sl.load_vector(tmp_path / "out" / "vectors" / "caution.dense.safetensors")
     assert caution.metadata["extraction"]["pairs"]["n"] == 42 - 12  # the swept items stay out of the vector
     steps = {name: s for name, s in timings.items() if name.endswith("_s") and name != "total_s"}
-    assert len(steps) == 5 and timings["total_s"] >= sum(steps.values())  # the total spans the timed steps
+    assert len(steps) == 6 and timings["total_s"] >= sum(steps.values())  # the total spans the timed steps
 
 
 def test_matched_strength_lets_an_sae_mismatch_through(model):

@@ -96,7 +96,8 @@ def test_a_cell_that_keeps_failing_is_reported_and_the_run_resumes_serially_or_o
 
     resumed_serially = out.parent / "resumed"
     resumed_serially.mkdir()
-    (resumed_serially / "cells.jsonl").write_text((out / "cells.jsonl").read_text())
+    for name in ("cells.jsonl", "run_identity.json"):  # the Ray run's folder, copied
+        (resumed_serially / name).write_text((out / name).read_text())
     calls = []
     real_ab = evaluation._RUNNERS["ab"]
     monkeypatch.setitem(evaluation._RUNNERS, "ab", lambda res, *cell: calls.append(cell) or real_ab(res, *cell))
