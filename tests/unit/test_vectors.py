@@ -6,7 +6,6 @@ import torch
 import sas_lens as sl
 from sas_lens.errors import IncompatibleSAEError
 from sas_lens.steering.build_vectors import dense_vector, sas_from_codes, sas_vector
-from sas_lens.steering.extraction import collect_residuals
 from sas_lens.steering.vectors import DenseVector, SASVector, load_vector
 from tests.helpers import HOOK, random_sae
 
@@ -66,19 +65,24 @@ def test_hand_checked_example():
     assert sas_from_codes(pos, neg, tau=0.5, mean_over="active").tolist() == [3.0, 0.0, -4.0]
 
 
-def test_sas_vector_encodes_the_collected_residuals(model):
-    sae = random_sae("jumprelu")
-    vec = sas_vector(model, sae, PAIRS, tau=0.5, selection="paper")
-    # the reference: each pair's completion tokens through the model by hand, their mean residual encoded,
-    # then Algorithm 1 written out latent by latent
+def completion_means_by_hand(model, pairs, hook):
+    """Each pair's mean residual at ``hook`` over its completion's tokens, one unpadded forward per text."""
     means = {"positive": [], "negative": []}
-    for pair in PAIRS:
+    for pair in pairs:
         for side in means:
             prompt = model.to_tokens(pair.prompt)
             whole = model.to_tokens(pair.prompt + getattr(pair, side))
             assert torch.equal(whole[0, : prompt.shape[1]], prompt[0])  # the completion starts a new token
-            _, cache = model.run_with_cache(whole, names_filter=HOOK)
-            means[side].append(cache[HOOK][0, prompt.shape[1] :].mean(0))
+            _, cache = model.run_with_cache(whole, names_filter=hook)
+            means[side].append(cache[hook][0, prompt.shape[1] :].mean(0).detach())
+    return means
+
+
+def test_sas_vector_encodes_the_collected_residuals(model):
+    sae = random_sae("jumprelu")
+    vec = sas_vector(model, sae, PAIRS, tau=0.5, selection="paper")
+    # the reference: residuals taken by hand, encoded, then Algorithm 1 written out latent by latent
+    means = completion_means_by_hand(model, PAIRS, HOOK)
     codes = {side: sae.encode(torch.stack(rows)).detach() for side, rows in means.items()}
     expected = literal_algorithm_1(codes["positive"], codes["negative"], tau=0.5, mean_over="all", strict=False)
     torch.testing.assert_close(vec.dense(), expected, atol=1e-5, rtol=1e-5)  # batched (padded) forwards: float32
@@ -91,8 +95,9 @@ def test_sas_vector_encodes_the_collected_residuals(model):
 
 def test_dense_vector_is_the_mean_difference(model):
     vec = dense_vector(model, PAIRS, layer=2)
-    residuals = collect_residuals(model, PAIRS, 2, progress=False)
-    torch.testing.assert_close(vec.vector, residuals.positive[2].mean(0) - residuals.negative[2].mean(0))
+    means = completion_means_by_hand(model, PAIRS, "blocks.2.hook_resid_post")
+    expected = torch.stack(means["positive"]).mean(0) - torch.stack(means["negative"]).mean(0)
+    torch.testing.assert_close(vec.vector, expected, atol=1e-5, rtol=1e-5)  # batched (padded) forwards: float32
 
 
 def test_save_load_round_trip_and_refusals(tmp_path, model):
