@@ -1,12 +1,42 @@
-"""Names every docstring example may use, as a notebook would have them (doctests of ``sas_lens``)."""
+"""Names every docstring example may use, as a notebook would have them (doctests of ``sas_lens``).
+
+Beside ``sl`` and ``torch``: a tiny random model (``model``, 3 blocks of width 16) with an SAE at
+``blocks.1.hook_resid_post`` (``sae``), an SAS vector and a dense vector on it (``vec``, ``dense``), its
+residuals on two texts (``acts``, ``tokens``) and a few prompts (``texts``, ``prompts``), so that examples
+which need a model run on this one; examples that need the embedded Gemma 3 270M, a corpus or a hub stay
+marked ``+SKIP``.
+"""
 
 import pytest
 
 
+@pytest.fixture(scope="session")
+def _tiny_notebook():
+    import torch
+
+    from sas_lens.steering.build_vectors import sas_vector
+    from sas_lens.steering.vectors import DenseVector
+    from tests.helpers import HOOK, random_sae, tiny_model
+
+    model, sae = tiny_model(), random_sae("jumprelu")
+    pairs = [{"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
+             {"prompt": "i", "positive": " love this story", "negative": " hate this boring story"}]
+    vec = sas_vector(model, sae, pairs, selection="contrast", top_k=6)
+    dense = DenseVector(torch.randn(16, generator=torch.Generator().manual_seed(0)),
+                        {"name": "dense", "hook_name": HOOK, "layer": 1, "model_name": "tiny-random"})
+    tokens = model.to_tokens(["the movie was good", "i love this story"])
+    _, cache = model.run_with_cache(tokens, names_filter=HOOK)
+    prompts = ["the movie was", "i love the music"]
+    return dict(model=model, sae=sae, vec=vec, dense=dense, tokens=tokens, acts=cache[HOOK].detach(),
+                texts=prompts, prompts=prompts)
+
+
 @pytest.fixture(autouse=True)
-def _doctest_names(doctest_namespace):
+def _doctest_names(doctest_namespace, request):
     import torch
 
     import sas_lens as sl
 
     doctest_namespace.update(sl=sl, torch=torch)
+    if isinstance(request.node, pytest.DoctestItem):
+        doctest_namespace.update(request.getfixturevalue("_tiny_notebook"))

@@ -62,7 +62,7 @@ class Condition:
         """A condition on chosen latents: fires where the code of any of ``ids`` is above ``threshold``.
 
         Example:
-            >>> cond = Condition.latents(sae, [12, 40], threshold=1.0)   # doctest: +SKIP
+            >>> cond = Condition.latents(sae, [12, 40], threshold=1.0)
         """
         ids = tuple(int(i) for i in ids)
         return cls(sae, ids, float(threshold), per, name or f"latents {list(ids)}")
@@ -143,7 +143,7 @@ def text_max_codes(model, sae, texts: Sequence[str]) -> Float[Tensor, "n_texts d
         texts: the texts.
 
     Example:
-        >>> peaks = text_max_codes(model, sae, ["I baked bread", "I fixed the fence"])   # doctest: +SKIP
+        >>> peaks = text_max_codes(model, sae, ["I baked bread", "I fixed the fence"])
     """
     from sas_lens.loading.activations import sae_codes
     from sas_lens.loading.prompts import tokenize_with_spans
@@ -189,7 +189,7 @@ def text_firing_rates(model, sae, texts: Sequence[str]) -> Float[Tensor, " d_sae
         texts: the texts.
 
     Example:
-        >>> rates = text_firing_rates(model, sae, ["I baked bread", "I fixed the fence"])   # doctest: +SKIP
+        >>> rates = text_firing_rates(model, sae, ["I baked bread", "I fixed the fence"])
     """
     return (text_max_codes(model, sae, texts) > 0).float().mean(dim=0)  # codes are ≥ 0: fires ⇔ peak > 0
 

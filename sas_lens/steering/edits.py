@@ -229,7 +229,7 @@ def reconstruction_error(sae, a: Float[Tensor, "... d_model"]) -> Float[Tensor, 
         a: residuals at its hook.
 
     Example:
-        >>> err = reconstruction_error(sae, acts)  # doctest: +SKIP
+        >>> err = reconstruction_error(sae, acts)
     """
     with torch.no_grad():
         reconstruction = sae.decode(sae.encode(a.to(sae.device, sae.dtype))).float().to(a.device)

@@ -8,7 +8,7 @@ on the positions a :class:`PositionPolicy` selects. Every key is checked before 
 hook exists, so a refused steering attaches nothing.
 
 Example:
-    >>> with sl.steer(model, {vec: 4.0, dense: -2.0}, sae=sae):    # doctest: +SKIP
+    >>> with sl.steer(model, {vec: 4.0, dense: -2.0}, sae=sae):
     ...     logits = model(tokens)
 """
 
@@ -146,7 +146,7 @@ def build_hooks(
         when: a condition gating every edit (see :func:`steer`).
 
     Example:
-        >>> hooks, policy = build_hooks(model, {vec: 4.0}, sae=sae)  # doctest: +SKIP
+        >>> hooks, policy = build_hooks(model, {vec: 4.0}, sae=sae)
     """
     if when is not None and not isinstance(when, Condition):
         raise TypeError(f"when= takes a sl.Condition, got {type(when).__name__}.")
@@ -202,7 +202,7 @@ def steering_hooks(
         condition matter and the passes alone cannot tell (see :class:`PositionPolicy`).
 
     Example:
-        >>> logits = model.run_with_hooks(tokens, fwd_hooks=sl.steering_hooks(model, {vec: 4.0}, sae=sae))  # doctest: +SKIP
+        >>> logits = model.run_with_hooks(tokens, fwd_hooks=sl.steering_hooks(model, {vec: 4.0}, sae=sae))
     """
     return SteeringHooks(*build_hooks(model, steering, sae=sae, positions=positions, when=when))
 
@@ -268,7 +268,7 @@ def steer(
     removes its hook from the replaced point.
 
     Example:
-        >>> with sl.steer(model, {vec: 4.0}, sae=sae):    # doctest: +SKIP
+        >>> with sl.steer(model, {vec: 4.0}, sae=sae):
         ...     logits = model(tokens)
     """
     hooks, policy = build_hooks(model, steering, sae=sae, positions=positions, when=when)

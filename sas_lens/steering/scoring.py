@@ -43,7 +43,7 @@ def last_position_logits(
             :mod:`sas_lens.steering.prefix`).
 
     Example:
-        >>> logits = last_position_logits(model, model.to_tokens("The film was"))  # doctest: +SKIP
+        >>> logits = last_position_logits(model, model.to_tokens("The film was"))
     """
     if prefix is not None:
         residual = run_from_prefix(model, tokens, attention_mask, prefix)[:, -1]

@@ -71,7 +71,7 @@ def normalised(model, vector, texts: list[str], *, norm: float, sae=None):
         ValueError: the vector makes no edit on ``texts`` (nothing to scale), or ``norm`` is not positive.
 
     Example:
-        >>> unit = normalised(model, vec, ["The weather this weekend was"], norm=1.0, sae=sae)   # doctest: +SKIP
+        >>> unit = normalised(model, vec, ["The weather this weekend was"], norm=1.0, sae=sae)
     """
     if not norm > 0 or not math.isfinite(norm):
         raise ValueError(f"norm must be a positive number, got {norm}.")
@@ -141,7 +141,7 @@ def strength_for_kl(
 
     Example:
         >>> lam_sas = strength_for_kl(model, vec, 0.1, texts, sae=sae)   # doctest: +SKIP
-        >>> lam_dense = strength_for_kl(model, dense, 0.1, texts)        # doctest: +SKIP
+        >>> lam_dense = strength_for_kl(model, dense, 0.1, texts)
     """
     if not target > 0 or not math.isfinite(target):
         raise ValueError(f"target must be a positive KL divergence, got {target}.")

@@ -360,7 +360,7 @@ def check_vector_fits(vector: SASVector | DenseVector, *, model=None, sae=None) 
         sae: the SAE an SAS vector is to be used with.
 
     Example:
-        >>> check_vector_fits(vec, model=model, sae=sae)  # doctest: +SKIP
+        >>> check_vector_fits(vec, model=model, sae=sae)
     """
     provenance = vector.provenance
     if model is not None:
