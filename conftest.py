@@ -19,16 +19,28 @@ def _tiny_notebook():
     from tests.helpers import HOOK, random_sae, tiny_model
 
     model, sae = tiny_model(), random_sae("jumprelu")
-    pairs = [{"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
-             {"prompt": "i", "positive": " love this story", "negative": " hate this boring story"}]
+    pairs = [
+        {"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
+        {"prompt": "i", "positive": " love this story", "negative": " hate this boring story"},
+    ]
     vec = sas_vector(model, sae, pairs, selection="contrast", top_k=6)
-    dense = DenseVector(torch.randn(16, generator=torch.Generator().manual_seed(0)),
-                        {"name": "dense", "hook_name": HOOK, "layer": 1, "model_name": "tiny-random"})
+    dense = DenseVector(
+        torch.randn(16, generator=torch.Generator().manual_seed(0)),
+        {"name": "dense", "hook_name": HOOK, "layer": 1, "model_name": "tiny-random"},
+    )
     tokens = model.to_tokens(["the movie was good", "i love this story"])
     _, cache = model.run_with_cache(tokens, names_filter=HOOK)
     prompts = ["the movie was", "i love the music"]
-    return dict(model=model, sae=sae, vec=vec, dense=dense, tokens=tokens, acts=cache[HOOK].detach(),
-                texts=prompts, prompts=prompts)
+    return dict(
+        model=model,
+        sae=sae,
+        vec=vec,
+        dense=dense,
+        tokens=tokens,
+        acts=cache[HOOK].detach(),
+        texts=prompts,
+        prompts=prompts,
+    )
 
 
 @pytest.fixture(autouse=True)
