@@ -44,6 +44,7 @@ _EXPORTS = {
     "top_latents": "sas_lens.analysis.attribution",
     "trace_latents": "sas_lens.analysis.attribution",
     "latent_index": "sas_lens.analysis.latent_index",
+    "output_scores": "sas_lens.analysis.output_scores",
     "monosemanticity": "sas_lens.analysis.monosemanticity",
     "width_comparison": "sas_lens.analysis.monosemanticity",
     "overlap_matrix": "sas_lens.analysis.overlap",
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from sas_lens.analysis.composition import composition_grid
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.analysis.monosemanticity import monosemanticity, width_comparison
+    from sas_lens.analysis.output_scores import output_scores
     from sas_lens.analysis.overlap import overlap_matrix
     from sas_lens.analysis.report import write_report
     from sas_lens.analysis.trace import trace

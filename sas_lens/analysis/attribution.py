@@ -126,6 +126,7 @@ def top_latents(
     n_tokens: int = 5,
     n_contexts: int = 3,
     min_token_count: int | None = 3,
+    scores=None,
 ):
     """The ``k`` latents of ``vector`` with the largest ``|value|``, as a DataFrame.
 
@@ -141,6 +142,8 @@ def top_latents(
         min_token_count: with an index, the logit lens ranks only tokens that occur at
             least this often in the indexed text (:meth:`LatentIndex.common_tokens`);
             ``None``: the whole vocabulary. Without an index the whole vocabulary is used.
+        scores: :func:`~sas_lens.analysis.output_scores.output_scores` of ``sae``; adds each latent's
+            ``output_score`` and ``kl_per_norm`` (what it writes, not where it fires).
 
     Returns:
         Columns ``latent, value, sign, promotes, suppresses`` (+ ``frequency, contexts``
@@ -175,6 +178,9 @@ def top_latents(
             "promotes": promotes,
             "suppresses": suppresses,
         }
+        if scores is not None:
+            row["output_score"] = float(scores.loc[latent, "output_score"])
+            row["kl_per_norm"] = float(scores.loc[latent, "kl_per_norm"])
         if index is not None:
             row["frequency"] = float(index.frequencies[latent])
             row["contexts"] = [mark_context(c) for c in index.top_contexts(latent, model.tokenizer, n=n_contexts)]

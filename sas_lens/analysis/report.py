@@ -70,7 +70,7 @@ def _metadata_rows(vector) -> list[dict[str, str]]:
     return [{"field": html.escape(k), "value": html.escape(str(v))} for k, v in fields.items() if v is not None]
 
 
-def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str:
+def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10, scores=None) -> str:
     """The HTML card of one vector: provenance, and for SAS vectors their monosemanticity and top latents.
 
     Args:
@@ -78,6 +78,7 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
         model, sae: for the top-latent table (logit lens).
         index: a latent index, for contexts and frequencies.
         k: top latents shown.
+        scores: the SAE's :func:`~sas_lens.analysis.output_scores.output_scores`, for an output-score column.
 
     Example:
         >>> html = vector_card(vec, model=model, sae=sae)  # doctest: +SKIP
@@ -104,7 +105,7 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
         from sas_lens.analysis.attribution import top_latents
         from sas_lens.analysis.figures import top_latents_figure
 
-        table = top_latents(vector, sae, model, k=k, index=index)
+        table = top_latents(vector, sae, model, k=k, index=index, scores=scores)
         rows = []
         for row in table.to_dict("records"):
             cls = "pos" if row["value"] > 0 else "neg"
@@ -117,11 +118,14 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10) -> str
                     "promotes": html.escape(" ".join(map(str, row["promotes"]))),
                     "suppresses": html.escape(" ".join(map(str, row["suppresses"]))),
                     "frequency": f"{row['frequency']:.2%}" if "frequency" in row else "",
+                    "output score": f"{row['output_score']:.3f}" if "output_score" in row else "",
                     "top contexts": "".join(_context_html(c) for c in row.get("contexts", [])),
                 }
             )
-        columns = ["latent", "value", "promotes", "suppresses"] + (
-            ["frequency", "top contexts"] if index is not None else []
+        columns = (
+            ["latent", "value", "promotes", "suppresses"]
+            + (["output score"] if scores is not None else [])
+            + (["frequency", "top contexts"] if index is not None else [])
         )
         parts.append(_table_html(rows, columns))
         lens_vocabulary = (
@@ -257,6 +261,7 @@ def write_report(
     sections: Sequence[Section] = (),
     title: str = "sas_lens report",
     k: int = 10,
+    scores=None,
 ) -> Path:
     """Write the report to ``path`` and return it.
 
@@ -269,6 +274,7 @@ def write_report(
         sections: further sections (e.g. evaluation results), appended in order.
         title: the page title.
         k: top latents per SAS vector card.
+        scores: ``sae``'s :func:`~sas_lens.analysis.output_scores.output_scores`, shown in the top-latent tables.
 
     Example:
         >>> sl.write_report("report.html", [vec, dense], model=model, sae=sae)   # doctest: +SKIP
@@ -283,7 +289,7 @@ def write_report(
     ]
     if vectors:
         body.append("<h2>Vectors</h2>")
-        body.extend(vector_card(v, model=model, sae=sae, index=index, k=k) for v in vectors)
+        body.extend(vector_card(v, model=model, sae=sae, index=index, k=k, scores=scores) for v in vectors)
     all_sections = list(sections)
     sparse = [v for v in vectors if isinstance(v, SASVector)]
     if len(sparse) >= 2:

@@ -214,14 +214,13 @@ _FINGERPRINTED_CFG = ("normalize_activations", "apply_b_dec_to_input", "rescale_
 def sae_fingerprint(sae) -> str:
     """A short hash of everything that sets an SAE's numbers: two SAEs with the same one compute the same.
 
-    Hashed: every parameter (``b_enc``, ``b_dec``, ``threshold`` in full; ``W_enc`` and
-    ``W_dec`` as every latent's column / row sum plus 256 whole columns / rows, so that a
-    change to any latent shows at the cost of one pass over the weights), the
-    architecture, widths and the config fields that change the computation
-    (normalisation, ``apply_b_dec_to_input``, TopK's ``k`` and decoder-norm rescaling).
-    Re-calibrating a JumpReLU threshold, or re-training the encoder alone, gives
-    another fingerprint, so caches keyed by it (latent indexes, topic scores) and
-    vectors built on the old SAE stop matching.
+    Hashed, as bytes (the same on every machine): every per-latent vector in full (``b_enc``,
+    ``threshold``, ...) and ``b_dec``; the encoder columns and decoder rows of 256 evenly spaced latents
+    (all of them up to 256 latents), which any re-training moves; the architecture, widths and the
+    config fields that change the computation (normalisation, ``apply_b_dec_to_input``, TopK's ``k`` and
+    decoder-norm rescaling). Re-calibrating a JumpReLU threshold or re-training the encoder gives another
+    fingerprint, so caches keyed by it (latent indexes, topic and output scores) and vectors built on the
+    old SAE stop matching. A hand edit of one weight of an unsampled latent is not seen.
 
     Args:
         sae: an SAELens SAE.
@@ -230,15 +229,20 @@ def sae_fingerprint(sae) -> str:
         >>> sae_fingerprint(sl.load_sae("4k")) == sae_fingerprint(sl.load_sae("4k"))
         True
     """
-    digest = hashlib.sha256()
-    stride = max(1, sae.cfg.d_sae // 256)
-    W_enc, W_dec = sae.W_enc.detach(), sae.W_dec.detach()
-    tensors = [W_enc[:, ::stride], W_enc.double().sum(0), W_dec[::stride], W_dec.double().sum(1)]
-    tensors += [getattr(sae, name).detach() for name in ("b_enc", "b_dec", "threshold") if hasattr(sae, name)]
-    for tensor in tensors:
-        digest.update(tensor.float().cpu().contiguous().numpy().tobytes())
     settings = {name: getattr(sae.cfg, name, None) for name in _FINGERPRINTED_CFG}
-    digest.update(json.dumps([sae.cfg.architecture(), sae.cfg.d_in, sae.cfg.d_sae, settings], default=str).encode())
+    digest = hashlib.sha256(
+        json.dumps([sae.cfg.architecture(), sae.cfg.d_in, sae.cfg.d_sae, settings], default=str).encode()
+    )
+    d_sae = sae.cfg.d_sae
+    latents = torch.linspace(0, d_sae - 1, min(256, d_sae)).long()
+    for name, param in sorted(sae.named_parameters()):
+        tensor = param.detach()
+        if tensor.ndim == 2 and tensor.shape[0] == d_sae:  # W_dec: rows per latent
+            tensor = tensor[latents.to(tensor.device)]
+        elif tensor.ndim == 2 and tensor.shape[1] == d_sae:  # W_enc: columns per latent
+            tensor = tensor[:, latents.to(tensor.device)]
+        digest.update(name.encode())
+        digest.update(tensor.float().cpu().contiguous().numpy().tobytes())
     return FINGERPRINT_PREFIX + digest.hexdigest()[:16]
 
 

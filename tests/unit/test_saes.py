@@ -117,7 +117,7 @@ def test_the_fingerprint_changes_with_each_thing_that_changes_the_numbers():
     base = sae_fingerprint(random_sae("jumprelu"))
     assert base == sae_fingerprint(random_sae("jumprelu"))
     edits = {
-        "W_enc": lambda sae: sae.W_enc.data[3, 40].add_(0.01),  # one weight of a latent the stride skips
+        "W_enc": lambda sae: sae.W_enc.data[3, 40].add_(0.01),  # one weight (under 256 latents, all are sampled)
         "threshold": lambda sae: sae.threshold.data.mul_(1.1),  # a re-calibrated threshold
         "W_dec": lambda sae: sae.W_dec.data[41, 0].add_(0.01),
         "b_enc": lambda sae: sae.b_enc.data[0].add_(0.01),
@@ -125,7 +125,8 @@ def test_the_fingerprint_changes_with_each_thing_that_changes_the_numbers():
     }
     for name, edit in edits.items():
         sae = random_sae("jumprelu")
-        edit(sae)
+        assert sae_fingerprint(sae) == base
+        edit(sae)  # after a first fingerprint: nothing may be cached on the SAE
         assert sae_fingerprint(sae) != base, name
     topk = random_sae("topk")
     rescaled = random_sae("topk")
