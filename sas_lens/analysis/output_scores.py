@@ -122,11 +122,11 @@ def _compute(model, sae, settings: dict, batch_size: int, progress: bool) -> dic
         logits = model.unembed(model.ln_final(final[:, None]))[:, 0].float()
         log_probs = logits.log_softmax(-1)
         probs = log_probs.exp()
-        lens_probs = probs.gather(1, lens[start:stop])
-        # rank of a token = how many tokens are more probable (0: the top token), as argsort gives it
-        ranks = (probs[:, None, :] > lens_probs[:, :, None]).sum(-1)
-        out["min_rank"][start:stop] = ranks.min(dim=1).values.float().cpu()
-        out["max_probability"][start:stop] = lens_probs.max(dim=1).values.cpu()
+        best = probs.gather(1, lens[start:stop]).max(dim=1).values
+        # a token's rank is how many tokens are more probable (0: the top one, as argsort gives it), so the
+        # lens token of least rank is the most probable one: one comparison with the vocabulary, not lens_k
+        out["min_rank"][start:stop] = (probs > best[:, None]).sum(-1).float().cpu()
+        out["max_probability"][start:stop] = best.cpu()
         out["kl"][start:stop] = (clean.exp() * (clean - log_probs)).sum(-1).cpu()
     vocab = model.cfg.d_vocab
     out["output_score"] = (1 - out["min_rank"] / vocab) * out["max_probability"]

@@ -166,7 +166,8 @@ def model_fingerprint(model) -> str:
     with torch.no_grad():
         for name, param in model.named_parameters():
             flat = param.detach().reshape(-1)
-            sample = flat[torch.linspace(0, flat.numel() - 1, min(4096, flat.numel())).long()]
+            n = min(4096, flat.numel())  # evenly spaced, in integers (float32 positions round past the end)
+            sample = flat[torch.arange(n, dtype=torch.int64) * (flat.numel() - 1) // max(n - 1, 1)]
             digest.update(f"{name}:{tuple(param.shape)}".encode())
             digest.update(sample.float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]

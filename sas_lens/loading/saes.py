@@ -234,7 +234,8 @@ def sae_fingerprint(sae) -> str:
         json.dumps([sae.cfg.architecture(), sae.cfg.d_in, sae.cfg.d_sae, settings], default=str).encode()
     )
     d_sae = sae.cfg.d_sae
-    latents = torch.linspace(0, d_sae - 1, min(256, d_sae)).long()
+    n = min(256, d_sae)  # evenly spaced latents, in integers (float32 positions round for wide SAEs)
+    latents = torch.arange(n, dtype=torch.int64) * (d_sae - 1) // max(n - 1, 1)
     for name, param in sorted(sae.named_parameters()):
         tensor = param.detach()
         if tensor.ndim == 2 and tensor.shape[0] == d_sae:  # W_dec: rows per latent
