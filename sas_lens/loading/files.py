@@ -38,6 +38,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(staging)
+        os.chmod(staging, 0o666 & ~_umask())  # mkstemp makes it private; give it the permissions open() would
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
@@ -74,6 +75,7 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".partial"))
     try:
         yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; give it the permissions mkdir() would
         if folder.exists():  # moved aside first: a rename onto a non-empty folder fails
             old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
             folder.rename(old / folder.name)
@@ -84,3 +86,9 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -68,3 +68,18 @@ def test_a_shipped_sae_is_picked_by_width_and_layer(gemma):
         assert sae.cfg.d_sae == 4096 and hook_layer(sae.cfg.metadata.hook_name) == layer
     with pytest.raises(sl.errors.NoDefaultSAEError, match="No shipped SAE of width 16k at layer 12"):
         sl.load_sae("16k", layer=12, model=gemma)
+
+
+@pytest.mark.parametrize("short_name", ["4k", "16k"])
+def test_shipped_output_scores_are_read_not_recomputed(gemma, short_name, monkeypatch, tmp_path):
+    from sas_lens.analysis import output_scores as module
+
+    monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))  # no user cache to fall back on
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("the shipped scores did not match this model and SAE")
+
+    monkeypatch.setattr(module, "_compute", no_compute)
+    sae = sl.load_sae(short_name, model=gemma)
+    scores = sl.output_scores(gemma, sae)
+    assert len(scores) == sae.cfg.d_sae and 0.9 < scores["output_score"].max() <= 1.0

@@ -57,3 +57,16 @@ def test_a_vector_save_cut_off_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         vec.save(tmp_path / "v.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_files_and_folders_get_the_permissions_plain_writes_would(tmp_path):
+    import os
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert os.stat(tmp_path / "atomic.txt").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+    (tmp_path / "plain_dir").mkdir()
+    with atomic_folder(tmp_path / "atomic_dir"):
+        pass
+    assert os.stat(tmp_path / "atomic_dir").st_mode & 0o777 == os.stat(tmp_path / "plain_dir").st_mode & 0o777
