@@ -137,7 +137,7 @@ def load_model(
     model.eval()
     _store_linear_weights_transposed(model)
     if user_hf_model is not None:  # the 'hf' generation backend steers this twin
-        model._sas_lens_hf_model = user_hf_model.eval()
+        object.__setattr__(model, "_sas_lens_hf_model", user_hf_model.eval())  # not a submodule: see hf_backend
     if embedded and not from_pretrained_kwargs and _tl_cacheable(model, dtype):
         _write_tl_cache(model)
     return model

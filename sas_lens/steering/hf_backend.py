@@ -72,7 +72,9 @@ def hf_model_for(model):
 
     hf_model = AutoModelForCausalLM.from_pretrained(default_model_dir(), dtype=model.cfg.dtype)
     hf_model = hf_model.to(model.cfg.device).eval()
-    model._sas_lens_hf_model = hf_model
+    # Kept beside the model, not registered as its submodule: the twin's weights must not join the model's
+    # parameters(), state_dict() or fingerprint (caches keyed by the weights would stop matching after generate)
+    object.__setattr__(model, "_sas_lens_hf_model", hf_model)
     return hf_model
 
 

@@ -26,3 +26,11 @@ def test_backends_agree(gemma, dense, strength):
     assert all(a.split()[:3] == b.split()[:3] for a, b in zip(tl, hf)), (tl, hf)
     if strength is not None:
         assert tl != sl.generate(gemma, PROMPTS, max_new_tokens=8, backend="hf")
+
+
+def test_the_hf_twin_is_not_one_of_the_models_parameters(gemma):
+    from sas_lens.loading.models import model_fingerprint
+
+    before = (model_fingerprint(gemma), len(list(gemma.parameters())))
+    sl.generate(gemma, PROMPTS[:1], max_new_tokens=2, backend="hf")  # loads the twin
+    assert (model_fingerprint(gemma), len(list(gemma.parameters()))) == before
