@@ -2,7 +2,7 @@
 
 Beside ``sl`` and ``torch``: a tiny random model (``model``, 3 blocks of width 16) with an SAE at
 ``blocks.1.hook_resid_post`` (``sae``), an SAS vector and a dense vector on it (``vec``, ``dense``), its
-residuals on two texts (``acts``, ``tokens``) and a few prompts (``texts``, ``prompts``), so that examples
+residuals on two texts (``acts``, ``tokens``), the two pairs they were built from (``pairs``) and a few prompts (``texts``, ``prompts``), so that examples
 which need a model run on this one; examples that need the embedded Gemma 3 270M, a corpus or a hub stay
 marked ``+SKIP``.
 """
@@ -14,6 +14,7 @@ import pytest
 def _tiny_notebook():
     import torch
 
+    from sas_lens.loading.pairs import load_pairs
     from sas_lens.steering.build_vectors import sas_vector
     from sas_lens.steering.vectors import DenseVector
     from tests.helpers import HOOK, random_sae, tiny_model
@@ -23,6 +24,7 @@ def _tiny_notebook():
         {"prompt": "the movie was", "positive": " good and fun", "negative": " bad"},
         {"prompt": "i", "positive": " love this story", "negative": " hate this boring story"},
     ]
+    pairs = load_pairs(pairs, name="tiny-sentiment")
     vec = sas_vector(model, sae, pairs, selection="contrast", top_k=6)
     dense = DenseVector(
         torch.randn(16, generator=torch.Generator().manual_seed(0)),
@@ -39,6 +41,7 @@ def _tiny_notebook():
         tokens=tokens,
         acts=cache[HOOK].detach(),
         texts=prompts,
+        pairs=pairs,
         prompts=prompts,
     )
 

@@ -20,7 +20,7 @@ def main() -> None:
 
     import sas_lens as sl
     from sas_lens.analysis.attribution import logit_lens
-    from sas_lens.analysis.output_scores import ship_output_scores
+    from sas_lens.steering.output_scores import ship_output_scores
 
     torch.set_grad_enabled(False)
     model = sl.load_model()

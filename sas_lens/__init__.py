@@ -32,6 +32,8 @@ _EXPORTS = {
     "PairSet": "sas_lens.loading.pairs",
     "sas_vector": "sas_lens.steering.build_vectors",
     "dense_vector": "sas_lens.steering.build_vectors",
+    "PreferenceFit": "sas_lens.steering.fitting",
+    "latent_density": "sas_lens.steering.generic_latents",
     "SASVector": "sas_lens.steering.vectors",
     "DenseVector": "sas_lens.steering.vectors",
     "load_vector": "sas_lens.steering.vectors",
@@ -44,7 +46,7 @@ _EXPORTS = {
     "top_latents": "sas_lens.analysis.attribution",
     "trace_latents": "sas_lens.analysis.attribution",
     "latent_index": "sas_lens.analysis.latent_index",
-    "output_scores": "sas_lens.analysis.output_scores",
+    "output_scores": "sas_lens.steering.output_scores",
     "monosemanticity": "sas_lens.analysis.monosemanticity",
     "width_comparison": "sas_lens.analysis.monosemanticity",
     "overlap_matrix": "sas_lens.analysis.overlap",
@@ -68,7 +70,6 @@ if TYPE_CHECKING:
     from sas_lens.analysis.composition import composition_grid
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.analysis.monosemanticity import monosemanticity, width_comparison
-    from sas_lens.analysis.output_scores import output_scores
     from sas_lens.analysis.overlap import overlap_matrix
     from sas_lens.analysis.report import write_report
     from sas_lens.analysis.trace import trace
@@ -81,7 +82,10 @@ if TYPE_CHECKING:
     from sas_lens.steering.build_vectors import dense_vector, sas_vector
     from sas_lens.steering.conditions import Condition
     from sas_lens.steering.engine import steer, steering_hooks
+    from sas_lens.steering.fitting import PreferenceFit
     from sas_lens.steering.generation import generate
+    from sas_lens.steering.generic_latents import latent_density
+    from sas_lens.steering.output_scores import output_scores
     from sas_lens.steering.scoring import ab_probabilities
     from sas_lens.steering.strength import strength_for_kl
     from sas_lens.steering.vectors import DenseVector, SASVector, load_vector

@@ -24,35 +24,10 @@ import torch
 from sas_lens.errors import IncompatibleSAEError
 from sas_lens.loading.activations import sae_codes
 from sas_lens.loading.saes import check_sae_fits, fingerprint_matches
+from sas_lens.steering.output_scores import through_final_norm
 from sas_lens.steering.vectors import SASVector, check_vector_fits
 
 NEURONPEDIA = "https://www.neuronpedia.org"
-
-
-def through_final_norm(model, directions: torch.Tensor) -> torch.Tensor:
-    """What the model's final norm does to residual ``directions`` ``[n, d_model]``, up to a positive scale.
-
-    A norm divides by the residual's own scale (unknown for a direction alone and
-    the same for every token, so it cannot change a ranking), centres it (LayerNorm)
-    and multiplies by its weight. ``load_model`` keeps that weight unfolded
-    (``from_pretrained_no_processing``, the residuals SAEs are trained on), and on
-    Gemma 3 270M it runs from 0.19 to 301 across dimensions: a lens that leaves it
-    out ranks tokens by dimensions the model all but ignores. Models whose weights
-    were folded into ``W_U`` (``LNPre``, ``RMSPre``) only centre (``LNPre``).
-
-    Args:
-        model: a HookedTransformer.
-        directions: ``[n, d_model]`` residual directions (e.g. decoder rows).
-
-    Example:
-        >>> through_final_norm(model, sae.W_dec[:2]).shape   # doctest: +SKIP
-        torch.Size([2, 640])
-    """
-    norm_type = model.cfg.normalization_type
-    if norm_type in ("LN", "LNPre"):
-        directions = directions - directions.mean(-1, keepdim=True)
-    weight = getattr(model.ln_final, "w", None) if norm_type in ("LN", "RMS") else None
-    return directions if weight is None else directions * weight.detach().to(directions)
 
 
 def logit_lens(
@@ -61,7 +36,7 @@ def logit_lens(
     """For each latent, the ``n_tokens`` tokens its decoder row promotes most and suppresses most.
 
     The logits are ``through_final_norm(W_dec[i]) · W_U``: the decoder row as the
-    model's final norm passes it to the unembedding (see :func:`through_final_norm`).
+    model's final norm passes it to the unembedding (see :func:`~sas_lens.steering.output_scores.through_final_norm`).
 
     Args:
         sae: the SAE whose decoder rows are read.

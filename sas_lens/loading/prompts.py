@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 
 import torch
 
@@ -152,3 +153,14 @@ def left_pad(tokenizer, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tens
         tokens[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
         attention[i, width - len(row) :] = True
     return tokens, attention
+
+
+def reference_prompts() -> list[str]:
+    """The shipped reference prompt set (150 varied sentence openings written for sas_lens).
+
+    Example:
+        >>> len(reference_prompts())
+        150
+    """
+    text = (resources.files("sas_lens") / "data" / "reference_prompts.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]

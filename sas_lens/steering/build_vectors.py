@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,8 +37,12 @@ from sas_lens.loading.pairs import PairSet, load_pairs
 from sas_lens.loading.prompts import PromptStyle
 from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_hook_name
 from sas_lens.steering.diagnostics import diagnose_codes
-from sas_lens.steering.edits import GATES
+from sas_lens.steering.edits import GATES, decoder_directions, output_scale
 from sas_lens.steering.extraction import READ_POSITIONS, ContrastiveResiduals, collect_residuals
+from sas_lens.steering.fitting import FITS, PreferenceFit, fit_values
+from sas_lens.steering.generic_latents import latent_density
+from sas_lens.steering.output_scores import output_scores
+from sas_lens.steering.preference import margin_gradient, prepare_pairs
 from sas_lens.steering.provenance import Provenance, SAEIdentity
 from sas_lens.steering.selection import (
     SELECTIONS,
@@ -45,6 +50,7 @@ from sas_lens.steering.selection import (
     contrast_from_codes,
     decompose_direction,
     side_statistics,
+    top_k_by_score,
 )
 from sas_lens.steering.vectors import DenseVector, SASVector
 from sas_lens.typing import Float, Tensor
@@ -115,6 +121,10 @@ def sas_vector(
     batch_size: int = 8,
     name: str | None = None,
     residuals: ContrastiveResiduals | None = None,
+    min_output_score: float | None = None,
+    max_density: float | None = None,
+    drop_bos: bool = False,
+    fit: str | PreferenceFit | None = None,
 ) -> SASVector:
     """Build a sparse steering vector in ``sae``'s latent space (Algorithm 1).
 
@@ -132,8 +142,9 @@ def sas_vector(
         selection: ``"paper"`` (Algorithm 1 as written); ``"contrast"``: the ``top_k`` latents whose
             mean code (``rank_by="mean"``) or firing frequency (``"frequency"``) differs most between the
             sides, valued ``mean⁺ − mean⁻``; or ``"decompose"``: the ``top_k`` latents whose decoder rows
-            best rebuild the dense difference (see :mod:`sas_lens.steering.selection`). τ and ``strict``
-            only feed the diagnostics of the last two.
+            best rebuild the dense difference; or ``"attribution"``: the ``top_k`` latents whose decoder row
+            most raises the positive completions' log-probability against the negatives' (first order; see
+            :mod:`sas_lens.steering.selection`). τ and ``strict`` only feed the diagnostics of the last three.
         top_k, rank_by: the contrastive rule's settings.
         gate: how steering applies the vector (:attr:`~sas_lens.steering.vectors.SASVector.gate`):
             ``"sae"`` re-applies the SAE's σ to the shifted code (Algorithm 2), ``"none"`` decodes the
@@ -141,6 +152,14 @@ def sas_vector(
         style: base-model text or the tokenizer's chat template.
         name: recorded in the metadata (default: the pair set's name).
         residuals: reuse residuals already collected (e.g. for several SAEs or a dense vector).
+        min_output_score: choose only among latents whose output score (:func:`~sas_lens.output_scores`,
+            Arad et al.'s rule; 0.01 in their paper) is at least this.
+        max_density: choose only among latents active on at most this share of ordinary tokens (FGAA: 0.01;
+            :func:`~sas_lens.steering.generic_latents.latent_density` on the shipped reference prompts).
+        drop_bos: choose only among latents inactive on the BOS token (FGAA).
+        fit: ``"preference"`` (or a :class:`~sas_lens.steering.fitting.PreferenceFit` with its settings): keep
+            the chosen latents and fit their values so that steering raises the positive completions'
+            likelihood and lowers the negatives' (:mod:`sas_lens.steering.fitting`; ``gate="none"`` only).
 
     Example:
         >>> vec = sl.sas_vector(model, sae, "demo:sentiment")                              # doctest: +SKIP
@@ -150,6 +169,11 @@ def sas_vector(
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
     if gate not in (None, *GATES):
         raise ValueError(f"gate must be one of {GATES} (or None: the selection's own), got {gate!r}.")
+    fit = _fit_settings(fit)
+    if gate is None:
+        gate = "sae" if selection == "paper" and fit is None else "none"
+    if fit is not None and gate != "none":
+        raise ValueError('A fitted vector is fitted as a decoded shift: use gate="none" (or leave gate unset).')
     check_sae_fits(sae, model)
     pairs = _pairs(pairs)
     hook = sae_hook_name(sae)
@@ -160,22 +184,38 @@ def sas_vector(
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
     codes = [side_codes(sae, residuals, layer, side) for side in ("positive", "negative")]
     settings = {"selection": selection, "tau": tau, "mean_over": mean_over, "comparison": ">" if strict else ">="}
+    allowed, filters = candidate_latents(model, sae, min_output_score, max_density, drop_bos)
+    if filters:
+        settings["filters"] = filters
+    scale = lambda a: output_scale(sae, a)  # noqa: E731  (the per-token factor of a decoded shift)
     if selection == "paper":
         dense = sas_from_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
+        if allowed is not None:
+            dense = torch.where(allowed, dense, torch.zeros_like(dense))
         diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict)
-    elif selection == "contrast":
-        dense = contrast_from_codes(*codes, top_k=top_k, rank_by=rank_by, mean_over=mean_over)
-        diagnostics = diagnose_codes(
-            *codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense, rule=f"contrast ({rank_by}, top {top_k})"
-        )
-        settings.update(top_k=top_k, rank_by=rank_by)
     else:
-        difference = residual_difference(residuals, layer)
-        dense = decompose_direction(difference.to(sae.device), sae.W_dec.detach(), top_k=top_k).cpu()
-        diagnostics = diagnose_codes(
-            *codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense, rule=f"decompose (top {top_k})"
+        if selection == "contrast":
+            dense = contrast_from_codes(*codes, top_k=top_k, rank_by=rank_by, mean_over=mean_over, allowed=allowed)
+            rule = f"contrast ({rank_by}, top {top_k})"
+            settings.update(top_k=top_k, rank_by=rank_by)
+        elif selection == "decompose":
+            difference = residual_difference(residuals, layer)
+            decoder = sae.W_dec.detach()
+            dense = decompose_direction(difference.to(sae.device), decoder, top_k=top_k, allowed=allowed).cpu()
+            rule = f"decompose (top {top_k})"
+            settings.update(top_k=top_k)
+        else:
+            dense = attribution_values(model, sae, pairs, residuals, top_k=top_k, allowed=allowed, style=style)
+            rule = f"attribution (top {top_k})"
+            settings.update(top_k=top_k)
+        diagnostics = diagnose_codes(*codes, tau=tau, mean_over=mean_over, strict=strict, chosen=dense, rule=rule)
+    if fit is not None and bool(dense.any()):
+        support = torch.nonzero(dense).squeeze(-1)
+        values, report = fit_values(
+            model, pairs, layer, decoder_directions(sae, support).cpu(), dense[support], fit, scale=scale, style=style
         )
-        settings.update(top_k=top_k)
+        dense = torch.zeros_like(dense).index_copy_(0, support, values)
+        settings["fit"] = report
     provenance = Provenance.for_hook(
         model,
         hook,
@@ -183,9 +223,78 @@ def sas_vector(
         sae=SAEIdentity.of(sae),
         extraction={**_extraction_metadata(pairs, residuals, style), **settings},
     )
-    if gate is None:
-        gate = "sae" if selection == "paper" else "none"
     return SASVector.from_dense(dense, provenance, diagnostics=diagnostics, gate=gate)
+
+
+def _fit_settings(fit: str | PreferenceFit | None) -> PreferenceFit | None:
+    if fit is None or isinstance(fit, PreferenceFit):
+        return fit
+    if fit not in FITS:
+        raise ValueError(f"fit must be one of {FITS}, a PreferenceFit, or None; got {fit!r}.")
+    return PreferenceFit()
+
+
+def candidate_latents(
+    model, sae, min_output_score: float | None, max_density: float | None, drop_bos: bool
+) -> tuple[Tensor | None, dict[str, Any]]:
+    """The latents a rule may choose (``None``: all) and what each filter removed, for the provenance.
+
+    Args:
+        model, sae: the model and SAE.
+        min_output_score: keep latents whose output score is at least this (``None``: no filter).
+        max_density: keep latents active on at most this share of the reference prompts' tokens.
+        drop_bos: drop latents active on BOS.
+
+    Example:
+        >>> allowed, filters = candidate_latents(model, sae, None, 0.5, False)
+        >>> allowed.shape, sorted(filters)
+        (torch.Size([48]), ['max_density', 'removed_by_density'])
+    """
+    allowed = torch.ones(sae.cfg.d_sae, dtype=torch.bool)
+    filters: dict[str, Any] = {}
+    if min_output_score is not None:
+        scores = torch.as_tensor(output_scores(model, sae, progress=False)["output_score"].to_numpy(copy=True))
+        passed = scores >= min_output_score
+        filters.update(min_output_score=min_output_score, removed_by_output_score=int((~passed).sum()))
+        allowed &= passed
+    if max_density is not None or drop_bos:
+        stats = latent_density(model, sae)
+        if max_density is not None:
+            passed = stats["density"] <= max_density
+            filters.update(max_density=max_density, removed_by_density=int((~passed).sum()))
+            allowed &= passed
+        if drop_bos:
+            filters.update(drop_bos=True, removed_by_bos=int(stats["fires_on_bos"].sum()))
+            allowed &= ~stats["fires_on_bos"]
+    return (allowed if filters else None), filters
+
+
+def attribution_values(
+    model, sae, pairs: PairSet, residuals: ContrastiveResiduals, *, top_k: int, allowed=None, style=PromptStyle()
+) -> Float[Tensor, " d_sae"]:
+    """The ``"attribution"`` rule: the ``top_k`` latents of largest first-order gain in the preference margin.
+
+    Each latent's gain is ``s_i = g · d_i``: the margin's gradient ``g`` with respect to an edit added at
+    every position (times the SAE's per-token scale), through the direction ``d_i`` its shift decodes to.
+    Kept latents are valued ``s_i``, rescaled so that the decoded vector has the norm of the pairs' mean
+    residual difference (λ = 1 then edits about as much as CAA at λ = 1).
+
+    Args:
+        model, sae, pairs: as for :func:`sas_vector`.
+        residuals: the pairs' residuals (for the norm).
+        top_k: how many latents.
+        allowed: the latents that may be chosen.
+        style: base-model text or the chat template.
+    """
+    layer = hook_layer(sae_hook_name(sae))
+    batches = prepare_pairs(model, pairs, layer, style=style)
+    gradient = margin_gradient(model, batches, layer, scale=lambda a: output_scale(sae, a))
+    directions = decoder_directions(sae, device=gradient.device)
+    gains = (directions @ gradient).cpu()
+    dense = top_k_by_score(gains, gains.abs(), top_k, allowed)
+    decoded = float((dense.to(directions.device) @ directions).norm())
+    target = float(residual_difference(residuals, layer).norm())
+    return dense * (target / decoded) if decoded > 0 else dense
 
 
 def rebuild_settings(vector: SASVector) -> dict[str, Any]:
@@ -213,10 +322,19 @@ def rebuild_settings(vector: SASVector) -> dict[str, Any]:
     read = str(extraction.get("read", "")).split(" ")[0]
     if read in READ_POSITIONS:  # A/B items read the answer letter, whatever read= says
         settings["read"] = read
-    if selection in ("contrast", "decompose"):
+    if selection in ("contrast", "decompose", "attribution"):
         settings["top_k"] = extraction.get("top_k", 16)
     if selection == "contrast":
         settings["rank_by"] = extraction.get("rank_by", "mean")
+    filters = extraction.get("filters", {})
+    settings.update(
+        min_output_score=filters.get("min_output_score"),
+        max_density=filters.get("max_density"),
+        drop_bos=bool(filters.get("drop_bos", False)),
+    )
+    if "fit" in extraction:
+        fields = {f.name for f in dataclasses.fields(PreferenceFit)}
+        settings["fit"] = PreferenceFit(**{k: v for k, v in extraction["fit"].items() if k in fields})
     return settings
 
 
@@ -252,6 +370,7 @@ def dense_vector(
     batch_size: int = 8,
     name: str | None = None,
     residuals: ContrastiveResiduals | None = None,
+    fit: str | PreferenceFit | None = None,
 ) -> DenseVector:
     """The CAA baseline: mean residual difference at ``blocks.{layer}.hook_resid_post``, same read positions.
 
@@ -260,6 +379,8 @@ def dense_vector(
         pairs: a :class:`~sas_lens.loading.pairs.PairSet` or anything :func:`~sas_lens.loading.pairs.load_pairs` reads.
         layer: the block whose ``hook_resid_post`` the vector is added at.
         read, style, batch_size, name, residuals: as for :func:`sas_vector`.
+        fit: ``"preference"`` or a :class:`~sas_lens.steering.fitting.PreferenceFit`: start from the mean
+            difference and fit the direction to the pairs (the baseline for fitted SAS vectors).
 
     Example:
         >>> dense = sl.dense_vector(model, "demo:sentiment", layer=9)   # doctest: +SKIP
@@ -268,11 +389,13 @@ def dense_vector(
     if residuals is None:
         residuals = collect_residuals(model, pairs, layer, read=read, style=style, batch_size=batch_size)
     diff = residual_difference(residuals, layer)
+    extraction = _extraction_metadata(pairs, residuals, style)
+    fit = _fit_settings(fit)
+    if fit is not None:
+        identity = torch.eye(model.cfg.d_model)
+        diff, extraction["fit"] = fit_values(model, pairs, layer, identity, diff, fit, style=style)
     provenance = Provenance.for_hook(
-        model,
-        f"blocks.{layer}.hook_resid_post",
-        name=name or pairs.name,
-        extraction=_extraction_metadata(pairs, residuals, style),
+        model, f"blocks.{layer}.hook_resid_post", name=name or pairs.name, extraction=extraction
     )
     return DenseVector(diff, provenance)
 

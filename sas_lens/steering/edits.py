@@ -304,6 +304,42 @@ class _SparseSlice:
         return out_scale * ((self.sigma(codes + self.shift) - codes) @ self.W_dec)
 
 
+def decoder_directions(sae, latents: Tensor | None = None, device=None) -> Float[Tensor, "k d_model"]:
+    """The residual direction each latent's shift decodes to with ``gate="none"``, float32 (before the per-token scale).
+
+    ``W_dec[i]``, divided by its norm for SAEs that rescale by it (SAELens's TopK decode): what one unit of
+    shift on latent ``i`` adds, up to :func:`output_scale`.
+
+    Args:
+        sae: an SAE :func:`check_steerable` accepts.
+        latents: latent ids (all latents if ``None``).
+        device: where the result lives (the SAE's device if ``None``).
+
+    Example:
+        >>> decoder_directions(sae, torch.tensor([0, 3])).shape
+        torch.Size([2, 16])
+    """
+    latents = torch.arange(sae.cfg.d_sae) if latents is None else torch.as_tensor(latents)
+    device = sae.W_dec.device if device is None else device
+    shift = torch.zeros(sae.cfg.d_sae, device=device).index_fill_(0, latents.to(device), 1.0)
+    whole = _SparseSlice.build(sae, shift, device)
+    return whole.W_dec[torch.searchsorted(whole.support, latents.to(device))]
+
+
+def output_scale(sae, a: Float[Tensor, "... d_model"]) -> Tensor | float:
+    """The per-token factor a decoded shift is scaled by at residuals ``a`` (1.0 unless the SAE normalises inputs).
+
+    Args:
+        sae: an SAE :func:`check_steerable` accepts.
+        a: residuals at its hook.
+
+    Example:
+        >>> output_scale(sae, acts)
+        1.0
+    """
+    return _SparseSlice.build(sae, torch.zeros(sae.cfg.d_sae, device=a.device), a.device).normalise(a.float())[1]
+
+
 def total_delta(edits: list[Edit], a: Tensor) -> Tensor:
     """The sum of the edits' ``δ(a)``, each computed from the same unsteered ``a``.
 

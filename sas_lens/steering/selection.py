@@ -12,6 +12,15 @@ value ``mean⁺ − mean⁻``; nothing is dropped for firing on both sides.
 of the residuals, ``mean(A⁺) − mean(A⁻)``, chosen greedily and valued by least squares
 (orthogonal matching pursuit): the CAA vector written in the SAE's dictionary.
 
+``"attribution"``: an output-side rule. The ``top_k`` latents whose decoder row, added at every
+position, most raises the positive completions' log-probability against the negatives' to first
+order (the gradient of the preference margin of :mod:`sas_lens.steering.preference` through the row,
+``s_i = ∂m/∂δ · W_dec[i]``), valued ``s_i``: which latents *write* the behaviour, where the other
+rules ask which ones *fire* on it (Arad et al., arXiv 2505.20063, find these mostly differ).
+
+Every rule can be restricted to ``allowed`` latents (``sas_vector``'s output-score, density and BOS
+filters).
+
 Example:
     >>> pos = torch.tensor([[1.0, 2.0, 0.0], [1.0, 0.0, 0.0]])
     >>> neg = torch.tensor([[1.0, 0.0, 3.0], [0.0, 0.0, 0.0]])
@@ -25,7 +34,7 @@ import torch
 
 from sas_lens.typing import Float, Tensor
 
-SELECTIONS = ("paper", "contrast", "decompose")
+SELECTIONS = ("paper", "contrast", "decompose", "attribution")
 RANK_BY = ("mean", "frequency")
 
 
@@ -81,6 +90,7 @@ def contrast_from_codes(
     top_k: int = 64,
     rank_by: str = "mean",
     mean_over: str = "all",
+    allowed: Tensor | None = None,
 ) -> Float[Tensor, " d_sae"]:
     """The contrastive rule: the ``top_k`` latents that differ most between the sides, valued ``mean⁺ − mean⁻``.
 
@@ -89,6 +99,7 @@ def contrast_from_codes(
         top_k: how many latents to keep (fewer if fewer differ at all).
         rank_by: ``"mean"`` (|mean⁺ − mean⁻|) or ``"frequency"`` (|freq⁺ − freq⁻|, ties broken by the means).
         mean_over: each side's mean over ``"all"`` rows or its ``"active"`` rows.
+        allowed: ``[d_sae]`` bool, the latents that may be chosen (all if ``None``).
 
     Example:
         >>> contrast_from_codes(torch.tensor([[4.0, 1.0]]), torch.tensor([[0.0, 1.0]]), top_k=1)
@@ -103,12 +114,39 @@ def contrast_from_codes(
     difference = mean_pos - mean_neg
     score = difference.abs() if rank_by == "mean" else (freq_pos - freq_neg).abs() + 1e-6 * difference.abs()
     score = torch.where(difference != 0, score, torch.zeros_like(score))
+    return top_k_by_score(difference, score, top_k, allowed)
+
+
+def top_k_by_score(
+    values: Float[Tensor, " d_sae"], score: Float[Tensor, " d_sae"], top_k: int, allowed: Tensor | None = None
+) -> Float[Tensor, " d_sae"]:
+    """``values`` on the ``top_k`` latents of highest positive ``score`` among the ``allowed`` ones, zero elsewhere.
+
+    Args:
+        values: what a kept latent is valued.
+        score: the ranking; latents scored 0 or less are never kept.
+        top_k: at most this many latents.
+        allowed: ``[d_sae]`` bool (all latents if ``None``).
+
+    Example:
+        >>> top_k_by_score(torch.tensor([1.0, -2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0]), 2,
+        ...                torch.tensor([True, True, False]))
+        tensor([ 1., -2.,  0.])
+    """
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}.")
+    if allowed is not None:
+        score = torch.where(allowed.to(score.device), score, torch.zeros_like(score))
     keep = score.topk(min(top_k, int((score > 0).sum()))).indices
-    return torch.zeros_like(difference).index_copy_(0, keep, difference[keep])
+    return torch.zeros_like(values).index_copy_(0, keep, values[keep])
 
 
 def decompose_direction(
-    target: Float[Tensor, " d_model"], decoder: Float[Tensor, "d_sae d_model"], *, top_k: int = 64
+    target: Float[Tensor, " d_model"],
+    decoder: Float[Tensor, "d_sae d_model"],
+    *,
+    top_k: int = 64,
+    allowed: Tensor | None = None,
 ) -> Float[Tensor, " d_sae"]:
     """``target`` as a combination of ``top_k`` decoder rows, by orthogonal matching pursuit.
 
@@ -119,6 +157,7 @@ def decompose_direction(
         target: the direction to rebuild, e.g. the mean residual difference of the pairs.
         decoder: the SAE's ``W_dec``.
         top_k: how many latents to use.
+        allowed: ``[d_sae]`` bool, the rows that may be used (all if ``None``).
 
     Example:
         >>> decompose_direction(torch.tensor([3.0, 1.0]), torch.tensor([[1.0, 0.0], [0.0, 2.0]]), top_k=1)
@@ -128,11 +167,13 @@ def decompose_direction(
         raise ValueError(f"top_k must be at least 1, got {top_k}.")
     target, decoder = target.float(), decoder.float()
     norms = decoder.norm(dim=-1).clamp_min(1e-12)
+    barred = torch.zeros(decoder.shape[0], dtype=torch.bool) if allowed is None else ~allowed.cpu()
     chosen: list[int] = []
     left = target
     values = target.new_zeros(0)
-    for _ in range(min(top_k, decoder.shape[0], target.shape[0])):
+    for _ in range(min(top_k, int((~barred).sum()), target.shape[0])):
         alignment = (decoder @ left).abs() / norms
+        alignment[barred.to(alignment.device)] = -1.0
         alignment[chosen] = -1.0
         chosen.append(int(alignment.argmax()))
         basis = decoder[chosen].T  # [d_model, chosen]

@@ -49,6 +49,7 @@ import torch
 
 from sas_lens.errors import DataError
 from sas_lens.loading.activations import sae_codes
+from sas_lens.loading.prompts import reference_prompts
 from sas_lens.loading.saes import (
     check_sae_fits,
     hook_layer,
@@ -63,17 +64,6 @@ if TYPE_CHECKING:  # topic.swap imports this module
     from sas_lens.topic.swap import TopicSwap
 
 _FORMAT = "sas_lens.topic/1"
-
-
-def reference_prompts() -> list[str]:
-    """The shipped reference prompt set (150 varied sentence openings written for sas_lens).
-
-    Example:
-        >>> len(reference_prompts())
-        150
-    """
-    text = (resources.files("sas_lens") / "data" / "reference_prompts.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def demo_topics() -> list[str]:

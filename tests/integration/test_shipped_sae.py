@@ -72,7 +72,7 @@ def test_a_shipped_sae_is_picked_by_width_and_layer(gemma):
 
 @pytest.mark.parametrize("short_name", ["4k", "16k"])
 def test_shipped_output_scores_are_read_not_recomputed(gemma, short_name, monkeypatch, tmp_path):
-    from sas_lens.analysis import output_scores as module
+    from sas_lens.steering import output_scores as module
 
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))  # no user cache to fall back on
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sas_lens.analysis.output_scores import NEUTRAL_PROMPT, output_scores
+from sas_lens.steering.output_scores import NEUTRAL_PROMPT, output_scores
 from tests.helpers import ARCHITECTURES, HOOK, random_sae
 
 
@@ -53,7 +53,7 @@ def test_output_scores_equal_the_literal_procedure(model, architecture, tmp_path
 
 
 def test_scores_are_cached_per_sae_and_model_and_recomputed_when_either_changes(model, tmp_path, monkeypatch):
-    from sas_lens.analysis import output_scores as module
+    from sas_lens.steering import output_scores as module
 
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path))
     sae = random_sae("jumprelu")

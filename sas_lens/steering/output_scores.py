@@ -33,9 +33,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.analysis.attribution import through_final_norm
 from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_fingerprint, sae_hook_name
-from sas_lens.steering.edits import _SparseSlice, check_steerable
+from sas_lens.steering.edits import check_steerable, decoder_directions, output_scale
 
 NEUTRAL_PROMPT = "From my experience,"  # the reference code's
 COLUMNS = ("output_score", "min_rank", "max_probability", "kl", "edit_norm", "kl_per_norm")
@@ -106,12 +105,11 @@ def _compute(model, sae, settings: dict, batch_size: int, progress: bool) -> dic
 
     # Every latent's edit at the last position: amplification x the largest code there, times its decoder row
     # (divided by its norm for TopK's rescale_acts_by_decoder_norm), times the token's scale for normalising SAEs
-    whole = _SparseSlice.build(sae, torch.ones(sae.cfg.d_sae, device=residual.device), residual.device)
+    directions = decoder_directions(sae, device=residual.device)  # [d_sae, d_model]
     last = residual[:, -1:]
     scale = float(sae.encode(last.to(sae.device, sae.dtype)).float().max()) * settings["amplification"]
-    _, out_scale = whole.normalise(last)
-    edits = scale * float(torch.as_tensor(out_scale).reshape(-1)[0]) * whole.W_dec  # [d_sae, d_model]
-    lens = (through_final_norm(model, whole.W_dec) @ model.W_U.float()).topk(settings["lens_k"], dim=-1).indices
+    edits = scale * float(torch.as_tensor(output_scale(sae, last)).reshape(-1)[0]) * directions
+    lens = (through_final_norm(model, directions) @ model.W_U.float()).topk(settings["lens_k"], dim=-1).indices
 
     out = {name: torch.empty(sae.cfg.d_sae) for name in COLUMNS}
     for start in tqdm(range(0, sae.cfg.d_sae, batch_size), desc="output scores", disable=not progress, unit="batch"):
@@ -197,3 +195,29 @@ def ship_output_scores(model, sae) -> Path:
     columns = _compute(model, sae, settings, batch_size=256, progress=True)
     _write(paths[0], key, columns)
     return paths[0]
+
+
+def through_final_norm(model, directions: torch.Tensor) -> torch.Tensor:
+    """What the model's final norm does to residual ``directions`` ``[n, d_model]``, up to a positive scale.
+
+    A norm divides by the residual's own scale (unknown for a direction alone and
+    the same for every token, so it cannot change a ranking), centres it (LayerNorm)
+    and multiplies by its weight. ``load_model`` keeps that weight unfolded
+    (``from_pretrained_no_processing``, the residuals SAEs are trained on), and on
+    Gemma 3 270M it runs from 0.19 to 301 across dimensions: a lens that leaves it
+    out ranks tokens by dimensions the model all but ignores. Models whose weights
+    were folded into ``W_U`` (``LNPre``, ``RMSPre``) only centre (``LNPre``).
+
+    Args:
+        model: a HookedTransformer.
+        directions: ``[n, d_model]`` residual directions (e.g. decoder rows).
+
+    Example:
+        >>> through_final_norm(model, sae.W_dec[:2]).shape   # doctest: +SKIP
+        torch.Size([2, 640])
+    """
+    norm_type = model.cfg.normalization_type
+    if norm_type in ("LN", "LNPre"):
+        directions = directions - directions.mean(-1, keepdim=True)
+    weight = getattr(model.ln_final, "w", None) if norm_type in ("LN", "RMS") else None
+    return directions if weight is None else directions * weight.detach().to(directions)
