@@ -33,7 +33,6 @@ _EXPORTS = {
     "sas_vector": "sas_lens.steering.build_vectors",
     "dense_vector": "sas_lens.steering.build_vectors",
     "PreferenceFit": "sas_lens.steering.fitting",
-    "latent_density": "sas_lens.steering.generic_latents",
     "SASVector": "sas_lens.steering.vectors",
     "DenseVector": "sas_lens.steering.vectors",
     "load_vector": "sas_lens.steering.vectors",
@@ -84,7 +83,6 @@ if TYPE_CHECKING:
     from sas_lens.steering.engine import steer, steering_hooks
     from sas_lens.steering.fitting import PreferenceFit
     from sas_lens.steering.generation import generate
-    from sas_lens.steering.generic_latents import latent_density
     from sas_lens.steering.output_scores import output_scores
     from sas_lens.steering.scoring import ab_probabilities
     from sas_lens.steering.strength import strength_for_kl

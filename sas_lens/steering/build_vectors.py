@@ -285,6 +285,12 @@ def attribution_values(
         top_k: how many latents.
         allowed: the latents that may be chosen.
         style: base-model text or the chat template.
+
+    Example:
+        >>> from sas_lens.steering.extraction import collect_residuals
+        >>> dense = attribution_values(model, sae, pairs, collect_residuals(model, pairs, 1, progress=False), top_k=3)
+        >>> int((dense != 0).sum())
+        3
     """
     layer = hook_layer(sae_hook_name(sae))
     batches = prepare_pairs(model, pairs, layer, style=style)

@@ -36,6 +36,10 @@ def latent_density(model, sae, texts: list[str] | None = None, *, batch_size: in
     Returns:
         ``{"density": [d_sae] share of non-BOS tokens where the latent is active, "fires_on_bos": [d_sae] bool,
         "n_tokens": tokens counted}``.
+
+    Example:
+        >>> latent_density(model, sae, ["the movie was good"])["n_tokens"]   # BOS not counted
+        4
     """
     check_sae_fits(sae, model)
     texts = reference_prompts() if texts is None else list(texts)

@@ -66,6 +66,10 @@ def prepare_pairs(
         style: base-model text or the chat template.
         batch_size: pairs per batch (each batch holds ``2 × batch_size`` texts).
         subset: the pairs to use, by position (all if ``None``).
+
+    Example:
+        >>> [batch.tokens.shape[0] for batch in prepare_pairs(model, pairs, 1, batch_size=1)]   # both sides
+        [2, 2]
     """
     texts, spans = pair_texts(pairs, style, model.tokenizer)
     n = len(pairs)
@@ -102,6 +106,17 @@ def completion_log_probs(
     """``log p(y | x)`` of each text's completion when the residual after block ``layer`` is ``residual``.
 
     Differentiable in ``residual``; only the completion's positions are unembedded.
+
+    Args:
+        model: a HookedTransformer.
+        batch: from :func:`prepare_pairs`.
+        layer: the edited block.
+        residual: the residual after block ``layer`` (``batch.residual`` unsteered, plus an edit).
+
+    Example:
+        >>> batch = prepare_pairs(model, pairs, 1)[0]
+        >>> torch.allclose(completion_log_probs(model, batch, 1, batch.residual), batch.reference.to(model.cfg.device))
+        True
     """
     n_layers = model.cfg.n_layers
     final = residual
@@ -122,7 +137,19 @@ def completion_log_probs(
 def margins(
     model, batch: PairBatch, layer: int, residual: Float[Tensor, "batch pos d_model"]
 ) -> Float[Tensor, " pairs"]:
-    """The preference margin ``m`` of each pair in ``batch`` at the edited ``residual`` (pairs in batch order)."""
+    """The preference margin ``m`` of each pair in ``batch`` at the edited ``residual`` (pairs in batch order).
+
+    Args:
+        model: a HookedTransformer.
+        batch: from :func:`prepare_pairs`.
+        layer: the edited block.
+        residual: the edited residual after block ``layer``.
+
+    Example:
+        >>> batch = prepare_pairs(model, pairs, 1)[0]
+        >>> margins(model, batch, 1, batch.residual).abs().max().item()   # no edit, no margin
+        0.0
+    """
     change = completion_log_probs(model, batch, layer, residual) - batch.reference.to(residual.device)
     positive = batch.positive.to(change.device)
     return change[positive] - change[~positive]
@@ -139,6 +166,10 @@ def margin_gradient(
         layer: the edited block.
         scale: per-token factor of the edit (an SAE's :func:`~sas_lens.steering.edits.output_scale`); 1 if ``None``.
         progress: a progress bar.
+
+    Example:
+        >>> margin_gradient(model, prepare_pairs(model, pairs, 1), 1).shape
+        torch.Size([16])
     """
     total = torch.zeros(model.cfg.d_model, device=batches[0].residual.device)
     n_pairs = sum(int(batch.positive.sum()) for batch in batches)

@@ -1,0 +1,192 @@
+"""The efficiency curve (issue 27): each method's judged shift at matched next-token KL 0.05, 0.1, 0.2, 0.4, both signs.
+
+Same behaviours, judges, prompts and generation as ``bench/bench_vectors.py`` (rt-polarity sentiment
+judged by VADER; AG News topics judged by similarity to held-out articles; 32 neutral prompts, greedy).
+For each vector and sign, λ is the strength at which the mean next-token KL from the unsteered model on
+the prompts equals the target (``sl.strength_for_kl``); the row is the judge's shift from the unsteered
+continuations and their median perplexity under the unsteered model. A method "works" when it moves the
+judge the right way at every KL. Prompting has no λ: it is one row per sign, at the KL it happens to cost.
+
+Every cell is appended to ``--out`` (JSON lines) as soon as it is measured, and cells already there are
+skipped, so the job resumes where it was stopped.
+
+    .venv/bin/python bench/bench_efficiency.py sentiment --out ~/bench_efficiency/sentiment.jsonl
+    .venv/bin/python bench/bench_efficiency.py sentiment --out ~/bench_efficiency/sentiment.jsonl --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_vectors import NEUTRAL_PROMPTS, measure, sentiment_behaviour, topic_behaviour  # noqa: E402
+
+KL_TARGETS = (0.05, 0.1, 0.2, 0.4)
+METHODS = [
+    "prompting",
+    "dense (CAA)",
+    "dense fitted",
+    "paper (tau 0.7, sae gate)",
+    "contrast top16 (default)",
+    "contrast top16, output score >= 0.01",
+    "contrast top16, density <= 0.01, no BOS",
+    "attribution top16",
+    "attribution top32",
+    "contrast top16 fitted",
+    "attribution top16 fitted",
+]
+
+
+def build(sl, model, sae, pairs, residuals, name: str):
+    layer = int(sae.cfg.metadata.hook_name.split(".")[1])
+
+    def sas(**settings):
+        return sl.sas_vector(model, sae, pairs, residuals=residuals, **settings)
+
+    if name == "dense (CAA)":
+        return sl.dense_vector(model, pairs, layer=layer, residuals=residuals)
+    if name == "dense fitted":
+        return sl.dense_vector(model, pairs, layer=layer, residuals=residuals, fit="preference")
+    return {
+        "paper (tau 0.7, sae gate)": lambda: sas(selection="paper", tau=0.7),
+        "contrast top16 (default)": lambda: sas(),
+        "contrast top16, output score >= 0.01": lambda: sas(min_output_score=0.01),
+        "contrast top16, density <= 0.01, no BOS": lambda: sas(max_density=0.01, drop_bos=True),
+        "attribution top16": lambda: sas(selection="attribution", top_k=16),
+        "attribution top32": lambda: sas(selection="attribution", top_k=32),
+        "contrast top16 fitted": lambda: sas(fit="preference"),
+        "attribution top16 fitted": lambda: sas(selection="attribution", top_k=16, fit="preference"),
+    }[name]()
+
+
+def done_cells(path: Path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {(row["method"], row.get("kl_target"), row.get("sign")) for row in rows}
+
+
+def append(path: Path, row: dict) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "example"}, flush=True)
+
+
+def run(args) -> None:
+    import sas_lens as sl
+    from sas_lens.errors import StrengthNotReachedError
+    from sas_lens.steering.extraction import collect_residuals
+    from sas_lens.steering.strength import next_token_kl, strength_for_kl
+
+    out = Path(args.out).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = done_cells(out)
+    model = sl.load_model()
+    sae = sl.load_sae(args.sae)
+    layer = int(sae.cfg.metadata.hook_name.split(".")[1])
+    if args.behaviour == "sentiment":
+        pairs, judge, prefixes = sentiment_behaviour(args.pairs)
+    else:
+        pairs, judge, prefixes = topic_behaviour(args.behaviour, args.pairs)
+    if ("unsteered", None, None) not in done:
+        append(out, {"method": "unsteered", **measure(model, sae, judge, {}, args.max_new_tokens)})
+    base = next(json.loads(line) for line in out.read_text().splitlines() if '"unsteered"' in line)
+    residuals = collect_residuals(model, pairs, layer, read="mean")
+    for name in args.methods or METHODS:
+        if name == "prompting":
+            for sign, prefix in prefixes.items():
+                if (name, None, sign) in done:
+                    continue
+                prompts = [prefix + p for p in NEUTRAL_PROMPTS]
+                row = measure(model, sae, judge, {}, args.max_new_tokens, prompts=prompts)
+                append(
+                    out, {"method": name, "kl_target": None, "sign": sign, "shift": row["judge"] - base["judge"], **row}
+                )
+            continue
+        if all((name, kl, sign) in done for kl in args.kl for sign in (1, -1)):
+            continue
+        start = time.perf_counter()
+        vector = build(sl, model, sae, pairs, residuals, name)
+        seconds = time.perf_counter() - start
+        n_latents = len(getattr(vector, "indices", [])) or None
+        for kl in args.kl:
+            for sign in (1, -1):
+                if (name, kl, sign) in done:
+                    continue
+                cell = {"method": name, "kl_target": kl, "sign": sign, "latents": n_latents, "build_s": seconds}
+                try:
+                    lam = strength_for_kl(
+                        model, vector, kl, NEUTRAL_PROMPTS, sae=sae, sign=sign, high=4096.0, rtol=0.05
+                    )
+                except StrengthNotReachedError as err:
+                    append(out, {**cell, "note": str(err)})
+                    continue
+                steering = {vector: lam}
+                row = measure(model, sae, judge, steering, args.max_new_tokens)
+                kl_measured = next_token_kl(model, steering, NEUTRAL_PROMPTS, sae=sae)
+                append(out, {**cell, "lam": lam, "kl": kl_measured, "shift": row["judge"] - base["judge"], **row})
+
+
+def table(args) -> None:
+    rows = [json.loads(line) for line in Path(args.out).expanduser().read_text().splitlines() if line.strip()]
+    base = next(row for row in rows if row["method"] == "unsteered")
+    print(f"unsteered: judge {base['judge']:.3f}, perplexity {base['perplexity']:.2f}\n")
+    header = " | ".join(f"KL {kl} + / −" for kl in KL_TARGETS)
+    print(f"| method | latents | {header} | works |")
+    print("| --- | --- |" + " --- |" * (len(KL_TARGETS) + 1))
+    for name in METHODS:
+        cells = {(row.get("kl_target"), row.get("sign")): row for row in rows if row["method"] == name}
+        if not cells:
+            continue
+        if name == "prompting":
+            plus, minus = cells.get((None, 1)), cells.get((None, -1))
+            text = " / ".join(f"{c['shift']:+.2f} ({c['perplexity']:.1f})" if c else "–" for c in (plus, minus))
+            print(f"| {name} | – | {text} (KL not matched) |" + " |" * (len(KL_TARGETS) - 1) + " – |")
+            continue
+        parts, right = [], []
+        latents = next((c.get("latents") for c in cells.values() if c.get("latents")), None)
+        for kl in KL_TARGETS:
+            pair = []
+            for sign in (1, -1):
+                cell = cells.get((kl, sign))
+                if cell is None or "shift" not in cell:
+                    pair.append("–")
+                    right.append(False)
+                    continue
+                pair.append(f"{cell['shift']:+.2f} ({cell['perplexity']:.1f})")
+                right.append(cell["shift"] * sign > 0)
+            parts.append(" / ".join(pair))
+        works = "yes" if all(right) else f"{sum(right)}/{len(right)}"
+        print(f"| {name} | {latents or '–'} | " + " | ".join(parts) + f" | {works} |")
+    shifts = [row for row in rows if row.get("kl_target") == 0.1 and "shift" in row]
+    if shifts:
+        dense = {row["sign"]: row["shift"] for row in shifts if row["method"] == "dense (CAA)"}
+        print("\nshift at KL 0.1 as a multiple of dense's (+ / −):")
+        for name in METHODS[2:]:
+            own = {row["sign"]: row["shift"] for row in shifts if row["method"] == name}
+            if own and dense:
+                ratios = [own.get(s, float("nan")) / dense[s] if dense.get(s) else float("nan") for s in (1, -1)]
+                print(f"  {name}: {ratios[0]:+.2f} / {ratios[1]:+.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("behaviour", choices=["sentiment", "sports", "scitech"])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--sae", default="16k")
+    parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--kl", nargs="*", type=float, default=list(KL_TARGETS), help="the KL targets to measure")
+    parser.add_argument("--methods", nargs="*", help="a subset of: " + "; ".join(METHODS))
+    parser.add_argument("--table", action="store_true", help="print the table of what --out holds")
+    args = parser.parse_args()
+    table(args) if args.table else run(args)
+
+
+if __name__ == "__main__":
+    main()
