@@ -1,7 +1,7 @@
 """Names every docstring example may use, as a notebook would have them (doctests of ``sas_lens``).
 
 Beside ``sl`` and ``torch``: a tiny random model (``model``, 3 blocks of width 16) with an SAE at
-``blocks.1.hook_resid_post`` (``sae``), an SAS vector and a dense vector on it (``vec``, ``dense``), its
+``blocks.1.hook_resid_post`` (``sae``), a wider one (``wide_sae``, 96 latents), an SAS vector and a dense vector on the first (``vec``, ``dense``), its
 residuals on two texts (``acts``, ``tokens``), the two pairs they were built from (``pairs``) and a few prompts (``texts``, ``prompts``), so that examples
 which need a model run on this one; examples that need the embedded Gemma 3 270M, a corpus or a hub stay
 marked ``+SKIP``.
@@ -36,6 +36,7 @@ def _tiny_notebook():
     return dict(
         model=model,
         sae=sae,
+        wide_sae=random_sae("jumprelu", d_sae=96),
         vec=vec,
         dense=dense,
         tokens=tokens,
@@ -47,7 +48,7 @@ def _tiny_notebook():
 
 
 @pytest.fixture(autouse=True)
-def _doctest_names(doctest_namespace, request):
+def _doctest_names(doctest_namespace, request, tmp_path, monkeypatch):
     import torch
 
     import sas_lens as sl
@@ -55,3 +56,4 @@ def _doctest_names(doctest_namespace, request):
     doctest_namespace.update(sl=sl, torch=torch)
     if isinstance(request.node, pytest.DoctestItem):
         doctest_namespace.update(request.getfixturevalue("_tiny_notebook"))
+        monkeypatch.chdir(tmp_path)  # examples that save a file write it there

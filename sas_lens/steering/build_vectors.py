@@ -21,8 +21,8 @@ over all rows or only its active ones (``mean_over``), and ``≥`` or ``>`` τ
 same residuals.
 
 Example:
-    >>> vec = sas_vector(model, sae, sl.load_pairs("demo:sentiment"))                     # doctest: +SKIP
-    >>> paper = sas_vector(model, sae, sl.load_pairs("demo:sentiment"), selection="paper")  # doctest: +SKIP
+    >>> vec = sas_vector(model, sae, sl.load_pairs("demo:sentiment"))
+    >>> paper = sas_vector(model, sae, sl.load_pairs("demo:sentiment"), selection="paper")
 """
 
 from __future__ import annotations
@@ -162,8 +162,9 @@ def sas_vector(
             likelihood and lowers the negatives' (:mod:`sas_lens.steering.fitting`; ``gate="none"`` only).
 
     Example:
-        >>> vec = sl.sas_vector(model, sae, "demo:sentiment")                              # doctest: +SKIP
-        >>> paper = sl.sas_vector(model, sae, "demo:sentiment", selection="paper", tau=0.7)  # doctest: +SKIP
+        >>> vec = sl.sas_vector(model, sae, "demo:sentiment")
+        >>> paper = sl.sas_vector(model, sae, "demo:sentiment", selection="paper", tau=0.7)
+        >>> written = sl.sas_vector(model, sae, pairs, selection="attribution", top_k=4, fit="preference")
     """
     if selection not in SELECTIONS:
         raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
@@ -313,7 +314,9 @@ def rebuild_settings(vector: SASVector) -> dict[str, Any]:
         vector: an SAS vector built by :func:`sas_vector`.
 
     Example:
-        >>> again = sl.sas_vector(model, sae_4k, pairs, **rebuild_settings(vec))   # doctest: +SKIP
+        >>> again = sl.sas_vector(model, sae, pairs, **rebuild_settings(vec))
+        >>> torch.equal(again.indices, vec.indices) and torch.equal(again.values, vec.values)
+        True
     """
     extraction = vector.provenance.extraction
     selection = extraction.get("selection", "paper")
@@ -354,7 +357,9 @@ def side_codes(sae, residuals: ContrastiveResiduals, layer: int, side: str) -> F
         side: ``"positive"`` or ``"negative"``.
 
     Example:
-        >>> codes = side_codes(sae, collect_residuals(model, pairs, 9, read="tokens"), 9, "positive")  # doctest: +SKIP
+        >>> codes = side_codes(sae, collect_residuals(model, pairs, 1, read="tokens", progress=False), 1, "positive")
+        >>> codes.shape[1] == sae.cfg.d_sae
+        True
     """
     rows, pair = residuals.rows(layer, side)
     codes = sae.encode(rows.to(sae.device, sae.dtype)).float().cpu()
@@ -389,7 +394,7 @@ def dense_vector(
             difference and fit the direction to the pairs (the baseline for fitted SAS vectors).
 
     Example:
-        >>> dense = sl.dense_vector(model, "demo:sentiment", layer=9)   # doctest: +SKIP
+        >>> dense = sl.dense_vector(model, "demo:sentiment", layer=1)
     """
     pairs = _pairs(pairs)
     if residuals is None:
@@ -435,7 +440,8 @@ def dense_vectors(model, pairs, layers: Sequence[int], **kwargs: Any) -> dict[in
         **kwargs: ``read``, ``style``, ``batch_size``, ``name`` as for :func:`dense_vector`.
 
     Example:
-        >>> by_layer = dense_vectors(model, "demo:sentiment", [3, 6, 9, 12])  # doctest: +SKIP
+        >>> sorted(dense_vectors(model, "demo:sentiment", [0, 1, 2]))
+        [0, 1, 2]
     """
     pairs = _pairs(pairs)
     residuals = collect_residuals(
@@ -459,7 +465,9 @@ def sas_vectors(
         pairs, read, style, batch_size, kwargs: as for :func:`sas_vector`.
 
     Example:
-        >>> by_width = sas_vectors(model, {"4k": sae_4k, "16k": sae_16k}, "demo:sentiment")  # doctest: +SKIP
+        >>> by_width = sas_vectors(model, {"narrow": sae, "wide": wide_sae}, "demo:sentiment")
+        >>> {label: v.d_sae for label, v in by_width.items()}
+        {'narrow': 48, 'wide': 96}
     """
     pairs = _pairs(pairs)
     labelled = list(saes.items()) if isinstance(saes, Mapping) else list(enumerate(saes))

@@ -8,8 +8,8 @@ uses the KV cache. The condition reads the residual before any steering at its h
 condition at the steered hook sees what the unsteered model would.
 
 Example:
-    >>> food = sl.Condition.latents(sae, [1234, 567], threshold=0.5, per="sequence")   # doctest: +SKIP
-    >>> sl.generate(model, prompts, steering={vec: 4.0}, sae=sae, when=food)          # doctest: +SKIP
+    >>> food = sl.Condition.latents(sae, [12, 5], threshold=0.5, per="sequence")
+    >>> out = sl.generate(model, prompts, steering={vec: 4.0}, sae=sae, when=food, max_new_tokens=3)
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Condition:
             name: shown in summaries.
 
         Example:
-            >>> cond = Condition.from_examples(model, sae, food_prompts, other_prompts)   # doctest: +SKIP
+            >>> cond = Condition.from_examples(model, sae, ["i love the music"], ["the market fell"])
         """
         if not on or not off:
             raise ValueError("from_examples needs texts on both sides (on= and off=).")
@@ -263,7 +263,8 @@ def check_condition_hooks(model, condition: Condition, steered_hooks: Sequence[s
         steered_hooks: the hooks the steering edits.
 
     Example:
-        >>> check_condition_hooks(model, cond, ["blocks.9.hook_resid_post"])   # doctest: +SKIP
+        >>> cond = Condition.latents(sae, [12], threshold=0.5)
+        >>> check_condition_hooks(model, cond, ["blocks.1.hook_resid_post"])   # the same block: fine
     """
     from sas_lens.loading.saes import check_hook_exists, check_sae_fits
 

@@ -113,8 +113,8 @@ def collect_residuals(
         batch_size: texts per forward pass.
 
     Example:
-        >>> residuals = collect_residuals(model, sl.load_pairs("demo:sentiment"), [6, 9])  # doctest: +SKIP
-        >>> vec = sl.sas_vector(model, sae, "demo:sentiment", residuals=residuals)  # doctest: +SKIP
+        >>> residuals = collect_residuals(model, sl.load_pairs("demo:sentiment"), [0, 1], progress=False)
+        >>> vec = sl.sas_vector(model, sae, "demo:sentiment", residuals=residuals)
     """
     if read not in READ_POSITIONS:
         raise ValueError(f"read must be one of {READ_POSITIONS}, got {read!r}.")

@@ -25,7 +25,8 @@ def text_perplexity(model, prompt: str, continuation: str) -> float:
         continuation: the text scored.
 
     Example:
-        >>> text_perplexity(model, "The film was", " great")  # doctest: +SKIP
+        >>> text_perplexity(model, "the film was", " great") > 1
+        True
     """
     prompt_ids = model.to_tokens(prompt)
     full = model.to_tokens(prompt + continuation)
@@ -62,8 +63,8 @@ def fluency(model, prompts: list[str], texts: list[str]) -> dict[str, float | No
         texts: the continuations.
 
     Example:
-        >>> fluency(model, ["Question: hi\\nAnswer:"], [" Hello there."])   # doctest: +SKIP
-        {'perplexity': 12.3, 'distinct_2': 1.0}
+        >>> sorted(fluency(model, ["the film was", "i"], [" good", " love it"]).items())[0]
+        ('distinct_2', 1.0)
     """
     perplexities = [text_perplexity(model, p, t) for p, t in zip(prompts, texts, strict=True)]
     finite = [x for x in perplexities if math.isfinite(x)]

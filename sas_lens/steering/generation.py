@@ -1,7 +1,7 @@
 """Steered generation: left-padded batches with the KV cache, on TransformerLens or the transformers twin.
 
 Example:
-    >>> sl.generate(model, ["I think the movie"], steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
+    >>> out = sl.generate(model, ["i think the movie"], steering={vec: 4.0}, sae=sae, max_new_tokens=4)
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def generate(
         when: a :class:`~sas_lens.steering.conditions.Condition` gating the steering.
 
     Example:
-        >>> sl.generate(model, ["I think the movie"], steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
+        >>> out = sl.generate(model, prompts, steering={vec: 4.0}, sae=sae, max_new_tokens=4)
+        >>> len(out) == len(prompts) and all(isinstance(text, str) for text in out)
+        True
     """
     if backend not in ("tl", "hf"):
         raise ValueError(f"backend must be 'tl' or 'hf', got {backend!r}.")

@@ -15,9 +15,11 @@ model's weights, so keep a cache for one model as it is (the evaluation harness 
 one per run).
 
 Example:
-    >>> cache = PrefixCache()
-    >>> for lam in (-4.0, 0.0, 4.0):                                                    # doctest: +SKIP
+    >>> cache, items = PrefixCache(), sl.load_pairs("demo:caution")
+    >>> for lam in (-4.0, 0.0, 4.0):
     ...     p = sl.ab_probabilities(model, items, steering={vec: lam}, sae=sae, prefix=cache)
+    >>> len(cache) > 0   # the blocks below the hook ran once, for the first λ
+    True
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ def first_hooked_layer(model) -> int:
         model: a HookedTransformer (with the hooks of interest attached).
 
     Example:
-        >>> with model.hooks(fwd_hooks=[("blocks.5.hook_resid_post", fn)]):   # doctest: +SKIP
+        >>> fn = lambda a, hook: a
+        >>> with model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", fn)]):
         ...     first_hooked_layer(model)
-        5
+        1
     """
     first = model.cfg.n_layers
     for name, point in model.hook_dict.items():
@@ -119,7 +122,9 @@ def run_from_prefix(model, tokens: Tensor, attention_mask: Tensor, cache: Prefix
         cache: where the unsteered prefix is kept; ``None`` runs every block.
 
     Example:
-        >>> residual = run_from_prefix(model, tokens, mask, PrefixCache())   # doctest: +SKIP
+        >>> mask = tokens != model.tokenizer.pad_token_id
+        >>> run_from_prefix(model, tokens, mask, PrefixCache()).shape == (*tokens.shape, model.cfg.d_model)
+        True
     """
     n_layers = model.cfg.n_layers
     start = first_hooked_layer(model) if cache is not None else 0

@@ -5,7 +5,7 @@ For each item the model reads the question and the answer prefix ending in
 two letters: ``p = P(match) / (P(match) + P(other))``.
 
 Example:
-    >>> p = ab_probabilities(model, sl.load_pairs("demo:caution"), steering={vec: 4.0}, sae=sae)  # doctest: +SKIP
+    >>> p = ab_probabilities(model, sl.load_pairs("demo:caution"), steering={vec: 4.0}, sae=sae)
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def ab_probabilities(
         ``p(matching) / (p(matching) + p(other))`` per item, read at the answer letter.
 
     Example:
-        >>> sl.ab_probabilities(model, sl.load_pairs("demo:caution"), steering={vec: 4.0}, sae=sae).mean()  # doctest: +SKIP
+        >>> p = sl.ab_probabilities(model, sl.load_pairs("demo:caution"), steering={vec: 4.0}, sae=sae)
+        >>> bool(((p >= 0) & (p <= 1)).all())
+        True
     """
     if items.kind != "ab":
         raise ValueError(f"ab_probabilities needs A/B items; {items.name!r} holds completion pairs.")

@@ -6,10 +6,12 @@ next-token distribution equally far from the unsteered model (mean KL divergence
 tokens of reference texts), found by :func:`strength_for_kl`.
 
 Example:
-    >>> texts = ["The weather this weekend was", "My week at the office has been"]
-    >>> edit_norm(model, dense, texts)                           # doctest: +SKIP
-    312.1
-    >>> lam = strength_for_kl(model, vec, 0.1, texts, sae=sae)   # doctest: +SKIP
+    >>> texts = ["the movie was", "i love the music"]
+    >>> round(edit_norm(model, dense, texts) / float(dense.vector.norm()), 4)   # dense: |v| at every token
+    1.0
+    >>> lam = strength_for_kl(model, vec, 0.1, texts, sae=sae)
+    >>> round(next_token_kl(model, {vec: lam}, texts, sae=sae), 1)
+    0.1
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def edit_norm(model, key, texts: list[str], *, sae=None, lam: float = 1.0) -> fl
         lam: the strength.
 
     Example:
-        >>> edit_norm(model, dense, ["The weather was"], lam=2.0)   # 2·|v| at every token  # doctest: +SKIP
+        >>> round(edit_norm(model, dense, ["the movie was"], lam=2.0) / float(dense.vector.norm()), 4)   # 2·|v|
+        2.0
     """
     tokens, attention, read = _tokens(model, texts)
     edits = merge_edits([key.edit(model, float(lam), SAESet(sae))])
@@ -95,7 +98,8 @@ def next_token_kl(model, steering: Mapping, texts: list[str], *, sae=None) -> fl
         sae: the SAE(s) the SAS vectors need.
 
     Example:
-        >>> next_token_kl(model, {vec: 4.0}, ["The weather this weekend was"], sae=sae)   # doctest: +SKIP
+        >>> next_token_kl(model, {vec: 4.0}, ["the movie was"], sae=sae) > 0
+        True
     """
     tokens, attention, read = _tokens(model, texts)
     device = model.cfg.device
@@ -140,7 +144,7 @@ def strength_for_kl(
         StrengthNotReachedError: ``|λ| = high`` does not reach it (the message says how far it gets).
 
     Example:
-        >>> lam_sas = strength_for_kl(model, vec, 0.1, texts, sae=sae)   # doctest: +SKIP
+        >>> lam_sas = strength_for_kl(model, vec, 0.1, texts, sae=sae)
         >>> lam_dense = strength_for_kl(model, dense, 0.1, texts)
     """
     if not target > 0 or not math.isfinite(target):
