@@ -2,18 +2,21 @@
 
 Beside ``sl`` and ``torch``: a tiny random model (``model``, 3 blocks of width 16) with an SAE at
 ``blocks.1.hook_resid_post`` (``sae``), a wider one (``wide_sae``, 96 latents), an SAS vector and a dense vector on the first (``vec``, ``dense``), its
-residuals on two texts (``acts``, ``tokens``), the two pairs they were built from (``pairs``) and a few prompts (``texts``, ``prompts``), so that examples
+residuals on two texts (``acts``, ``tokens``), the two pairs they were built from (``pairs``), vectors of three demo behaviours (``sentiment``, ``caution``, ``formality``), a VADER judge (``vader_mean``), a small ``corpus/`` folder in the working directory (a temporary one, with the cache) and a few prompts (``texts``, ``prompts``), so that examples
 which need a model run on this one; examples that need the embedded Gemma 3 270M, a corpus or a hub stay
 marked ``+SKIP``.
 """
 
 import pytest
 
+CORPUS = "the movie was good and the story was fun . i love this film but the ending was bad . " * 200
+
 
 @pytest.fixture(scope="session")
 def _tiny_notebook():
     import torch
 
+    from sas_lens.evaluation.judges import sentiment_scores
     from sas_lens.loading.pairs import load_pairs
     from sas_lens.steering.build_vectors import sas_vector
     from sas_lens.steering.vectors import DenseVector
@@ -33,6 +36,9 @@ def _tiny_notebook():
     tokens = model.to_tokens(["the movie was good", "i love this story"])
     _, cache = model.run_with_cache(tokens, names_filter=HOOK)
     prompts = ["the movie was", "i love the music"]
+    behaviours = {
+        name: sas_vector(model, sae, f"demo:{name}", top_k=6) for name in ("sentiment", "caution", "formality")
+    }
     return dict(
         model=model,
         sae=sae,
@@ -43,6 +49,8 @@ def _tiny_notebook():
         acts=cache[HOOK].detach(),
         texts=prompts,
         pairs=pairs,
+        **behaviours,
+        vader_mean=lambda texts: sum(sentiment_scores(texts)) / len(texts),
         prompts=prompts,
     )
 
@@ -56,4 +64,7 @@ def _doctest_names(doctest_namespace, request, tmp_path, monkeypatch):
     doctest_namespace.update(sl=sl, torch=torch)
     if isinstance(request.node, pytest.DoctestItem):
         doctest_namespace.update(request.getfixturevalue("_tiny_notebook"))
-        monkeypatch.chdir(tmp_path)  # examples that save a file write it there
+        monkeypatch.chdir(tmp_path)  # examples that save a file write it there, and read corpus/ from there
+        monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
+        (tmp_path / "corpus").mkdir()
+        (tmp_path / "corpus" / "a.txt").write_text(CORPUS, encoding="utf-8")

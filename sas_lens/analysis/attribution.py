@@ -12,7 +12,10 @@ For each of a vector's top latents (by ``|value|``):
 :func:`trace_latents` follows chosen latents token by token through a text.
 
 Example:
-    >>> table = top_latents(vec, sae, model, k=10, index=index)   # doctest: +SKIP
+    >>> index = sl.latent_index(model, sae, "corpus/", n_tokens=200, progress=False)
+    >>> table = top_latents(vec, sae, model, k=3, index=index)
+    >>> len(table)
+    3
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ def logit_lens(
             so that a 262k vocabulary's rare pieces stop filling the lists); all tokens if ``None``.
 
     Example:
-        >>> promotes, suppresses = logit_lens(sae, model, [10402], 5)[0]  # doctest: +SKIP
+        >>> promotes, suppresses = logit_lens(sae, model, [7], 5)[0]
+        >>> len(promotes), len(suppresses)
+        (5, 5)
     """
     if not latents:
         return []
@@ -72,7 +77,8 @@ def neuronpedia_url(sae, latent: int) -> str | None:
         latent: the latent id.
 
     Example:
-        >>> neuronpedia_url(sae, 10402)   # None for the shipped SAEs  # doctest: +SKIP
+        >>> neuronpedia_url(sae, 7) is None   # as for the shipped SAEs: no Neuronpedia id
+        True
     """
     neuronpedia_id = getattr(sae.cfg.metadata, "neuronpedia_id", None)
     return f"{NEURONPEDIA}/{neuronpedia_id}/{latent}" if neuronpedia_id else None
@@ -117,7 +123,7 @@ def top_latents(
         min_token_count: with an index, the logit lens ranks only tokens that occur at
             least this often in the indexed text (:meth:`LatentIndex.common_tokens`);
             ``None``: the whole vocabulary. Without an index the whole vocabulary is used.
-        scores: :func:`~sas_lens.analysis.output_scores.output_scores` of ``sae``; adds each latent's
+        scores: :func:`~sas_lens.steering.output_scores.output_scores` of ``sae``; adds each latent's
             ``output_score`` and ``kl_per_norm`` (what it writes, not where it fires).
 
     Returns:
@@ -125,7 +131,9 @@ def top_latents(
         with an index, + ``neuronpedia`` where the SAE has a Neuronpedia id).
 
     Example:
-        >>> sl.top_latents(vec, sae, model, k=5)   # doctest: +SKIP
+        >>> largest = vec.indices[vec.values.abs().argsort(descending=True)][:5]
+        >>> sl.top_latents(vec, sae, model, k=5)["latent"].tolist() == largest.tolist()
+        True
     """
     import pandas as pd
 
@@ -179,7 +187,9 @@ def trace_latents(model, sae, text: str, latents: list[int]) -> tuple[list[str],
         latents: latent ids (e.g. ``vec.indices.tolist()``).
 
     Example:
-        >>> tokens, acts = sl.trace_latents(model, sae, "What a lovely day", vec.indices.tolist())   # doctest: +SKIP
+        >>> tokens, acts = sl.trace_latents(model, sae, "what a good day", vec.indices.tolist())
+        >>> acts.shape == (len(tokens), len(vec.indices))
+        True
     """
     check_sae_fits(sae, model)
     tokens = model.to_tokens(text)

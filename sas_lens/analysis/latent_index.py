@@ -7,8 +7,9 @@ where they occurred, so a context is the tokens around that position; the BOS
 position of each sequence is left out, as in SAE training.
 
 Example:
-    >>> index = latent_index(model, sae, "corpus/", n_tokens=300_000)   # doctest: +SKIP
-    >>> index.top_contexts(1234, n=3)                                   # doctest: +SKIP
+    >>> index = latent_index(model, sae, "corpus/", n_tokens=200, progress=False)
+    >>> len(index.top_contexts(3, model.tokenizer, n=3)) <= 3
+    True
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ def build_latent_index(
             contiguous shard per actor and the shards' top contexts merged; the index is the same.
 
     Example:
-        >>> index = build_latent_index(model, sae, "corpus/", n_tokens=50_000)   # uncached; sl.latent_index caches  # doctest: +SKIP
+        >>> index = build_latent_index(model, sae, "corpus/", n_tokens=200, progress=False)   # sl.latent_index caches
     """
     check_sae_fits(sae, model)
     files = resolve_text_files(texts)
@@ -322,8 +323,8 @@ def latent_index(model, sae, texts, *, rebuild: bool = False, **settings: Any) -
         **settings: for :func:`build_latent_index` (``n_tokens``, ``context_size``, ``n_top``, ...).
 
     Example:
-        >>> index = sl.latent_index(model, sae, "corpus/", n_tokens=100_000)   # doctest: +SKIP
-        >>> sl.top_latents(vec, sae, model, index=index)                      # doctest: +SKIP
+        >>> index = sl.latent_index(model, sae, "corpus/", n_tokens=200, progress=False)
+        >>> table = sl.top_latents(vec, sae, model, index=index)
     """
     from sas_lens.loading.models import cache_dir
 

@@ -81,7 +81,9 @@ def width_comparison(model, saes, pairs, **vector_kwargs: Any):
         ``(table, vectors)``: a DataFrame with one row per SAE, narrowest first, and the vectors.
 
     Example:
-        >>> table, vectors = sl.width_comparison(model, {"4k": sae_4k, "16k": sae}, "demo:sentiment")  # doctest: +SKIP
+        >>> table, vectors = sl.width_comparison(model, {"48": sae, "96": wide_sae}, "demo:sentiment")
+        >>> len(table), sorted(vectors)
+        (2, ['48', '96'])
     """
     import pandas as pd
 
@@ -113,7 +115,7 @@ def compare_widths(model, saes, vectors: list[SASVector]):
         vectors: SAS vectors whose provenance names a loadable pair set.
 
     Example:
-        >>> compare_widths(model, [sae, sl.load_sae("4k", model=model)], [vec])  # doctest: +SKIP
+        >>> table = compare_widths(model, [sae, wide_sae], [sl.sas_vector(model, sae, "demo:sentiment")])
     """
     import pandas as pd
 

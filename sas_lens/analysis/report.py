@@ -78,7 +78,7 @@ def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10, scores
         model, sae: for the top-latent table (logit lens).
         index: a latent index, for contexts and frequencies.
         k: top latents shown.
-        scores: the SAE's :func:`~sas_lens.analysis.output_scores.output_scores`, for an output-score column.
+        scores: the SAE's :func:`~sas_lens.steering.output_scores.output_scores`, for an output-score column.
 
     Example:
         >>> html = vector_card(vec, model=model, sae=sae)  # doctest: +SKIP
@@ -274,7 +274,7 @@ def write_report(
         sections: further sections (e.g. evaluation results), appended in order.
         title: the page title.
         k: top latents per SAS vector card.
-        scores: ``sae``'s :func:`~sas_lens.analysis.output_scores.output_scores`, shown in the top-latent tables.
+        scores: ``sae``'s :func:`~sas_lens.steering.output_scores.output_scores`, shown in the top-latent tables.
 
     Example:
         >>> sl.write_report("report.html", [vec, dense], model=model, sae=sae)   # doctest: +SKIP
