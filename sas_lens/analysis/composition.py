@@ -11,9 +11,13 @@ Judges are of two kinds: a text judge (any ``texts → float``: the VADER sentim
 :class:`ABJudge` scores the steered model on A/B items directly.
 
 Example:
-    >>> grid = sl.composition_grid(model, sae, {sentiment: [-8, 0, 8], food: [0, 8, 16]},
-    ...                            {"sentiment": vader_mean, "food": food_similarity}, prompts)  # doctest: +SKIP
-    >>> composition_heatmaps(grid)[0].show()                                                       # doctest: +SKIP
+    >>> grid = sl.composition_grid(model, sae, {sentiment: [-4, 0, 4], caution: [0, 4]},
+    ...                            {"sentiment": vader_mean, "caution": ABJudge(sl.load_pairs("demo:caution"))},
+    ...                            prompts, max_new_tokens=4, progress=False)
+    >>> len(grid)   # 3 × 2 cells, 2 judges
+    12
+    >>> [fig.layout.title.text for fig in composition_heatmaps(grid)]
+    ['Composition: sentiment', 'Composition: caution']
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ class ABJudge:
             sae: the SAE(s) of SAS vectors.
 
         Example:
-            >>> ABJudge(sl.load_pairs("demo:caution")).score(model, {vec: 4.0}, sae)   # doctest: +SKIP
+            >>> 0.0 <= ABJudge(sl.load_pairs("demo:caution")).score(model, {caution: 4.0}, sae) <= 1.0
+            True
         """
         from sas_lens.steering.scoring import ab_probabilities
 
@@ -87,7 +92,10 @@ def composition_grid(
             without prompts.
 
     Example:
-        >>> grid = composition_grid(model, sae, {a: [-4, 0, 4], b: [-4, 0, 4]}, {"a": judge_a}, prompts)  # doctest: +SKIP
+        >>> grid = composition_grid(model, sae, {sentiment: [-4, 0, 4], formality: [-4, 4]},
+        ...                         {"sentiment": vader_mean}, prompts, max_new_tokens=4, progress=False)
+        >>> grid.attrs["vectors"] == [sentiment.name, formality.name], sorted(set(grid.lam_0))
+        (True, [-4.0, 0.0, 4.0])
     """
     import math
 
@@ -146,7 +154,8 @@ def independence(grid) -> "object":
         grid: a :func:`composition_grid` table.
 
     Example:
-        >>> independence(grid)   # doctest: +SKIP
+        >>> list(independence(grid).columns)
+        ['judge', 'spread along sentiment', 'spread along caution']
     """
     import pandas as pd
 
@@ -175,7 +184,8 @@ def composition_heatmaps(grid, title: str = "Composition") -> list[go.Figure]:
         title: prefix of each figure's title.
 
     Example:
-        >>> for fig in composition_heatmaps(grid): fig.show()   # doctest: +SKIP
+        >>> composition_heatmaps(grid)[0].data[0].z.shape   # λ of the second vector × λ of the first
+        (2, 3)
     """
     names = grid.attrs.get("vectors") or ["a", "b"]
     figures = []
@@ -210,7 +220,8 @@ def independence_curves(grid, judge: str, along: int = 0, title: str | None = No
         title: the figure's title.
 
     Example:
-        >>> independence_curves(grid, "sentiment", along=0).show()   # doctest: +SKIP
+        >>> len(independence_curves(grid, "sentiment", along=0).data)   # a line per λ of the other vector
+        2
     """
     names = grid.attrs.get("vectors") or ["a", "b"]
     other = 1 - along

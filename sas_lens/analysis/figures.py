@@ -4,7 +4,9 @@ Every function returns a ``plotly.graph_objects.Figure`` and never shows it: in
 Jupyter the figure renders as the cell's value; :mod:`sas_lens.analysis.report` embeds it.
 
 Example:
-    >>> fig = top_latents_figure(top_latents(vec, sae, model))   # doctest: +SKIP
+    >>> fig = top_latents_figure(sl.top_latents(vec, sae, model))
+    >>> fig.layout.title.text
+    'Top latents'
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def top_latents_figure(table, title: str = "Top latents") -> go.Figure:
         title: the figure's title.
 
     Example:
-        >>> top_latents_figure(sl.top_latents(vec, sae, model)).show()  # doctest: +SKIP
+        >>> fig = top_latents_figure(sl.top_latents(vec, sae, model))   # in Jupyter, the cell's value renders
+        >>> len(fig.data[0].y) == len(vec.indices)
+        True
     """
     rows = table.iloc[::-1]  # the largest on top
     hover = [
@@ -53,7 +57,9 @@ def overlap_heatmap(matrix, measure: str = "jaccard", title: str | None = None) 
         title: the figure's title (default: the measure).
 
     Example:
-        >>> overlap_heatmap(sl.overlap_matrix([a, b, c]), "weighted_jaccard")  # doctest: +SKIP
+        >>> fig = overlap_heatmap(sl.overlap_matrix([sentiment, caution, formality]), "weighted_jaccard")
+        >>> fig.data[0].z.shape
+        (3, 3)
     """
     table = matrix.measure(measure)
     if table is None:
@@ -88,8 +94,8 @@ def monosemanticity_figure(table, title: str = "Monosemanticity across SAE width
         title: the figure's title.
 
     Example:
-        >>> table, _ = sl.width_comparison(model, {"4k": sae_4k, "16k": sae}, "demo:sentiment")  # doctest: +SKIP
-        >>> monosemanticity_figure(table)  # doctest: +SKIP
+        >>> table, _ = sl.width_comparison(model, {"narrow": sae, "wide": wide_sae}, "demo:sentiment", top_k=4)
+        >>> fig = monosemanticity_figure(table)
     """
     fig = go.Figure()
     groups = table.groupby("behaviour") if "behaviour" in table else [("", table)]
@@ -133,8 +139,10 @@ def token_activation_figure(
         title: the figure's title.
 
     Example:
-        >>> tokens, acts = sl.trace_latents(model, sae, "What a day", [10402])  # doctest: +SKIP
-        >>> token_activation_figure(tokens, acts, [10402])  # doctest: +SKIP
+        >>> tokens, acts = sl.trace_latents(model, sae, "the movie was good", [0, 3])
+        >>> z = token_activation_figure(tokens, acts, [0, 3]).data[0].z   # a row per latent, a column per token
+        >>> (len(z), len(z[0])) == (2, len(tokens))
+        True
     """
     fig = go.Figure(
         go.Heatmap(
@@ -195,12 +203,15 @@ def layer_lambda_heatmap(results, value: str = "mean", title: str = "Behaviour p
     """Heatmap of ``value`` over ``layer`` (rows) and ``lam`` (columns).
 
     Args:
-        results: a DataFrame with ``layer``, ``lam`` and ``value`` columns (e.g. A/B cells of ``sas-lens eval``).
+        results: a DataFrame with ``layer``, ``lam`` and ``value``'s columns (e.g. A/B cells of ``sas-lens eval``).
         value: the column to colour by.
         title: the figure's title.
 
     Example:
-        >>> layer_lambda_heatmap(ab_cells[ab_cells.method == "dense"])  # doctest: +SKIP
+        >>> import pandas as pd
+        >>> cells = pd.DataFrame({"layer": [6, 6, 9, 9], "lam": [0, 4, 0, 4], "mean": [0.5, 0.7, 0.5, 0.9]})
+        >>> [[float(v) for v in row] for row in layer_lambda_heatmap(cells).data[0].z]   # rows: layers 6, 9; columns: λ 0, 4
+        [[0.5, 0.7], [0.5, 0.9]]
     """
     table = results.pivot_table(index="layer", columns="lam", values=value)
     fig = go.Figure(

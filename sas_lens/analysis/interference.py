@@ -9,8 +9,11 @@ SAS supports; cosine of the decoded residual directions, for SAS and dense alike
 that overlap tells where vectors interfere, measured rather than assumed.
 
 Example:
-    >>> talk = cross_talk(model, {"sentiment": sent, "food": food}, judges, prompts, sae=sae)   # doctest: +SKIP
-    >>> overlap_predicts_interference(interference_table(talk, {"sentiment": sent, "food": food}, sae))  # doctest: +SKIP
+    >>> talk = cross_talk(model, vectors, judges, prompts, sae=sae, strengths=dict.fromkeys(vectors, 4.0),
+    ...                   max_new_tokens=4)
+    >>> summary = overlap_predicts_interference(interference_table(talk, vectors, sae))
+    >>> summary.pairs.tolist()   # six ordered pairs of three vectors, for each overlap measure
+    [6, 6, 6]
 """
 
 from __future__ import annotations
@@ -58,7 +61,10 @@ def cross_talk(
         continuations, text by text (the scale that makes shifts of different judges comparable).
 
     Example:
-        >>> cross_talk(model, {"sentiment": vec}, {"sentiment": vader_mean}, prompts, sae=sae)   # doctest: +SKIP
+        >>> talk = cross_talk(model, {"sentiment": sentiment}, {"sentiment": vader_mean}, prompts, sae=sae,
+        ...                   strengths={"sentiment": 4.0}, max_new_tokens=4)
+        >>> talk[["steered", "judged", "lam"]].values.tolist()
+        [['sentiment', 'sentiment', 4.0]]
     """
     import pandas as pd
 
@@ -127,7 +133,9 @@ def interference_table(talk, vectors: Mapping[str, object], sae=None):
         sae: the SAE of the SAS vectors (for the decoded directions).
 
     Example:
-        >>> interference_table(talk, vectors, sae)   # doctest: +SKIP
+        >>> table = interference_table(talk, vectors, sae)
+        >>> len(table), float(table.jaccard.max()) <= 1.0
+        (6, True)
     """
     import pandas as pd
 
@@ -171,7 +179,8 @@ def overlap_predicts_interference(table, measures: Sequence[str] = ("jaccard", "
         measures: the overlap columns to correlate with.
 
     Example:
-        >>> overlap_predicts_interference(table)   # doctest: +SKIP
+        >>> overlap_predicts_interference(interference_table(talk, vectors, sae)).measure.tolist()
+        ['jaccard', 'weighted_jaccard', 'cosine_decoded']
     """
     import pandas as pd
 
@@ -196,7 +205,9 @@ def interference_figure(table, measure: str = "cosine_decoded", title: str | Non
         title: the figure's title.
 
     Example:
-        >>> interference_figure(table, "weighted_jaccard").show()   # doctest: +SKIP
+        >>> fig = interference_figure(interference_table(talk, vectors, sae), "weighted_jaccard")
+        >>> [trace.name for trace in fig.data]
+        ['sas']
     """
     fig = go.Figure()
     for method, pairs in table.groupby("method", sort=False):

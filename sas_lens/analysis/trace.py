@@ -11,9 +11,11 @@ classic notebooks, and in the HTML report; ``.to_html(path)`` writes it as a pag
 a plotly heatmap.
 
 Example:
-    >>> t = sl.trace(model, sae, "What a lovely day at the beach", vectors=[vec], steering={vec: 8.0})  # doctest: +SKIP
-    >>> t            # in a notebook: the coloured tokens                                              # doctest: +SKIP
-    >>> t.to_html("trace.html")                                                                         # doctest: +SKIP
+    >>> t = sl.trace(model, sae, "the movie was good", vectors=[vec, dense], steering={vec: 8.0})
+    >>> len(t.vectors), len(t.kl) == len(t.tokens)   # a row per vector, and the steering's KL per token
+    (2, True)
+    >>> t.to_html("trace.html").name   # in a notebook, ``t`` alone shows the coloured tokens
+    'trace.html'
 """
 
 from __future__ import annotations
@@ -108,7 +110,9 @@ class Trace:
             path: the file to write.
 
         Example:
-            >>> t.to_html("trace.html")  # doctest: +SKIP
+            >>> t = sl.trace(model, sae, "the movie was good", vectors=[vec])
+            >>> "<script" in t.to_html("trace.html").read_text()
+            False
         """
         path = Path(path)
         path.write_text(
@@ -122,7 +126,9 @@ class Trace:
         """A plotly heatmap of the intensities (vectors × tokens; with a steering, its KL as a last row).
 
         Example:
-            >>> t.figure().show()  # doctest: +SKIP
+            >>> t = sl.trace(model, sae, "the movie was good", vectors=[vec], steering={vec: 8.0})
+            >>> len(t.figure().data[0].z) == len(t.vectors) + 1   # a row per vector, then the KL
+            True
         """
         import plotly.graph_objects as go
 
@@ -168,7 +174,9 @@ def trace(model, sae, text: str, vectors: Sequence = (), steering: Mapping | Non
         top: latents listed per token in the hover.
 
     Example:
-        >>> sl.trace(model, sae, "What a lovely day", vectors=[vec], steering={vec: 8.0})  # doctest: +SKIP
+        >>> t = sl.trace(model, sae, "the movie was good", vectors=[vec], steering={vec: 8.0})
+        >>> max(t.kl) > 0   # the steering changes the next-token distribution somewhere
+        True
     """
     from sas_lens.steering.engine import steer
 
