@@ -57,7 +57,8 @@ def instruction_for(behaviour: str, sign: float, instructions: dict[str, tuple[s
         instructions: ``{behaviour: (for, against)}`` to use instead of the built-in ones.
 
     Example:
-        >>> instruction_for("sycophancy", 1.0)  # doctest: +SKIP
+        >>> instruction_for("cheerfulness", -1.0)   # a name with no built-in instruction gets a generic one
+        'Answer in a way that avoids cheerfulness.'
     """
     table = {**INSTRUCTIONS, **(instructions or {})}
     toward, away = table.get(
@@ -74,7 +75,10 @@ def with_instruction(items: PairSet, instruction: str) -> PairSet:
         instruction: the text put before each question.
 
     Example:
-        >>> with_instruction(items, instruction_for("sycophancy", -1.0))  # doctest: +SKIP
+        >>> items = sl.load_pairs("demo:caution")
+        >>> told = with_instruction(items, "Be brief.")
+        >>> len(told) == len(items)
+        True
     """
     if not instruction:
         return items

@@ -9,7 +9,7 @@ Both are offline. Judging a vector with the project's own latents or vectors wou
 by the thing under test.
 
 Example:
-    >>> sentiment_scores(["What a wonderful day.", "This is awful."])   # doctest: +SKIP
+    >>> sentiment_scores(["What a wonderful day.", "This is awful."])   # VADER's compound score
     [0.5719, -0.4588]
 """
 
@@ -52,8 +52,10 @@ def similarity_scores(texts: list[str], reference: list[str]) -> list[float]:
         reference: texts that show the target (a topic's articles); at least one.
 
     Example:
-        >>> similarity_scores(["The striker scored twice."], ["A football match report."])   # doctest: +SKIP
-        [0.41]
+        >>> near, far = similarity_scores(["The striker scored twice.", "The patient recovered."],
+        ...                               ["A football match report."])
+        >>> near > far
+        True
     """
     if not reference:
         raise ValueError("Give at least one reference text to compare against.")

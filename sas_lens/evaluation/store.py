@@ -139,7 +139,8 @@ def run_identity(cfg) -> dict:
         cfg: an :class:`~sas_lens.evaluation.config.EvalConfig`.
 
     Example:
-        >>> "tau" in run_identity(EvalConfig(behaviours=("refusal",), data_dir="caa"))  # doctest: +SKIP
+        >>> from sas_lens.evaluation.config import EvalConfig
+        >>> "tau" in run_identity(EvalConfig(behaviours=("refusal",), data_dir="caa"))
         True
     """
     settings = json.loads(json.dumps(asdict(cfg), default=str))
@@ -158,8 +159,12 @@ def claim_run_folder(cfg, out_dir: Path, *, restart: bool = False) -> None:
         RunMismatchError: ``out_dir`` holds a run whose settings differ (the message lists them).
 
     Example:
-        >>> claim_run_folder(cfg, Path("eval_out"))                # doctest: +SKIP
-        >>> claim_run_folder(other_cfg, Path("eval_out"))          # RunMismatchError: ... tau: 0.7 -> 0.9  # doctest: +SKIP
+        >>> from sas_lens.evaluation.config import EvalConfig
+        >>> claim_run_folder(EvalConfig(behaviours=("refusal",), data_dir="caa", tau=0.7), Path("eval_out"))
+        >>> claim_run_folder(EvalConfig(behaviours=("refusal",), data_dir="caa", tau=0.9), Path("eval_out"))
+        Traceback (most recent call last):
+        ...
+        sas_lens.errors.RunMismatchError: eval_out holds a run made with other settings (tau: 0.7 -> 0.9); ...
     """
     path = out_dir / RUN_IDENTITY
     identity = run_identity(cfg)

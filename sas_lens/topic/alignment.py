@@ -31,8 +31,10 @@ Example:
     >>> weights = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0]])   # 2 reference prompts × 3 latents
     >>> latent_scores(weights, torch.tensor([0.0, 2.0]))             # latent 1 never fires: 0
     tensor([0., 0., 1.])
-    >>> topic = topic_scores(model, sae, ["The patient was given antibiotics.", ...])   # doctest: +SKIP
-    >>> sl.generate(model, ["Tell me about"], steering={topic.vector(64): 4.0}, sae=sae)  # doctest: +SKIP
+    >>> topic = topic_scores(model, sae, ["The patient was given antibiotics.", "The nurse took his pulse."],
+    ...                      reference_prompts()[:24])
+    >>> len(sl.generate(model, ["Tell me about"], steering={topic.vector(4): 4.0}, sae=sae, max_new_tokens=4))
+    1
 """
 
 from __future__ import annotations
@@ -174,7 +176,9 @@ def reference_activations(
         summary: one of :data:`SUMMARIES` (see the module docstring).
 
     Example:
-        >>> weights = reference_activations(model, sae, reference_prompts(), summary="avg")  # doctest: +SKIP
+        >>> weights = reference_activations(model, sae, reference_prompts()[:8], summary="avg")
+        >>> tuple(weights.shape) == (8, sae.cfg.d_sae)   # a row per reference prompt
+        True
     """
     return _all_summaries(model, sae, prompts, batch_size)[_check_summary(summary)]
 
@@ -364,8 +368,11 @@ def topic_scores(
             ``"token_mean"`` (see the module docstring).
 
     Example:
-        >>> topic = sl.topic_scores(model, sae, sl.demo_topic_texts("medicine"), name="medicine")  # doctest: +SKIP
-        >>> sl.generate(model, ["Tell me about"], steering={topic.vector(64): 12.0}, sae=sae)     # doctest: +SKIP
+        >>> topic = sl.topic_scores(model, sae, sl.demo_topic_texts("medicine"), reference_prompts()[:24],
+        ...                         name="medicine")
+        >>> topic.scores.shape[0] == sae.cfg.d_sae
+        True
+        >>> answer = sl.generate(model, ["Tell me about"], steering={topic.vector(4): 12.0}, sae=sae, max_new_tokens=4)
     """
     from sas_lens.loading.embeddings import embed
 

@@ -8,9 +8,11 @@
   that scoring latents replaces.
 
 Example:
-    >>> tuned, seconds = finetune_on_texts(model, demo_topic_texts("medicine"), steps=30)   # doctest: +SKIP
-    >>> centroid = topic_centroid(demo_topic_texts("medicine"))   # doctest: +SKIP
-    >>> generation_scores(model, prompts, sl.generate(tuned, prompts), centroid)   # doctest: +SKIP
+    >>> tuned, seconds = finetune_on_texts(model, sl.demo_topic_texts("medicine"), steps=3)
+    >>> centroid = topic_centroid(sl.demo_topic_texts("medicine"))
+    >>> scores = generation_scores(model, prompts, sl.generate(tuned, prompts, max_new_tokens=4), centroid)
+    >>> sorted(scores)
+    ['distinct_2', 'perplexity', 'topic_similarity']
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def topic_centroid(alignment_texts: list[str]) -> Float[Tensor, " dim"]:
         alignment_texts: the topic's texts.
 
     Example:
-        >>> centroid = topic_centroid(sl.demo_topic_texts("medicine"))  # doctest: +SKIP
+        >>> centroid = topic_centroid(sl.demo_topic_texts("medicine"))
+        >>> round(float(centroid.norm()), 4)   # normalised
+        1.0
     """
     from sas_lens.loading.embeddings import embed
 
@@ -86,7 +90,10 @@ def topic_similarity(texts: list[str], alignment_texts: list[str]) -> Float[Tens
         alignment_texts: the topic's texts.
 
     Example:
-        >>> topic_similarity(["The patient recovered."], sl.demo_topic_texts("medicine"))  # doctest: +SKIP
+        >>> near, far = topic_similarity(["The patient recovered.", "The striker scored twice."],
+        ...                              sl.demo_topic_texts("medicine")).tolist()
+        >>> near > far
+        True
     """
     return _similarity(texts, topic_centroid(alignment_texts))
 
@@ -108,7 +115,10 @@ def generation_scores(model, prompts: list[str], texts: list[str], centroid: Flo
         centroid: from :func:`topic_centroid`.
 
     Example:
-        >>> generation_scores(model, prompts, answers, topic_centroid(texts))  # doctest: +SKIP
+        >>> answers = sl.generate(model, prompts, max_new_tokens=4)
+        >>> scores = generation_scores(model, prompts, answers, topic_centroid(sl.demo_topic_texts("medicine")))
+        >>> -1.0 <= scores["topic_similarity"] <= 1.0
+        True
     """
     from sas_lens.steering.fluency import fluency
 
@@ -141,7 +151,9 @@ def finetune_on_texts(
         seed: batch order seed.
 
     Example:
-        >>> tuned, seconds = finetune_on_texts(model, sl.demo_topic_texts("medicine"), steps=30)  # doctest: +SKIP
+        >>> tuned, seconds = finetune_on_texts(model, sl.demo_topic_texts("medicine"), steps=3)
+        >>> tuned is not model   # a fine-tuned copy; the model itself is left as it was
+        True
     """
     if not texts:
         raise DataError("finetune_on_texts needs at least one text.")
