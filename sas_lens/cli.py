@@ -246,6 +246,33 @@ def _steer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_export(args: argparse.Namespace) -> None:
+    args.lam = args.lam or [1.0]
+    if len(args.lam) not in (1, len(args.vectors)):
+        raise UsageError(f"give one --lam, or one per vector ({len(args.vectors)}); got {len(args.lam)}.")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from sas_lens.loading.models import load_model
+    from sas_lens.loading.saes import load_sae
+    from sas_lens.steering.control_vectors import control_vector, write_control_vector
+    from sas_lens.steering.vectors import SASVector, load_vector
+
+    lams = args.lam * len(args.vectors) if len(args.lam) == 1 else args.lam
+    model = load_model(args.model, device=args.device)
+    vectors = [load_vector(path, model=model) for path in args.vectors]
+    sae = load_sae(args.sae, model=model) if any(isinstance(v, SASVector) for v in vectors) else None
+    steering = dict(zip(vectors, lams))
+    cv = control_vector(model, steering, sae=sae, exact=not args.linearise)
+    path = write_control_vector(args.gguf, cv)
+    for layer, direction in cv.directions.items():
+        exactness = "exact" if cv.errors[layer] == 0 else f"linearised, {cv.errors[layer]:.1%} of the edit left out"
+        print(f"direction.{layer}: norm {float(direction.norm()):.4g} ({exactness})")
+    label = ", ".join(f"{v.name} x {lam:g}" for v, lam in steering.items())
+    print(f"{label} -> {path}; in llama.cpp: --control-vector {path} (adds it at every position, prompt included)")
+    return 0
+
+
 def _index(args: argparse.Namespace) -> int:
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.loading.models import load_model
@@ -515,6 +542,24 @@ def _add_steer(commands, model) -> None:
     steer.set_defaults(run=_steer, check=_check_steer)
 
 
+def _add_export(commands, model) -> None:
+    export = commands.add_parser(
+        "export", parents=[model], help="write vectors at their strengths as a llama.cpp control vector (GGUF)"
+    )
+    export.add_argument("vectors", nargs="+", type=existing_file, help="vector files from `sas-lens extract`")
+    export.add_argument("--gguf", required=True, help="the control-vector file to write")
+    export.add_argument(
+        "--lam", type=finite_float, action="append", default=None, help="λ baked in (once, or once per vector; 1)"
+    )
+    export.add_argument("--sae", type=sae_spec, default=None, help="the SAE the SAS vectors were built on")
+    export.add_argument(
+        "--linearise",
+        action="store_true",
+        help="export an SAS vector steered through the SAE's σ as its mean edit (its error is printed)",
+    )
+    export.set_defaults(run=_export, check=_check_export)
+
+
 def _add_index(commands, model) -> None:
     index = commands.add_parser(
         "index", parents=[model], help="index every SAE latent's top contexts and frequency over a corpus"
@@ -615,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_eval_sae,
         _add_extract,
         _add_steer,
+        _add_export,
         _add_index,
         _add_report,
         _add_align,

@@ -480,3 +480,40 @@ def sas_vectors(
         for label, sae in labelled
     ]
     return dict(vectors) if isinstance(saes, Mapping) else [vector for _, vector in vectors]
+
+
+def decompose(dense: DenseVector, sae, *, top_k: int = 16) -> SASVector:
+    """A dense vector read latent by latent: the ``top_k`` latents whose decoder directions best rebuild it.
+
+    Orthogonal matching pursuit (:func:`~sas_lens.steering.selection.decompose_direction`) over the
+    directions a ``gate="none"`` edit decodes to, so the result steers as ``λ·v·W_dec``, the closest
+    ``top_k``-latent approximation of ``λ·dense`` found: for a vector made elsewhere (a llama.cpp or
+    repeng control vector, read by :func:`~sas_lens.steering.control_vectors.read_control_vector`).
+
+    Args:
+        dense: the vector, at the SAE's hook.
+        sae: the SAE to read it in.
+        top_k: how many latents.
+
+    Raises:
+        IncompatibleSAEError: the vector is at another hook than the SAE, or of another width.
+
+    Example:
+        >>> sparse = decompose(dense, sae, top_k=4)
+        >>> len(sparse), sparse.gate
+        (4, 'none')
+    """
+    from sas_lens.errors import IncompatibleSAEError
+
+    hook = sae_hook_name(sae)
+    if dense.hook_name != hook:
+        raise IncompatibleSAEError(f"The vector {dense.name!r} is at {dense.hook_name}; the SAE reads {hook}.")
+    if dense.vector.shape[0] != sae.cfg.d_in:
+        raise IncompatibleSAEError(f"The vector has {dense.vector.shape[0]} dimensions; the SAE reads {sae.cfg.d_in}.")
+    values = decompose_direction(dense.vector.float().cpu(), decoder_directions(sae, device="cpu"), top_k=top_k)
+    provenance = dense.provenance.replace(
+        name=f"{dense.name} (decomposed)",
+        sae=SAEIdentity.of(sae),
+        extraction={"selection": "decompose", "top_k": top_k, "decomposed_from": dense.name},
+    )
+    return SASVector.from_dense(values, provenance, gate="none")

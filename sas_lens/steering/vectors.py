@@ -59,6 +59,27 @@ class _Provenanced:
         """The provenance as the JSON header a saved file carries (a copy: edit ``provenance`` instead)."""
         return self.provenance.to_json()
 
+    def to_gguf(self, path: str | Path, model, *, lam: float = 1.0, sae=None, exact: bool = True) -> Path:
+        """Write ``lam`` times this vector as a llama.cpp control vector (``--control-vector``).
+
+        Exact for dense vectors and SAS vectors with ``gate="none"``; see
+        :mod:`sas_lens.steering.control_vectors` for what is refused and what ``exact=False`` does.
+
+        Args:
+            path: the ``.gguf`` file to write.
+            model: the HookedTransformer the vector is for.
+            lam: the strength baked into the file.
+            sae: the SAE of an SAS vector.
+            exact: refuse (``True``) or linearise (``False``) an edit that depends on the token.
+
+        Example:
+            >>> dense.to_gguf("dense.gguf", model, lam=2.0).suffix
+            '.gguf'
+        """
+        from sas_lens.steering.control_vectors import export_control_vector
+
+        return export_control_vector(path, model, {self: lam}, sae=sae, exact=exact)
+
     def _require_hook(self) -> str:
         if self.hook_name is None:
             raise ValueError(
