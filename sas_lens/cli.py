@@ -273,6 +273,29 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_card(args: argparse.Namespace) -> None:
+    if args.kl <= 0:
+        raise UsageError(f"--kl must be positive, got {args.kl:g}.")
+
+
+def _card(args: argparse.Namespace) -> int:
+    from sas_lens.analysis.attribution import top_latents
+    from sas_lens.loading.files import atomic_write_text
+    from sas_lens.loading.models import load_model
+    from sas_lens.loading.saes import load_sae
+    from sas_lens.steering.vectors import SASVector, load_vector
+
+    model = load_model(args.model, device=args.device)
+    vector = load_vector(args.vector, model=model)
+    sae = load_sae(args.sae, model=model) if isinstance(vector, SASVector) else None
+    latents = top_latents(vector, sae, model, k=args.k) if sae is not None else None
+    text = vector.card(model=model, sae=sae, matched_kl=args.kl, latents=latents)
+    out = Path(args.out) if args.out else Path(args.vector).with_suffix(".card.md")
+    atomic_write_text(out, text)
+    print(text + f"\n(written to {out})")
+    return 0
+
+
 def _index(args: argparse.Namespace) -> int:
     from sas_lens.analysis.latent_index import latent_index
     from sas_lens.loading.models import load_model
@@ -560,6 +583,18 @@ def _add_export(commands, model) -> None:
     export.set_defaults(run=_export, check=_check_export)
 
 
+def _add_card(commands, model) -> None:
+    card = commands.add_parser(
+        "card", parents=[model], help="print a vector's card (provenance, λ at matched KL, top latents), as markdown"
+    )
+    card.add_argument("vector", type=existing_file, help="a vector file from `sas-lens extract`")
+    card.add_argument("--sae", type=sae_spec, default=None, help="the SAE an SAS vector was built on")
+    card.add_argument("--kl", type=finite_float, default=0.1, help="the next-token KL whose λ the card gives")
+    card.add_argument("--k", type=positive_int, default=8, help="top latents listed")
+    card.add_argument("--out", default=None, help="where to write it (default: beside the vector, .card.md)")
+    card.set_defaults(run=_card, check=_check_card)
+
+
 def _add_index(commands, model) -> None:
     index = commands.add_parser(
         "index", parents=[model], help="index every SAE latent's top contexts and frequency over a corpus"
@@ -661,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_extract,
         _add_steer,
         _add_export,
+        _add_card,
         _add_index,
         _add_report,
         _add_align,

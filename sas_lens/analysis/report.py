@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sas_lens.steering.card import card_fields
 from sas_lens.steering.vectors import DenseVector, SASVector
 
 _STYLE = """
@@ -58,19 +59,7 @@ def _context_html(context: str) -> str:
 
 
 def _metadata_rows(vector) -> list[dict[str, str]]:
-    provenance = vector.provenance
-    extraction = provenance.extraction
-    sae = provenance.sae
-    fields = {
-        "model": provenance.model_name,
-        "hook": provenance.hook_name,
-        "pairs": extraction.get("pairs", {}).get("name"),
-        "read": extraction.get("read"),
-        "τ": extraction.get("tau"),
-        "SAE": (f"{sae.release}/{sae.id}" if sae.release else "unrecorded") + f", d_sae={sae.d_sae}" if sae else None,
-        "sas_lens": provenance.sas_lens_version,
-    }
-    return [{"field": html.escape(k), "value": html.escape(str(v))} for k, v in fields.items() if v is not None]
+    return [{"field": html.escape(k), "value": html.escape(v)} for k, v in card_fields(vector).items()]
 
 
 def vector_card(vector, *, model=None, sae=None, index=None, k: int = 10, scores=None) -> str:

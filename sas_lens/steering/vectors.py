@@ -80,6 +80,23 @@ class _Provenanced:
 
         return export_control_vector(path, model, {self: lam}, sae=sae, exact=exact)
 
+    def card(self, *, model=None, sae=None, matched_kl: float | None = 0.1, latents=None) -> str:
+        """What a reader needs to reuse this vector, as markdown (see :mod:`sas_lens.steering.card`).
+
+        Args:
+            model: with it, the card gives λ at ``matched_kl`` (a strength search: seconds).
+            sae: the SAE of an SAS vector.
+            matched_kl: the next-token KL whose λ is given.
+            latents: ``sl.top_latents(vec, sae, model)``, to list the top latents with their logit lens.
+
+        Example:
+            >>> print(vec.card().splitlines()[0])
+            # tiny-sentiment
+        """
+        from sas_lens.steering.card import card_markdown
+
+        return card_markdown(self, model=model, sae=sae, matched_kl=matched_kl, latents=latents)
+
     def _require_hook(self) -> str:
         if self.hook_name is None:
             raise ValueError(
