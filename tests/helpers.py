@@ -80,3 +80,38 @@ def random_sae(
     from sas_lens.testing import random_sae as make
 
     return make(architecture, d_in=d_in, d_sae=d_sae, hook_name=hook_name, **kwargs)
+
+
+def tiny_hf_gemma(seed: int = 0):
+    """A 3-layer random transformers Gemma 3 (width 16) with the tiny tokenizer, built offline from a config.
+
+    The same kind of model as the embedded default (RMS norms before and after each sublayer, rotary
+    positions, sliding-window and global attention), for the TransformerBridge and plain-transformers paths.
+    """
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = tiny_tokenizer()
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=D_MODEL,
+        intermediate_size=32,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=4,
+        max_position_embeddings=64,
+        sliding_window=8,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        architectures=["Gemma3ForCausalLM"],
+        attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():  # norms of random weight, so that a missed norm shows (HF initialises them to 0 = x1)
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.normal_(0.0, 0.5)
+    return model, tokenizer

@@ -33,6 +33,7 @@ DEFAULT_MODEL = "gemma-3-270m"
 """Short name of the embedded default model."""
 
 _TL_NAME = "google/gemma-3-270m"  # the TransformerLens architecture the GGUF holds
+MODEL_KINDS = ("tl", "bridge", "hf")  # see load_model(kind=...)
 _CACHE_FOLDER = "gemma-3-270m-q4_k_m"
 # Bump when the way the TransformerLens-ready cache is written changes: older caches are then rebuilt.
 _TL_CACHE_FORMAT = 2
@@ -58,6 +59,95 @@ def default_model_dir() -> Path:
     return cache_dir() / "models" / _CACHE_FOLDER
 
 
+def _load_other_kind(kind: str, name, hf_model, tokenizer, device, dtype):
+    """A TransformerBridge or a HookedHF around the Hugging Face model (the embedded default: offline)."""
+    embedded = hf_model is None and (name is None or name == DEFAULT_MODEL)
+    if hf_model is not None and tokenizer is None:
+        raise ValueError("load_model(hf_model=...) also needs tokenizer=.")
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    with hub_offline(embedded):
+        if embedded:
+            hf_model, tokenizer = _load_default_hf()
+        elif hf_model is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        hf_model = hf_model.to(device=device, dtype=dtype).eval()
+        model_name = DEFAULT_MODEL if embedded else (name or hf_model.config.name_or_path)
+        if kind == "hf":
+            from sas_lens.loading.hf_models import HookedHF
+
+            return HookedHF(hf_model, tokenizer, name=model_name)
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers(
+            _TL_NAME if embedded else model_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
+        )
+    bridge.cfg.model_name = model_name  # vectors record it: the same name as the other kinds'
+    return bridge.eval()
+
+
+def is_bridge(model) -> bool:
+    """Whether ``model`` is a TransformerLens ``TransformerBridge`` (whose ``stop_at_layer=n_layers`` runs on to the
+    logits, where HookedTransformer's returns the residual after the last block).
+
+    Args:
+        model: any model.
+
+    Example:
+        >>> is_bridge(model)
+        False
+    """
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:
+        return False
+    return isinstance(model, TransformerBridge)
+
+
+def check_model_kind(model) -> None:
+    """Raise ``TypeError`` unless ``model`` is a kind sas_lens steers, saying how to wrap a transformers model.
+
+    Accepted: a ``HookedTransformer`` / ``HookedSAETransformer``, a TransformerLens ``TransformerBridge``
+    (``SAETransformerBridge``), or a transformers causal LM wrapped as
+    :class:`~sas_lens.loading.hf_models.HookedHF` (``sl.load_model(kind="hf", hf_model=..., tokenizer=...)``).
+
+    Args:
+        model: the model.
+
+    Example:
+        >>> check_model_kind(model)
+    """
+    from sas_lens.loading.hf_models import HookedHF
+
+    accepted: tuple[type, ...] = (HookedHF,)
+    try:
+        from transformer_lens import HookedTransformer
+
+        accepted += (HookedTransformer,)
+    except ImportError:  # TransformerLens 4 has no HookedTransformer
+        pass
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        accepted += (TransformerBridge,)
+    except ImportError:  # a TransformerLens without the bridge
+        pass
+    if isinstance(model, accepted):
+        return
+    if hasattr(model, "config") and hasattr(model, "generate") and hasattr(model, "get_output_embeddings"):
+        raise TypeError(
+            f"A plain transformers model ({type(model).__name__}) needs its TransformerLens hook names: wrap it with "
+            "sl.load_model(kind='hf', hf_model=model, tokenizer=tokenizer) (or kind='bridge')."
+        )
+    raise TypeError(
+        "sas_lens steers a HookedTransformer / HookedSAETransformer, a TransformerBridge, or a transformers "
+        f"causal LM wrapped by sl.load_model(kind='hf', hf_model=..., tokenizer=...); got {type(model).__name__}."
+    )
+
+
 def default_gguf_path() -> Path:
     """The embedded default model's GGUF file itself (Q4_K_M), for llama.cpp: assembled once from the package.
 
@@ -81,15 +171,22 @@ def default_gguf_path() -> Path:
 def load_model(
     name: str | None = None,
     *,
+    kind: str = "tl",
     hf_model: Any = None,
     tokenizer: Any = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype = torch.float32,
     **from_pretrained_kwargs: Any,
 ):
-    """Load a ``HookedSAETransformer`` with unprocessed weights (what SAEs are trained on).
+    """Load a ``HookedSAETransformer`` with unprocessed weights (what SAEs are trained on), or another model kind.
 
     Args:
+        kind: ``"tl"``: a ``HookedSAETransformer`` (TransformerLens 3, the default); ``"bridge"``: a
+            TransformerLens ``TransformerBridge`` around the Hugging Face model, weights as they are
+            (TransformerLens's replacement for ``HookedTransformer``); ``"hf"``: the plain transformers model,
+            wrapped as :class:`~sas_lens.loading.hf_models.HookedHF`. All three name the residual after block
+            L ``blocks.L.hook_resid_post`` and steer alike; ``"bridge"`` and ``"hf"`` skip the conversion to
+            TransformerLens's layout and its cache.
         name: ``None`` or ``"gemma-3-270m"`` for the embedded default (offline);
             any other TransformerLens model name (``"gpt2"``, ``"gemma-2-2b"``) loads
             through TransformerLens and needs a reachable hub or a local HF cache.
@@ -123,7 +220,17 @@ def load_model(
         >>> model = sl.load_model("gemma-2-2b", device="cuda")       # doctest: +SKIP
     """
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from sae_lens import HookedSAETransformer
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind must be one of {MODEL_KINDS}, got {kind!r}.")
+    if kind != "tl":
+        return _load_other_kind(kind, name, hf_model, tokenizer, device, dtype)
+    try:
+        from sae_lens import HookedSAETransformer
+    except ImportError as error:  # TransformerLens 4 removed HookedTransformer
+        raise ImportError(
+            f"kind='tl' needs TransformerLens's HookedTransformer, which this install lacks ({error}); "
+            "use sl.load_model(kind='bridge') or kind='hf'."
+        ) from error
 
     user_hf_model = hf_model
     if hf_model is not None:

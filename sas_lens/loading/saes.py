@@ -330,6 +330,27 @@ def check_layer(model, layer: int) -> None:
         )
 
 
+def resolved_hook_name(model, hook_name: str) -> str:
+    """The hook point's own name: a TransformerBridge's alias resolved (``blocks.9.hook_resid_post`` is its
+    ``blocks.9.hook_out``), any other model's name as given.
+
+    Hooks are registered under this name, so that ``hook.name`` inside a hook is the name sas_lens gave:
+    SAELens's ``SAETransformerBridge`` lists only canonical names in ``hook_dict`` and its ``hooks()`` silently
+    skips an alias.
+
+    Args:
+        model: a HookedTransformer, TransformerBridge or HookedHF.
+        hook_name: the hook asked for.
+
+    Example:
+        >>> resolved_hook_name(model, "blocks.1.hook_resid_post")
+        'blocks.1.hook_resid_post'
+    """
+    resolve = getattr(model, "_resolve_hook_name", None)  # the bridge's own alias map (no public accessor)
+    resolved = resolve(hook_name) if resolve is not None else hook_name
+    return resolved if resolved in model.hook_dict else hook_name
+
+
 def check_hook_exists(model, hook_name: str) -> None:
     """Raise :class:`HookNotFoundError` (or :class:`LayerOutOfRangeError`) if the model lacks the hook.
 
@@ -340,7 +361,7 @@ def check_hook_exists(model, hook_name: str) -> None:
     Example:
         >>> check_hook_exists(model, "blocks.9.hook_resid_pst")   # HookNotFoundError: ... Did you mean  # doctest: +SKIP
     """
-    if hook_name in model.hook_dict:
+    if resolved_hook_name(model, hook_name) in model.hook_dict:
         return
     layer = hook_layer(hook_name)
     if layer is not None and not 0 <= layer < model.cfg.n_layers:

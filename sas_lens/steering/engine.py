@@ -21,7 +21,8 @@ from contextlib import contextmanager
 
 import torch
 
-from sas_lens.loading.saes import hook_layer
+from sas_lens.loading.models import check_model_kind
+from sas_lens.loading.saes import hook_layer, resolved_hook_name
 from sas_lens.steering.conditions import Condition, ConditionGate, check_condition_hooks
 from sas_lens.steering.edits import Edit, SAESet, Steerable, merge_edits, total_delta
 
@@ -148,6 +149,7 @@ def build_hooks(
     Example:
         >>> hooks, policy = build_hooks(model, {vec: 4.0}, sae=sae)
     """
+    check_model_kind(model)
     if when is not None and not isinstance(when, Condition):
         raise TypeError(f"when= takes a sl.Condition, got {type(when).__name__}.")
     if isinstance(positions, PositionPolicy):
@@ -179,6 +181,7 @@ def build_hooks(
     hooks = [(hook, _make_hook(group, policy, model.cfg.d_model, observe=hook == reads)) for hook, group in grouped]
     if reads is not None and reads not in dict(grouped):  # the condition is read at an earlier hook
         hooks.insert(0, (reads, _observer(policy)))
+    hooks = [(resolved_hook_name(model, name), fn) for name, fn in hooks]
     if hooks:  # each pass is read where it first meets a steering hook (the blocks run in order)
         policy.first_hook = min((name for name, _ in hooks), key=lambda name: (hook_layer(name) or -1, name))
     return hooks, policy
@@ -272,7 +275,7 @@ def steer(
         ...     logits = model(tokens)
     """
     hooks, policy = build_hooks(model, steering, sae=sae, positions=positions, when=when)
-    points = {name: model.hook_dict[name] for name, _ in hooks}
+    points = {name: model.hook_dict.get(name) for name, _ in hooks}
     try:
         with model.hooks(fwd_hooks=hooks):
             yield policy

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from sas_lens.loading.models import check_model_kind
 from sas_lens.loading.pairs import ABItem, PairSet
 from sas_lens.loading.prompts import (
     PromptStyle,
@@ -24,7 +25,7 @@ from sas_lens.loading.prompts import (
     format_completion,
     tokenize_with_spans,
 )
-from sas_lens.loading.saes import check_layer
+from sas_lens.loading.saes import check_layer, resolved_hook_name
 from sas_lens.typing import Float, Tensor
 
 READ_POSITIONS = ("mean", "last", "tokens", "token_mean")
@@ -116,12 +117,13 @@ def collect_residuals(
         >>> residuals = collect_residuals(model, sl.load_pairs("demo:sentiment"), [0, 1], progress=False)
         >>> vec = sl.sas_vector(model, sae, "demo:sentiment", residuals=residuals)
     """
+    check_model_kind(model)
     if read not in READ_POSITIONS:
         raise ValueError(f"read must be one of {READ_POSITIONS}, got {read!r}.")
     layers = [layers] if isinstance(layers, int) else sorted(set(layers))
     for layer in layers:
         check_layer(model, layer)
-    hooks = [f"blocks.{layer}.hook_resid_post" for layer in layers]
+    hooks = [resolved_hook_name(model, f"blocks.{layer}.hook_resid_post") for layer in layers]
     texts, spans = pair_texts(pairs, style, model.tokenizer)
     # Longest first, so that padding within a batch stays small.
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))

@@ -11,11 +11,10 @@ CPU) does the decoding. Hooks are PyTorch forward hooks, removed in a
 from __future__ import annotations
 
 from contextlib import contextmanager
-from types import SimpleNamespace
 
 import torch
 
-from sas_lens.loading.saes import hook_layer
+from sas_lens.loading.hf_models import HookedHF, decoder_layer_hooks
 
 
 def has_hf_twin(model) -> bool:
@@ -29,6 +28,8 @@ def has_hf_twin(model) -> bool:
     """
     from sas_lens.loading.models import DEFAULT_MODEL, default_model_dir
 
+    if isinstance(model, HookedHF):
+        return True
     return getattr(model, "_sas_lens_hf_model", None) is not None or (
         model.cfg.model_name == DEFAULT_MODEL and (default_model_dir() / "config.json").exists()
     )
@@ -58,6 +59,8 @@ def hf_model_for(model):
     Example:
         >>> hf_model = hf_model_for(model)  # doctest: +SKIP
     """
+    if isinstance(model, HookedHF):  # a transformers model already: its own twin
+        return model.hf_model
     hf_model = getattr(model, "_sas_lens_hf_model", None)
     if hf_model is not None:
         return hf_model
@@ -78,18 +81,6 @@ def hf_model_for(model):
     return hf_model
 
 
-def _decoder_layers(hf_model):
-    for path in ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers"):
-        module = hf_model
-        try:
-            for part in path.split("."):
-                module = getattr(module, part)
-        except AttributeError:
-            continue
-        return module
-    raise ValueError(f"Cannot find the decoder layers of {type(hf_model).__name__}.")
-
-
 @contextmanager
 def hf_hooks(hf_model, fwd_hooks):
     """Attach ``(hook_name, fn)`` pairs (``blocks.L.hook_resid_post`` only) to the HF decoder layers.
@@ -102,31 +93,8 @@ def hf_hooks(hf_model, fwd_hooks):
         >>> with hf_hooks(hf_model, sl.steering_hooks(model, {vec: 4.0}, sae=sae)):  # doctest: +SKIP
         ...     out = hf_model.generate(ids)  # doctest: +SKIP
     """
-    layers = _decoder_layers(hf_model)
-    handles = []
-    try:
-        for name, fn in fwd_hooks:
-            layer = hook_layer(name)
-            if layer is None or not name.endswith("hook_resid_post"):
-                raise ValueError(f"The 'hf' backend steers blocks.L.hook_resid_post only, not {name!r}.")
-            handles.append(layers[layer].register_forward_hook(_wrap(fn, name)))
+    with decoder_layer_hooks(hf_model, fwd_hooks):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _wrap(fn, name: str):
-    hook = SimpleNamespace(name=name)
-
-    def forward_hook(module, inputs, output):
-        residual = output[0] if isinstance(output, tuple) else output
-        new = fn(residual, hook)
-        if new is None:  # a hook that only reads (a condition's observer), as in TransformerLens
-            return output
-        return (new,) + output[1:] if isinstance(output, tuple) else new
-
-    return forward_hook
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from sas_lens.loading.models import is_bridge
 from sas_lens.loading.pairs import ABItem, PairSet
 from sas_lens.loading.prompts import (
     PromptStyle,
@@ -45,6 +46,8 @@ def last_position_logits(
     Example:
         >>> logits = last_position_logits(model, model.to_tokens("The film was"))
     """
+    if is_bridge(model):  # no residual-only forward to reuse: the full pass, read at the last position
+        return model(tokens, attention_mask=attention_mask)[:, -1]
     if prefix is not None:
         residual = run_from_prefix(model, tokens, attention_mask, prefix)[:, -1]
     else:

@@ -413,7 +413,7 @@ def check_vector_fits(vector: SASVector | DenseVector, *, model=None, sae=None) 
                 f"The vector {vector.name!r} was built on {provenance.model_name}, not {model.cfg.model_name}. "
                 "Rebuild it on this model."
             )
-        if vector.hook_name is not None and vector.hook_name not in model.hook_dict:
+        if vector.hook_name is not None:
             check_hook_exists(model, vector.hook_name)
         if isinstance(vector, DenseVector) and vector.vector.shape[0] != model.cfg.d_model:
             raise IncompatibleSAEError(
