@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sas_lens.loading.saes import hook_layer, sae_hook_name
+from sas_lens.loading.saes import hook_layer, resolved_hook_name, sae_hook_name
 from sas_lens.typing import Float, Int, Tensor
 
 
@@ -30,6 +30,7 @@ def activations_at(
         >>> acts = activations_at(model, "blocks.9.hook_resid_post", model.to_tokens("Hello"))  # doctest: +SKIP
     """
     layer = hook_layer(hook_name)
+    hook_name = resolved_hook_name(model, hook_name)  # a bridge caches under the canonical name
     device = model.cfg.device
     mask = attention_mask.to(device) if attention_mask is not None else None
     _, cache = model.run_with_cache(

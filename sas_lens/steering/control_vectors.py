@@ -39,7 +39,7 @@ import torch
 
 from sas_lens.errors import IncompatibleSAEError, SASLensError
 from sas_lens.loading.files import atomic_file
-from sas_lens.loading.saes import hook_layer
+from sas_lens.loading.saes import hook_layer, resolved_hook_name
 from sas_lens.steering.edits import (
     PER_TOKEN_NORMALISATIONS,
     DenseEdit,
@@ -315,7 +315,7 @@ def _linearise(model, edits: list, prompts: Sequence[str] | None) -> tuple[Tenso
     prompts = list(prompts) if prompts is not None else reference_prompts()[:32]
     if not prompts:
         raise ValueError("A linearisation needs at least one probe prompt.")
-    hook = edits[0].hook_name
+    hook = resolved_hook_name(model, edits[0].hook_name)  # a bridge caches under the canonical name
     residuals = []
     with torch.no_grad():
         for prompt in prompts:  # one at a time: no padding to leave out

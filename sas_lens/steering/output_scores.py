@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from sas_lens.loading.saes import check_sae_fits, hook_layer, sae_fingerprint, sae_hook_name
+from sas_lens.loading.saes import check_sae_fits, hook_layer, resolved_hook_name, sae_fingerprint, sae_hook_name
 from sas_lens.steering.edits import check_steerable, decoder_directions, output_scale
 
 NEUTRAL_PROMPT = "From my experience,"  # the reference code's
@@ -96,8 +96,8 @@ def output_scores(
 
 @torch.no_grad()
 def _compute(model, sae, settings: dict, batch_size: int, progress: bool) -> dict[str, torch.Tensor]:
-    hook = sae_hook_name(sae)
-    layer = hook_layer(hook)
+    layer = hook_layer(sae_hook_name(sae))
+    hook = resolved_hook_name(model, sae_hook_name(sae))  # a bridge caches under the canonical name
     tokens = model.to_tokens(settings["prompt"])
     clean_logits, run_cache = model.run_with_cache(tokens, names_filter=hook)
     residual = run_cache[hook].float()  # [1, pos, d_model]

@@ -238,3 +238,22 @@ def test_the_bridge_path_never_uses_hooked_transformer(weights, sae, monkeypatch
     probabilities = sl.ab_probabilities(bridge, sl.load_pairs("demo:caution"), steering={vector: 4.0}, sae=sae)
     assert len(texts) == 1 and texts[0]
     assert torch.isfinite(probabilities).all()
+
+
+def test_trace_reads_every_kind_alike(weights, hooked, bridge, sae):
+    """The trace reads the SAE's hook through each kind's cache (a bridge caches under the canonical name)."""
+    from sae_lens import SAETransformerBridge
+
+    hf_model, tokenizer = weights
+    sae_bridge = SAETransformerBridge.boot_transformers(
+        "google/gemma-3-270m", hf_model=copy.deepcopy(hf_model), tokenizer=tokenizer, device="cpu"
+    ).eval()
+    sae_bridge.cfg.model_name = "tiny-gemma"
+    vector = sparse(sae, "none")
+    traces = [
+        sl.trace(model, sae, TEXTS[0], vectors=[vector], steering={vector: 8.0})
+        for model in (hooked, bridge, sae_bridge)
+    ]
+    assert max(traces[0].kl) > 1e-3  # the steering changes the next-token distributions
+    for other in traces[1:]:
+        torch.testing.assert_close(torch.tensor(other.kl), torch.tensor(traces[0].kl), **TOL)
