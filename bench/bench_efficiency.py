@@ -12,11 +12,13 @@ skipped, so the job resumes where it was stopped.
 
     .venv/bin/python bench/bench_efficiency.py sentiment --out ~/bench_efficiency/sentiment.jsonl
     .venv/bin/python bench/bench_efficiency.py sentiment --out ~/bench_efficiency/sentiment.jsonl --table
+    .venv/bin/python bench/bench_efficiency.py sentiment --out ~/bench_efficiency/sentiment.jsonl --svg docs/efficiency_sentiment.svg
 """
 
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import sys
 import time
@@ -174,6 +176,72 @@ def table(args) -> None:
                 print(f"  {name}: {ratios[0]:+.2f} / {ratios[1]:+.2f}")
 
 
+FIGURE_METHODS = {  # name in --out: (label, colour); the figure shows these only, to stay readable
+    "dense (CAA)": ("dense (CAA)", "#222222"),
+    "dense fitted": ("dense fitted", "#888888"),
+    "contrast top16 (default)": ("SAS contrast top 16 (default)", "#1f77b4"),
+    "attribution top16": ("SAS attribution top 16", "#d62728"),
+    "attribution top16 fitted": ("SAS attribution top 16, fitted", "#ff9896"),
+    "contrast top16, output score >= 0.01": ("SAS contrast, output score ≥ 0.01", "#2ca02c"),
+}
+
+
+def figure_svg(args) -> str:
+    """The efficiency curve as a standalone SVG: shift against KL target, one panel per sign of λ."""
+    rows = [json.loads(line) for line in Path(args.out).expanduser().read_text().splitlines() if line.strip()]
+    width, height, left, top, panel_w, panel_h = 860, 400, 60, 40, 330, 280
+    low, high = -0.6, 0.6
+    xs = {kl: left + 20 + i * (panel_w - 40) / (len(KL_TARGETS) - 1) for i, kl in enumerate(KL_TARGETS)}
+
+    def y(shift: float) -> float:
+        return top + (high - shift) / (high - low) * panel_h
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="12"><rect width="100%" height="100%" fill="white"/>'
+    ]
+    for panel, sign in enumerate((1, -1)):
+        dx = panel * (panel_w + 40)
+        title = "steering towards positive (λ &gt; 0)" if sign > 0 else "steering towards negative (λ &lt; 0)"
+        parts.append(f'<text x="{dx + left + panel_w / 2}" y="{top - 15}" text-anchor="middle">{title}</text>')
+        parts.append(
+            f'<rect x="{dx + left}" y="{top}" width="{panel_w}" height="{panel_h}" fill="none" stroke="#999"/>'
+        )
+        for tick in (-0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6):
+            colour = "#555" if tick == 0 else "#eee"
+            parts.append(
+                f'<line x1="{dx + left}" x2="{dx + left + panel_w}" y1="{y(tick)}" y2="{y(tick)}" stroke="{colour}"/>'
+            )
+            parts.append(f'<text x="{dx + left - 5}" y="{y(tick) + 4}" text-anchor="end">{tick:+.1f}</text>')
+        for kl, x in xs.items():
+            parts.append(f'<text x="{dx + x}" y="{top + panel_h + 16}" text-anchor="middle">{kl}</text>')
+        parts.append(
+            f'<text x="{dx + left + panel_w / 2}" y="{top + panel_h + 34}" text-anchor="middle">'
+            "matched next-token KL (nats)</text>"
+        )
+        for name, (_, colour) in FIGURE_METHODS.items():
+            cells = {
+                r["kl_target"]: r["shift"]
+                for r in rows
+                if r["method"] == name and r.get("sign") == sign and "shift" in r
+            }
+            points = [(dx + xs[kl], y(cells[kl])) for kl in KL_TARGETS if kl in cells]
+            if len(points) > 1:
+                path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+                parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+            parts.extend(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{colour}"/>' for px, py in points)
+    parts.append(
+        f'<text x="15" y="{top + panel_h / 2}" transform="rotate(-90 15 {top + panel_h / 2})" '
+        'text-anchor="middle">judged shift from unsteered</text>'
+    )
+    for i, (label, colour) in enumerate(FIGURE_METHODS.values()):
+        lx, ly = left + (i % 3) * 270, top + panel_h + 52 + (i // 3) * 16
+        parts.append(f'<line x1="{lx}" x2="{lx + 18}" y1="{ly - 4}" y2="{ly - 4}" stroke="{colour}" stroke-width="2"/>')
+        parts.append(f'<text x="{lx + 24}" y="{ly}">{html.escape(label)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("behaviour", choices=["sentiment", "sports", "scitech"])
@@ -184,8 +252,14 @@ def main() -> None:
     parser.add_argument("--kl", nargs="*", type=float, default=list(KL_TARGETS), help="the KL targets to measure")
     parser.add_argument("--methods", nargs="*", help="a subset of: " + "; ".join(METHODS))
     parser.add_argument("--table", action="store_true", help="print the table of what --out holds")
+    parser.add_argument("--svg", help="write the efficiency curve of what --out holds to this SVG file")
     args = parser.parse_args()
-    table(args) if args.table else run(args)
+    if args.svg:
+        Path(args.svg).write_text(figure_svg(args))
+    elif args.table:
+        table(args)
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

@@ -115,3 +115,12 @@ def tiny_hf_gemma(seed: int = 0):
             if "norm" in name:
                 param.normal_(0.0, 0.5)
     return model, tokenizer
+
+
+def always_raising(error: type[Exception], message: str = "from the search"):
+    """A stand-in for a function (e.g. ``strength_for_kl``) that raises ``error(message)`` whatever it is given."""
+
+    def stand_in(*args, **kwargs):
+        raise error(message)
+
+    return stand_in

@@ -9,7 +9,8 @@ unembedding, ``generate`` — and nothing else, so the engine and the edits are 
 models use. Hooks are PyTorch forward hooks on the decoder layers, removed in a ``finally``.
 
 What it cannot do: start a forward pass at a block (``start_at_layer``), which the A/B prefix cache, output
-scores and fitted vectors use; those refuse a :class:`HookedHF` with a message, or take the full pass.
+scores, the attribution rule and fitted vectors use; the prefix cache takes the full pass instead, the others
+refuse a :class:`HookedHF` by name (:func:`~sas_lens.loading.models.check_starts_at_block`).
 
 Example:
     >>> hooked = HookedHF(hf_model, tokenizer)                    # doctest: +SKIP
@@ -232,7 +233,7 @@ class HookedHF(nn.Module):
         if start_at_layer is not None:
             raise NotImplementedError(
                 "A transformers model cannot start a forward pass at a block (start_at_layer); this computation "
-                "needs a HookedTransformer (sl.load_model) or a TransformerBridge (sl.load_model(kind='bridge'))."
+                "needs a HookedTransformer (sl.load_model(), kind='tl')."
             )
         inputs = self._inputs(tokens, attention_mask)
         if stop_at_layer is not None:

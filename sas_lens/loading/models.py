@@ -148,6 +148,31 @@ def check_model_kind(model) -> None:
     )
 
 
+def check_starts_at_block(model, what: str) -> None:
+    """Raise ``NotImplementedError`` unless ``model`` can run a forward pass from a block on (``start_at_layer``).
+
+    Only a ``HookedTransformer`` can: a TransformerBridge hands the layer loop to the Hugging Face model, and
+    :class:`~sas_lens.loading.hf_models.HookedHF` is one. Called before a computation that needs it (output
+    scores, the attribution rule, fitted vectors), so the error names the computation and the way out.
+
+    Args:
+        model: the model.
+        what: the computation, for the message (e.g. ``'selection="attribution"'``).
+
+    Example:
+        >>> check_starts_at_block(model, "output scores")
+    """
+    try:
+        from transformer_lens import HookedTransformer
+    except ImportError:  # TransformerLens 4 has no HookedTransformer
+        HookedTransformer = ()
+    if not isinstance(model, HookedTransformer):
+        raise NotImplementedError(
+            f"{what} runs the model on from a block (start_at_layer), which only a HookedTransformer can "
+            f"(sl.load_model(), kind='tl'); a {type(model).__name__} cannot."
+        )
+
+
 def default_gguf_path() -> Path:
     """The embedded default model's GGUF file itself (Q4_K_M), for llama.cpp: assembled once from the package.
 

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from sas_lens.loading.models import check_starts_at_block
 from sas_lens.loading.pairs import PairSet
 from sas_lens.loading.prompts import PromptStyle
 from sas_lens.steering.preference import PairBatch, _frozen, margins, prepare_pairs
@@ -110,6 +111,7 @@ def fit_values(
         >>> round(float(values.norm()), 4), report["held_out_pairs"]
         (2.0, 1)
     """
+    check_starts_at_block(model, 'fit="preference"')
     if len(pairs) < 2:
         raise ValueError(f"A preference fit needs at least 2 pairs (one is held out), got {len(pairs)}.")
     device = model.cfg.device

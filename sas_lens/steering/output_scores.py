@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from sas_lens.loading.models import check_starts_at_block
 from sas_lens.loading.saes import check_sae_fits, hook_layer, resolved_hook_name, sae_fingerprint, sae_hook_name
 from sas_lens.steering.edits import check_steerable, decoder_directions, output_scale
 
@@ -88,6 +89,7 @@ def output_scores(
         table = _read(path, key)
         if table is not None:
             return table
+    check_starts_at_block(model, "Computing output scores")  # the cached and shipped ones read on any kind
     columns = _compute(model, sae, settings, batch_size, progress)
     if cache:
         _write(_cache_paths(sae, key)[-1], key, columns)

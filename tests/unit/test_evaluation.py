@@ -25,7 +25,7 @@ from sas_lens.evaluation.plan import plan_cells
 from sas_lens.evaluation.resources import EvalResources
 from sas_lens.evaluation.runner import run_evaluation
 from sas_lens.steering.fluency import distinct_n, fluency, text_perplexity
-from tests.helpers import random_sae
+from tests.helpers import always_raising, random_sae
 from tests.unit.test_scoring import ITEMS, by_hand
 
 
@@ -648,15 +648,9 @@ def test_a_kl_unit_falls_back_only_when_the_strength_is_not_reached(
         truthfulqa=1,
     )
 
-    def raising(error):
-        def search(*args, **kwargs):
-            raise error("from the search")
-
-        return search
-
-    monkeypatch.setattr(strength, "strength_for_kl", raising(StrengthNotReachedError))
+    monkeypatch.setattr(strength, "strength_for_kl", always_raising(StrengthNotReachedError))
     assert EvalResources(cfg, tmp_path / "weak", model=model).unit("tiny", 1, "dense") == 1024.0
-    monkeypatch.setattr(strength, "strength_for_kl", raising(IncompatibleSAEError))
+    monkeypatch.setattr(strength, "strength_for_kl", always_raising(IncompatibleSAEError))
     with pytest.raises(IncompatibleSAEError, match="from the search"):  # was a unit of 1024 before the fix
         EvalResources(cfg, tmp_path / "mismatch", model=model).unit("tiny", 1, "dense")
 

@@ -178,6 +178,25 @@ def test_what_a_transformers_model_cannot_do_is_refused(weights, hooked):
             pass
 
 
+def test_what_needs_a_pass_from_a_block_is_refused_by_name_before_any_work(hooked, bridge, sae, monkeypatch):
+    from sas_lens.steering import build_vectors
+
+    def no_residuals(*args, **kwargs):
+        raise AssertionError("residuals were collected before the refusal")
+
+    monkeypatch.setattr(build_vectors, "collect_residuals", no_residuals)
+    for model in (hooked, bridge):
+        kind = type(model).__name__
+        with pytest.raises(NotImplementedError, match=f'selection="attribution" .* a {kind} cannot'):
+            sl.sas_vector(model, sae, "demo:sentiment", selection="attribution")
+        with pytest.raises(NotImplementedError, match=f'fit="preference" .* a {kind} cannot'):
+            sl.sas_vector(model, sae, "demo:sentiment", fit="preference")
+        with pytest.raises(NotImplementedError, match=f'fit="preference" .* a {kind} cannot'):
+            sl.dense_vector(model, "demo:sentiment", layer=1, fit="preference")
+        with pytest.raises(NotImplementedError, match=f"Computing output scores .* a {kind} cannot"):
+            sl.output_scores(model, sae, cache=False, progress=False)
+
+
 def test_run_with_saes_beside_steering_on_an_sae_bridge(weights, sae):
     """SAELens's SAETransformerBridge splices an SAE at block 0 while sas_lens steers block 1: both edits apply."""
     from sae_lens import SAETransformerBridge

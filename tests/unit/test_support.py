@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sas_lens.analysis.support import support_curve, support_curve_figure, top_k_latents
-from tests.helpers import random_sae
+from tests.helpers import always_raising, random_sae
 from tests.unit.test_steering import literal_edit, residual, vector_for
 
 PROMPTS = ["the movie was", "i love this story and the music"]
@@ -70,24 +70,13 @@ def test_only_a_strength_not_reached_becomes_a_row_of_nan(model, monkeypatch):
     sae = random_sae("jumprelu")
     vec = vector_for(sae, nnz=4)
 
-    def raising(error):
-        def search(*args, **kwargs):
-            raise error("from the search")
+    def run():
+        return support_curve(
+            model, vec, lambda texts: 0.0, PROMPTS, sae=sae, sizes=(2,), target_kl=0.02, max_new_tokens=2
+        )
 
-        return search
-
-    run = lambda: support_curve(
-        model,
-        vec,
-        lambda texts: 0.0,
-        PROMPTS,
-        sae=sae,
-        sizes=(2,),  # noqa: E731
-        target_kl=0.02,
-        max_new_tokens=2,
-    )
-    monkeypatch.setattr(support, "strength_for_kl", raising(StrengthNotReachedError))
+    monkeypatch.setattr(support, "strength_for_kl", always_raising(StrengthNotReachedError))
     assert run()["lam"].isna().sum() == 2
-    monkeypatch.setattr(support, "strength_for_kl", raising(IncompatibleSAEError))
+    monkeypatch.setattr(support, "strength_for_kl", always_raising(IncompatibleSAEError))
     with pytest.raises(IncompatibleSAEError, match="from the search"):  # rows of NaN before the fix
         run()
