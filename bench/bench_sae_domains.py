@@ -16,21 +16,19 @@ text trains an SAE. One JSON line per (SAE, domain) is appended to ``--out``; fi
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import sys
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_vectors import DATA, agnews_rows, rt_polarity  # noqa: E402  (the same readers as the steering benches)
 
 
 def domain_texts() -> dict[str, list[str]]:
     """Each domain's documents, one string each (newlines folded so that one line is one document)."""
-    with open(DATA / "agnews" / "test.csv", newline="") as handle:
-        agnews = [f"{title}. {description}" for _, title, description in csv.reader(handle)]
-    reviews = []
-    for side in ("pos", "neg"):
-        path = DATA / "sentiment" / "rt-polarity" / f"rt-polarity.{side}.txt"
-        reviews += path.read_text(encoding="latin-1").splitlines()
+    agnews = [text for _, text in agnews_rows()]
+    reviews = rt_polarity("pos") + rt_polarity("neg")
     caa = []
     for behaviour in sorted((DATA / "caa" / "test").iterdir()):
         for file in sorted(behaviour.glob("*.json")):
@@ -54,9 +52,9 @@ def run(args) -> None:
     import sas_lens as sl
     from sas_lens.sae_training.evaluate import evaluate_sae
 
-    out = Path(args.out).expanduser()
+    out, work = Path(args.out).expanduser(), Path(args.work).expanduser()
     done = {(r["sae"], r["domain"]) for r in read_rows(out)}
-    files = write_domains(Path(args.work).expanduser())
+    files = write_domains(work)
     model = sl.load_model()
     for name in args.saes:
         sae = sl.load_sae(Path(name).expanduser() if "/" in name else name, model=model)
@@ -64,7 +62,7 @@ def run(args) -> None:
         for domain, file in files.items():
             if (name, domain) in done:
                 continue
-            cache_dir = Path(args.work).expanduser() / "activations" / f"{domain}-{hook}"
+            cache_dir = work / "activations" / f"{domain}-{hook}"
             figures = evaluate_sae(
                 model, sae, [file], n_tokens=args.tokens, n_loss_sequences=args.loss_sequences, cache_dir=cache_dir
             )

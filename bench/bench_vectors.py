@@ -69,12 +69,22 @@ AGNEWS_CLASSES = {"world": "1", "sports": "2", "business": "3", "scitech": "4"}
 
 
 # ---------------------------------------------------------------- behaviours: pairs, judge, prompting prefixes
+def rt_polarity(side: str) -> list[str]:
+    """The rt-polarity sentences of one side, ``"pos"`` or ``"neg"``, in file order."""
+    return (DATA / "sentiment" / "rt-polarity" / f"rt-polarity.{side}.txt").read_text(encoding="utf-8").splitlines()
+
+
+def agnews_rows() -> list[tuple[str, str]]:
+    """(class label, "title. description") for every AG News test article; its backslash line marks blanked."""
+    with (DATA / "agnews" / "test.csv").open(encoding="utf-8", newline="") as handle:
+        return [(label, f"{title}. {body}".replace("\\", " ")) for label, title, body in csv.reader(handle)]
+
+
 def sentiment_behaviour(n: int):
     from sas_lens.loading.pairs import load_pairs
 
-    root = DATA / "sentiment" / "rt-polarity"
-    positive = (root / "rt-polarity.pos.txt").read_text(encoding="utf-8").splitlines()[:n]
-    negative = (root / "rt-polarity.neg.txt").read_text(encoding="utf-8").splitlines()[:n]
+    positive = rt_polarity("pos")[:n]
+    negative = rt_polarity("neg")[:n]
     pairs = load_pairs(
         [
             {"prompt": "Review:", "positive": " " + p.strip(), "negative": " " + q.strip()}
@@ -100,8 +110,7 @@ def topic_behaviour(topic: str, n: int):
     from sas_lens.loading.pairs import load_pairs
     from sas_lens.topic.evaluation import topic_centroid
 
-    with (DATA / "agnews" / "test.csv").open(encoding="utf-8") as handle:
-        rows = [(label, f"{title}. {body}".replace("\\", " ")) for label, title, body in csv.reader(handle)]
+    rows = agnews_rows()
     label = AGNEWS_CLASSES[topic]
     on = [text for lab, text in rows if lab == label]
     off = [text for lab, text in rows if lab != label]
