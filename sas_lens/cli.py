@@ -424,15 +424,15 @@ def _check_eval(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from sas_lens.evaluation.results import summary_table, topic_table
+    from sas_lens.evaluation.results import matched_kl_table, summary_table, topic_table
     from sas_lens.evaluation.runner import run_evaluation
 
     records = run_evaluation(args.loaded_config, args.out, executor=args.executor, restart=args.restart)
-    for table in (summary_table(records), topic_table(records)):
+    for table in (summary_table(records), matched_kl_table(records), topic_table(records)):
         if len(table):
             print(table.round(3).to_string(index=False))
     print(
-        f"results in {args.out} (results.json, one CSV per kind, summary.csv, topic_summary.csv); "
+        f"results in {args.out} (results.json, one CSV per kind, summary.csv, matched_kl.csv, topic_summary.csv); "
         f"`sas-lens report ... --eval {args.out}` adds them to a report"
     )
     return 0

@@ -59,6 +59,10 @@ class EvalConfig:
     # vector's own λ at a mean next-token KL of 0.1 on its test prompts, so that methods and layers compare
     # at matched cost.
     strength_unit: str = "raw"
+    # The matched-KL summary: at the main layer, each steered method's A/B shift at the λ (each sign found
+    # on its own) where the mean next-token KL on the behaviour's first 8 test prompts is each target, e.g.
+    # [0.05, 0.1, 0.2, 0.4]; "ab_kl" cells, tabulated by matched_kl_table.
+    kl_targets: tuple[float, ...] = ()
     # The paper's Δ ablation: at every layer with an SAE, SAS with the reconstruction error dropped
     # ("sas@delta=0"; at λ = 0 that is the SAE spliced in) beside SAS with it, A/B and capability cells.
     delta_ablation: bool = False
@@ -106,6 +110,10 @@ class EvalConfig:
             raise ValueError(f"Unknown sas settings {sorted(unknown_sas)}; choose from {sorted(SAS_SETTINGS)}.")
         if self.strength_unit not in ("raw", "kl"):
             raise ValueError(f"strength_unit must be 'raw' or 'kl', got {self.strength_unit!r}.")
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in self.kl_targets):
+            raise ValueError(
+                f"kl_targets are mean next-token KLs, finite and positive (e.g. 0.1), got {self.kl_targets}."
+            )
         if self.delta_ablation and "sas" not in self.methods:
             raise ValueError("delta_ablation compares SAS with and without Δ; add 'sas' to methods.")
         for pair in self.compositions:

@@ -50,7 +50,8 @@ def steers_at_zero(method: str) -> bool:
 
 
 def plan_cells(cfg: EvalConfig) -> list[Cell]:
-    """Every (kind, behaviour, layer, method, λ) of the run, in the order they are run.
+    """Every (kind, behaviour, layer, method, λ) of the run, in the order they are run (for an ``ab_kl`` cell
+    the "λ" is the signed KL target).
 
     Args:
         cfg: the run's config.
@@ -78,6 +79,8 @@ def plan_cells(cfg: EvalConfig) -> list[Cell]:
     if cfg.delta_ablation:
         cells += _delta_ablation_cells(cfg)
     steered = [m for m in cfg.methods if m != "prompting" and (m != "sas" or cfg.sae_for(main_layer) is not False)]
+    if cfg.kl_targets and steered:
+        cells += _matched_kl_cells(cfg, steered, cells)
     for a, b in cfg.compositions:  # "sas@b=4": vector b at 4 (the method's variant), vector a at the cell's λ
         cells += [
             ("composition", f"{a}+{b}", main_layer, f"{method}@b={lam_b:g}", lam_a)
@@ -124,4 +127,24 @@ def _delta_ablation_cells(cfg: EvalConfig) -> list[Cell]:
             cells += [("ab", behaviour, layer, "sas@delta=0", lam) for lam in cfg.grid("sas")]
             for method in ("sas@delta=0",) if layer == main_layer else ("sas", "sas@delta=0"):
                 cells += [("capability", behaviour, layer, method, lam) for lam in cfg.grid("sas", costs=True)]
+    return cells
+
+
+def _matched_kl_cells(cfg: EvalConfig, steered: list[str], planned: list[Cell]) -> list[Cell]:
+    """At the main layer, an ``ab_kl`` cell per behaviour, steered method and signed KL target (its "λ": +0.1
+    is the positive λ at KL 0.1), and the unsteered A/B cell the shifts are read from, if not planned already."""
+    main_layer = cfg.layers[0]
+    cells = []
+    for behaviour in cfg.behaviours:
+        if not any(
+            (kind, b, layer, lam) == ("ab", behaviour, main_layer, 0.0) and not steers_at_zero(method)
+            for kind, b, layer, method, lam in planned
+        ):
+            cells.append(("ab", behaviour, main_layer, steered[0], 0.0))
+        cells += [
+            ("ab_kl", behaviour, main_layer, method, sign * kl)
+            for method in steered
+            for kl in sorted(set(cfg.kl_targets))
+            for sign in (1, -1)
+        ]
     return cells

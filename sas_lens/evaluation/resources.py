@@ -172,31 +172,56 @@ class EvalResources:
             return 1.0
         if "delta" in variant_settings(method):  # the Δ ablation changes nothing else: SAS's own λs
             return self.unit(behaviour, layer, base_method(method))
-        key = f"{behaviour}|L{layer}|{method}"
+        # the unit is a scale: 10% is precise enough
+        lam = self._strength_at_kl(f"{behaviour}|L{layer}|{method}", behaviour, layer, method, 0.1, 1, rtol=0.1)
+        if lam is not None:
+            return lam
+        vector = self.vector(behaviour, layer, method)
+        # an empty vector (Algorithm 1 at a high τ) steers nothing at any λ; a weak one steers at the largest λ tried
+        return 1.0 if hasattr(vector, "indices") and len(vector) == 0 else 1024.0
+
+    def matched_strength(self, behaviour: str, layer: int, method: str, target: float, sign: int) -> float | None:
+        """The λ, of ``sign``'s sign, at which the vector's mean next-token KL on the behaviour's first test
+        prompts is ``target`` (within 5%), or None where no λ up to 1024 reaches it (measured once, kept in
+        ``units.json``): the strength of a matched-KL cell."""
+        key = f"{behaviour}|L{layer}|{method}|kl={target:g}|{'+' if sign > 0 else '-'}"
+        return self._strength_at_kl(key, behaviour, layer, method, target, sign, rtol=0.05)
+
+    def kl_prompts(self, behaviour: str) -> list[str]:
+        """The first 8 test prompts up to the answer letter, as the A/B cells read them (A/B prompts are long:
+        8 keep a strength search to a minute on a CPU)."""
+        from sas_lens.loading.prompts import format_ab
+
+        items = list(self.pairs(behaviour, "test"))[:8]
+        return [text[: span[0]] for text, span in (format_ab(item, "A") for item in items)]
+
+    def _strength_at_kl(self, key, behaviour, layer, method, target, sign, *, rtol) -> float | None:
         if key in self._units:  # measured in this process, or handed over by the driver of a Ray run
             return self._units[key]
         vector = self.vector(behaviour, layer, method)
         file = self.out_dir / "units.json"
         units = json.loads(file.read_text()) if file.exists() else {}
         if key not in units:
-            from sas_lens.loading.prompts import format_ab
             from sas_lens.steering.strength import strength_for_kl
 
-            # the first 8 test prompts up to the answer letter, as the A/B cells read them (A/B prompts are long:
-            # 8 keep the search to a minute on a CPU; the unit is a scale, 10% is precise enough)
-            prompts = [
-                text[: span[0]]
-                for text, span in (format_ab(item, "A") for item in list(self.pairs(behaviour, "test"))[:8])
-            ]
             sae = self.sae(layer) if base_method(method) == "sas" else None
             if hasattr(vector, "indices") and len(vector) == 0:
-                units[key] = 1.0  # an empty vector (Algorithm 1 at a high τ) steers nothing at any λ
+                units[key] = None  # an empty vector steers nothing at any λ
             else:
                 try:
-                    units[key] = strength_for_kl(self.model, vector, 0.1, prompts, sae=sae, high=1024.0, rtol=0.1)
-                except StrengthNotReachedError:  # too weak to reach the KL: steer at the largest λ tried, and say so
-                    units[key] = 1024.0
-                    print(f"sas_lens: {key} does not reach a next-token KL of 0.1 by λ = 1024; its unit is 1024.")
+                    units[key] = strength_for_kl(
+                        self.model,
+                        vector,
+                        target,
+                        self.kl_prompts(behaviour),
+                        sae=sae,
+                        sign=float(sign),
+                        high=1024.0,
+                        rtol=rtol,
+                    )
+                except StrengthNotReachedError:
+                    units[key] = None
+                    print(f"sas_lens: {key} does not reach a next-token KL of {target:g} by |λ| = 1024.")
             atomic_write_text(file, json.dumps(units, indent=1))
         self._units[key] = units[key]
         return units[key]
@@ -217,15 +242,15 @@ class EvalResources:
         return self._data[key]
 
     def prepare(self, cells) -> dict:
-        """Build here what ``cells`` share — vectors, strength units, conditions, topic alignments — and return it
-        for :meth:`adopt` in other processes (a Ray run builds each once, on the driver).
+        """Build here what ``cells`` share — vectors, strength units and matched-KL strengths, conditions, topic
+        alignments — and return it for :meth:`adopt` in other processes (a Ray run builds each once, on the driver).
 
         Args:
             cells: the ``(kind, behaviour, layer, method, λ)`` cells about to run.
         """
         import dataclasses
 
-        for kind, behaviour, layer, method, _ in cells:
+        for kind, behaviour, layer, method, lam in cells:
             if kind == "topic":
                 self.topic(behaviour)
                 continue
@@ -238,6 +263,8 @@ class EvalResources:
                 if steered_method != "prompting":
                     self.vector(name, layer, steered_method)
                     self.unit(name, layer, steered_method)
+            if kind == "ab_kl":
+                self.matched_strength(behaviour, layer, method, abs(lam), 1 if lam > 0 else -1)
             if kind == "conditional":
                 self.condition(behaviour, layer)
         vectors = {

@@ -48,6 +48,9 @@ def write_results(
     matched = matched_cost_table(records, budget=cost_budget)
     if len(matched):
         matched.to_csv(out_dir / "matched_cost.csv", index=False)
+    matched_kl = matched_kl_table(records)
+    if len(matched_kl):
+        matched_kl.to_csv(out_dir / "matched_kl.csv", index=False)
     topics = topic_table(records)
     if len(topics):
         topics.to_csv(out_dir / "topic_summary.csv", index=False)
@@ -163,6 +166,50 @@ def matched_cost_table(records: list[dict], *, budget: float = 1.5):
             row.update({f"lam({label})": lam, f"shift({label})": shift, f"ppl({label})": ppl})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def matched_kl_table(records: list[dict]):
+    """Methods at matched next-token KL (the ``ab_kl`` cells of ``kl_targets``): per behaviour, method and KL,
+    the λ of each sign, the KL it reached, p and the shift from the unsteered p; ``works`` says whether the
+    method moved p the right way (up for +, down for −) in every cell of the behaviour.
+
+    Args:
+        records: the run's cells (``results.json``).
+
+    Example:
+        >>> recs = [{"kind": "ab", "behaviour": "b", "layer": 9, "method": "dense", "lam": 0.0, "mean": 0.5}]
+        >>> recs += [{"kind": "ab_kl", "behaviour": "b", "layer": 9, "method": "dense", "lam": s * 0.1,
+        ...           "lam_value": s * 3.0, "kl": 0.1, "mean": 0.5 + s * 0.2} for s in (1, -1)]
+        >>> matched_kl_table(recs)[["kl", "shift(+)", "shift(-)", "works"]].to_dict("records")
+        [{'kl': 0.1, 'shift(+)': 0.2, 'shift(-)': -0.2, 'works': True}]
+    """
+    import pandas as pd
+
+    from sas_lens.evaluation.plan import steers_at_zero
+
+    cells = [r for r in records if r["kind"] == "ab_kl"]
+    if not cells:
+        return pd.DataFrame()
+    unsteered = {
+        r["behaviour"]: r["mean"]
+        for r in records
+        if r["kind"] == "ab" and r["lam"] == 0 and r["layer"] == cells[0]["layer"] and not steers_at_zero(r["method"])
+    }
+    at = {(r["behaviour"], r["method"], r["lam"]): r for r in cells}
+    rows = []
+    for behaviour, method, kl in dict.fromkeys((b, m, abs(lam)) for b, m, lam in at):
+        base = unsteered.get(behaviour)
+        row = {"behaviour": behaviour, "method": method, "kl": kl, "p(0)": base}
+        for sign, label in ((1, "+"), (-1, "-")):
+            cell = at.get((behaviour, method, sign * kl), {})
+            p = cell.get("mean")
+            row[f"lam({label})"], row[f"kl({label})"], row[f"p({label})"] = cell.get("lam_value"), cell.get("kl"), p
+            row[f"shift({label})"] = round(p - base, 10) if p is not None and base is not None else None
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values(["behaviour", "method", "kl"], kind="stable", ignore_index=True)
+    right_way = (table["shift(+)"].fillna(0) > 0) & (table["shift(-)"].fillna(0) < 0)  # unmeasured: not right
+    table["works"] = right_way.groupby([table["behaviour"], table["method"]]).transform("all")
+    return table
 
 
 def layer_table(records: list[dict]):
@@ -523,6 +570,7 @@ def evaluation_section(out_dir: str | Path):
         for table in (
             summary_table(records),
             matched_cost_table(records),
+            matched_kl_table(records),
             layer_table(records),
             conditional_table(records),
             topic_table(records),

@@ -5,6 +5,8 @@ split into cells, one measurement each:
 
 - ``ab``: p(behaviour-matching letter) on the behaviour's A/B test items, per
   (behaviour, layer, method, λ), with a 95% confidence interval;
+- ``ab_kl``: the same at the λ of each sign whose mean next-token KL is each of ``kl_targets``
+  (the matched-KL summary, :func:`~sas_lens.evaluation.results.matched_kl_table`);
 - ``capability``: MMLU and TruthfulQA accuracy and held-out perplexity, at the cost λs;
 - ``open``: steered answers to open-ended questions, scored for behaviour (embeddings)
   and fluency (perplexity under the unsteered model, distinct-2), at the cost λs;
@@ -63,6 +65,23 @@ def _run_ab(res: EvalResources, behaviour, layer, method, lam) -> dict:
     if res.cfg.strength_unit != "raw" and method != "prompting":
         out["lam_value"] = lam * res.unit(behaviour, layer, method)
     return out
+
+
+def _run_ab_kl(res: EvalResources, behaviour, layer, method, signed_kl) -> dict:
+    """The A/B cell at the λ whose next-token KL on the behaviour's prompts is ``|signed_kl|``, of its sign."""
+    from sas_lens.steering.scoring import ab_probabilities
+    from sas_lens.steering.strength import next_token_kl
+
+    target, sign = abs(signed_kl), (1 if signed_kl > 0 else -1)
+    lam = res.matched_strength(behaviour, layer, method, target, sign)
+    if lam is None:  # an empty vector, or one too weak to reach the KL: nothing to measure at matched cost
+        return {"lam_value": None, "kl": None, "mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    steering = {res.vector(behaviour, layer, method): lam}
+    sae = res.sae(layer) if base_method(method) == "sas" else None
+    p = ab_probabilities(res.model, res.pairs(behaviour, "test"), steering=steering, sae=sae, prefix=res.prefix)
+    mean, low, high = mean_ci(p)
+    kl = next_token_kl(res.model, steering, res.kl_prompts(behaviour), sae=sae)  # what the search reached
+    return {"lam_value": lam, "kl": kl, "mean": mean, "ci_low": low, "ci_high": high, "n": len(p)}
 
 
 def _run_capability(res: EvalResources, behaviour, layer, method, lam) -> dict:
@@ -224,6 +243,7 @@ def _run_topic(res: EvalResources, topic, layer, method, lam) -> dict:
 
 _RUNNERS = {
     "ab": _run_ab,
+    "ab_kl": _run_ab_kl,
     "capability": _run_capability,
     "open": _run_open,
     "topic": _run_topic,
@@ -240,6 +260,7 @@ class EvalRecords(list):
             conditional_table,
             layer_table,
             matched_cost_table,
+            matched_kl_table,
             summary_table,
             topic_table,
         )
@@ -248,6 +269,7 @@ class EvalRecords(list):
         for title, table in (
             ("Summary", summary_table(self)),
             ("Matched cost", matched_cost_table(self)),
+            ("Matched next-token KL", matched_kl_table(self)),
             ("Layers", layer_table(self)),
             ("Conditional", conditional_table(self)),
             ("Topics", topic_table(self)),

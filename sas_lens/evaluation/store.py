@@ -126,6 +126,7 @@ GRID_FIELDS = frozenset(
         "device",
         "cost_budget",
         "delta_ablation",
+        "kl_targets",
     }
 )
 # What a run folder holds besides its identity; a restart removes these.

@@ -323,7 +323,7 @@ def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_
     assert asked == [("gemma-2-2b", {"device": "cuda"}), ("gemma-scope-x", "layer_1/16k")]
 
 
-@pytest.mark.parametrize("name", ["caa_eval.toml", "topic_eval.toml", "layers_eval.toml", "sweeps_eval.toml"])
+@pytest.mark.parametrize("name", ["caa_eval.toml", "topic_eval.toml", "layers_eval.toml", "sweeps_eval.toml", "matched_kl_eval.toml"])
 def test_the_shipped_configs_load(name):
     from pathlib import Path
 
@@ -415,6 +415,83 @@ def test_strength_unit_kl_steers_each_vector_at_multiples_of_its_own_kl_strength
         assert cell["mean"] == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ValueError, match="strength_unit"):
         config(caa_dir, strength_unit="nats")
+
+
+def test_matched_kl_cells_steer_each_sign_at_the_lambda_whose_kl_is_the_target(model, caa_dir, tmp_path, sae_per_layer):
+    from sas_lens.evaluation.results import matched_kl_table
+    from sas_lens.loading.prompts import format_ab
+    from sas_lens.steering.scoring import ab_probabilities
+    from sas_lens.steering.strength import next_token_kl
+
+    cfg = config(
+        caa_dir,
+        layers=(1,),
+        saes={"1": "sae-1"},
+        methods=("sas", "dense"),
+        sas={"selection": "contrast", "top_k": 3},
+        lams={"sas": (1.0,), "dense": (1.0,)},  # no λ = 0: the plan adds the unsteered cell the shifts need
+        cost_lams={},
+        open_ended=0,
+        mmlu=1,
+        truthfulqa=1,
+        kl_targets=(0.2, 0.05),
+    )
+    cells = plan_cells(cfg)
+    assert ("ab", "tiny", 1, "sas", 0.0) in cells
+    assert {c[3:] for c in cells if c[0] == "ab_kl"} == {
+        (m, s * kl) for m in ("sas", "dense") for kl in (0.05, 0.2) for s in (1, -1)
+    }
+    records = run_evaluation(cfg, tmp_path / "run", model=model, progress=False)
+    items = sl.load_pairs(caa_dir / "test/tiny/test_dataset_ab.json")
+    prompts = [text[: span[0]] for text, span in (format_ab(item, "A") for item in items)][:8]
+    resources = EvalResources(cfg, tmp_path / "run", model=model)
+    saes = {"sas": sae_per_layer["sae-1"], "dense": None}
+    by_hand = {}
+    for cell in (r for r in records if r["kind"] == "ab_kl"):
+        vector, sae, lam = resources.vector("tiny", 1, cell["method"]), saes[cell["method"]], cell["lam_value"]
+        assert lam * cell["lam"] > 0  # the sign of the target
+        assert next_token_kl(model, {vector: lam}, prompts, sae=sae) == pytest.approx(abs(cell["lam"]), rel=0.06)
+        by_hand[cell["method"], cell["lam"]] = float(
+            ab_probabilities(model, items, steering={vector: lam}, sae=sae).mean()
+        )
+        assert cell["mean"] == pytest.approx(by_hand[cell["method"], cell["lam"]], abs=1e-6)
+    unsteered = float(ab_probabilities(model, items).mean())
+
+    table = matched_kl_table(records)
+    assert len(table) == 4 and list(table["kl"]) == [0.05, 0.2, 0.05, 0.2]  # per method, KL ascending
+    for row in table.to_dict("records"):
+        shifts = [by_hand[row["method"], s * row["kl"]] - unsteered for s in (1, -1)]
+        assert (row["shift(+)"], row["shift(-)"]) == pytest.approx(shifts, abs=1e-6)
+        works = all(
+            by_hand[row["method"], kl] - unsteered > 0 and by_hand[row["method"], -kl] - unsteered < 0
+            for kl in (0.05, 0.2)
+        )
+        assert row["works"] == works
+    assert (tmp_path / "run" / "matched_kl.csv").exists()
+    with pytest.raises(ValueError, match="kl_targets"):
+        config(caa_dir, kl_targets=(0.0,))
+
+
+def test_a_matched_kl_cell_that_no_lambda_reaches_is_left_unmeasured(
+    model, caa_dir, tmp_path, sae_per_layer, monkeypatch
+):
+    from sas_lens.errors import StrengthNotReachedError
+    from sas_lens.evaluation.results import matched_kl_table
+    from sas_lens.evaluation.runner import run_cell
+    from sas_lens.steering import strength
+
+    cfg = config(caa_dir, layers=(1,), saes={"1": "sae-1"}, methods=("dense",), open_ended=0, kl_targets=(0.1,))
+    monkeypatch.setattr(strength, "strength_for_kl", always_raising(StrengthNotReachedError))
+    resources = EvalResources(cfg, tmp_path / "weak", model=model)
+    figures = run_cell(resources, ("ab_kl", "tiny", 1, "dense", 0.1))
+    assert figures["lam_value"] is None and figures["mean"] is None
+    records = [
+        {"kind": "ab", "behaviour": "tiny", "layer": 1, "method": "dense", "lam": 0.0, "mean": 0.5},
+        {"kind": "ab_kl", "behaviour": "tiny", "layer": 1, "method": "dense", "lam": 0.1, **figures},
+        {"kind": "ab_kl", "behaviour": "tiny", "layer": 1, "method": "dense", "lam": -0.1, "mean": 0.4},
+    ]
+    row = matched_kl_table(records).iloc[0]
+    assert row["shift(+)"] is None and row["shift(-)"] == pytest.approx(-0.1) and not row["works"]
 
 
 @pytest.fixture
@@ -606,9 +683,10 @@ def test_what_the_driver_prepares_measures_every_kind_of_cell_elsewhere_as_here(
         strength_unit="kl",
         lams={"sas": (2.0,), "dense": (2.0,)},
         cost_lams={"sas": (2.0,), "dense": (2.0,)},
+        kl_targets=(0.1,),
     )
     cells = plan_cells(cfg)
-    assert {c[0] for c in cells} == {"ab", "capability", "composition", "conditional"}
+    assert {c[0] for c in cells} == {"ab", "ab_kl", "capability", "composition", "conditional"}
     driver = EvalResources(cfg, tmp_path / "driver", model=model)
     shared = pickle.loads(pickle.dumps(driver.prepare(cells)))
     expected = [run_cell(driver, cell) for cell in cells]
