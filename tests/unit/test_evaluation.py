@@ -323,7 +323,9 @@ def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_
     assert asked == [("gemma-2-2b", {"device": "cuda"}), ("gemma-scope-x", "layer_1/16k")]
 
 
-@pytest.mark.parametrize("name", ["caa_eval.toml", "topic_eval.toml", "layers_eval.toml", "sweeps_eval.toml", "matched_kl_eval.toml"])
+@pytest.mark.parametrize(
+    "name", ["caa_eval.toml", "topic_eval.toml", "layers_eval.toml", "sweeps_eval.toml", "matched_kl_eval.toml"]
+)
 def test_the_shipped_configs_load(name):
     from pathlib import Path
 
