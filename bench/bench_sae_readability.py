@@ -4,11 +4,11 @@ For each SAE, a latent index of held-out Wikipedia (``enwiki2015_AD``, the first
 the same text for every SAE) gives every latent's strongest contexts. ``--latents`` latents are drawn at
 random (seeded) among those with at least ``--contexts`` indexed contexts, and for each:
 
-- **coherence**: the mean pairwise cosine of the all-MiniLM-L6-v2 embeddings of its top-``--contexts``
-  context windows (12 tokens before the peak, the peak, 4 after), less the same figure for as many windows at
-  random positions of the same text (a fresh random draw per latent, so the baseline's spread is visible).
-  Windows of one latent can come from one document, which raises both its figure and nothing in the
-  baseline's: the difference reads as "more alike than text at random", not as a calibrated score;
+- **coherence**: the mean pairwise cosine of the all-MiniLM-L6-v2 embeddings of its ``--contexts`` strongest
+  context windows (12 tokens before the peak, the peak, 4 after), at most one per 64-token sequence so that
+  neighbouring positions of one passage do not count as agreement, less the same figure for as many windows
+  at random positions of the same text (a fresh draw per latent). The difference reads as "more alike than
+  text at random", not as a calibrated score;
 - **common tokens**: of the 5 tokens its decoder row promotes most (``logit_lens``, final norm applied, whole
   vocabulary), the share that occur at least 3 times in the indexed text.
 
@@ -44,6 +44,19 @@ def window(tokenizer, sequence: list[int], pos: int) -> str:
     return tokenizer.decode(sequence[max(1, pos - BEFORE) : pos + 1 + AFTER])
 
 
+def one_per_sequence(index, latent: int, context_size: int) -> list[tuple[int, int]]:
+    """``(sequence, position)`` of the latent's indexed contexts, strongest first, the first of each sequence."""
+    places, seen = [], set()
+    for flat in index.positions[latent].tolist():
+        if flat < 0:
+            break
+        row, pos = divmod(flat, context_size)
+        if row not in seen:
+            seen.add(row)
+            places.append((row, pos))
+    return places
+
+
 def readability(model, sae, index, n_latents: int, n_contexts: int, seed: int) -> dict:
     import torch
 
@@ -51,18 +64,16 @@ def readability(model, sae, index, n_latents: int, n_contexts: int, seed: int) -
     from sas_lens.loading.embeddings import embed
 
     generator = torch.Generator().manual_seed(seed)
-    eligible = ((index.positions >= 0).sum(dim=1) >= n_contexts).nonzero().flatten()
-    if len(eligible) < n_latents:
-        raise ValueError(f"only {len(eligible)} latents have {n_contexts} contexts; index more tokens.")
-    latents = eligible[torch.randperm(len(eligible), generator=generator)[:n_latents]].tolist()
-    tokens = index.tokens.tolist()
     n_seq, context_size = index.tokens.shape
+    strongest = {latent: one_per_sequence(index, latent, context_size)[:n_contexts] for latent in range(sae.cfg.d_sae)}
+    eligible = [latent for latent, places in strongest.items() if len(places) == n_contexts]
+    if len(eligible) < n_latents:
+        raise ValueError(f"only {len(eligible)} latents have {n_contexts} contexts in distinct sequences; index more.")
+    latents = [eligible[i] for i in torch.randperm(len(eligible), generator=generator)[:n_latents].tolist()]
+    tokens = index.tokens.tolist()
     coherence, baseline = [], []
     for latent in latents:
-        windows = []
-        for flat in index.positions[latent, :n_contexts].tolist():
-            row, pos = divmod(flat, context_size)
-            windows.append(window(model.tokenizer, tokens[row], pos))
+        windows = [window(model.tokenizer, tokens[row], pos) for row, pos in strongest[latent]]
         rows = torch.randint(n_seq, (n_contexts,), generator=generator).tolist()
         positions = torch.randint(1, context_size, (n_contexts,), generator=generator).tolist()
         random_windows = [window(model.tokenizer, tokens[r], p) for r, p in zip(rows, positions)]
@@ -83,6 +94,7 @@ def readability(model, sae, index, n_latents: int, n_contexts: int, seed: int) -
         "common_token_share": sum(common_share) / len(common_share),
         "latents_mostly_common": sum(share >= 0.6 for share in common_share) / len(common_share),
         "firing_latents": int((index.fire_counts > 0).sum()),
+        "eligible_latents": len(eligible),
         "d_sae": int(sae.cfg.d_sae),
         "index_tokens": int(index.n_tokens),
     }
