@@ -3,7 +3,7 @@
 Reads what the other benches wrote, measures nothing: each SAE's held-out ``eval.json`` (``enwiki2015_AD``,
 written by ``bench/scale_saes.py`` or shipped), the readability lines of ``bench/bench_sae_readability.py``
 and the sentiment cells of ``bench/bench_efficiency.py`` (``<steering-dir>/sentiment-<name>.jsonl``, the
-default rule, contrast top 16). Prints one markdown table and writes one SVG with a panel per measure,
+default rule, contrast top 16; likewise ``sports-<name>.jsonl``). Prints one markdown table and writes one SVG with a panel per measure,
 training tokens on a log x-axis, one line per width.
 
     .venv/bin/python bench/plot_sae_scaling.py 4k 16k ~/sae_scale/l9-4k-6.4M ~/sae_scale/l9-16k-6.4M \\
@@ -39,8 +39,9 @@ def sae_record(name: str, readability: dict, steering_dir: Path) -> dict:
         training = json.loads((folder / "training.json").read_text())
         tokens, wall_s = training["tokens_seen"], training.get("training_s_this_run")
     shifts = {
-        (r["kl_target"], r["sign"]): r["shift"]
-        for r in read_rows(steering_dir / f"sentiment-{Path(name).name}.jsonl")
+        (behaviour, r["kl_target"], r["sign"]): r["shift"]
+        for behaviour in ("sentiment", "sports")
+        for r in read_rows(steering_dir / f"{behaviour}-{Path(name).name}.jsonl")
         if r["method"] == DEFAULT_RULE
     }
     evaluation["eval_tokens"] = evaluation.pop("tokens")  # held-out tokens, not training tokens
@@ -54,8 +55,8 @@ def table(records: list[dict]) -> str:
 
     lines = [
         "| SAE | latents | training tokens | training wall s | EV | CE rec. | L0 | dead | dense | coherence − random "
-        "| common-token share | sentiment KL 0.1 + / − | KL 0.4 + / − |",
-        "|---" * 13 + "|",
+        "| common-token share | sentiment KL 0.1 + / − | KL 0.4 + / − | sports KL 0.1 + / − | KL 0.4 + / − |",
+        "|---" * 15 + "|",
     ]
     for r in records:
         readable = r["readability"]
@@ -66,7 +67,9 @@ def table(records: list[dict]) -> str:
         )
         common = f"{readable['common_token_share']:.2f}" if readable else "–"
         steering = " | ".join(
-            f"{cell(r['shifts'].get((kl, 1)), '+.2f')} / {cell(r['shifts'].get((kl, -1)), '+.2f')}" for kl in (0.1, 0.4)
+            f"{cell(r['shifts'].get((b, kl, 1)), '+.2f')} / {cell(r['shifts'].get((b, kl, -1)), '+.2f')}"
+            for b in ("sentiment", "sports")
+            for kl in (0.1, 0.4)
         )
         lines.append(
             f"| `{r['name']}` | {r['d_sae']:,} | {r['tokens'] / 1e6:.1f}M | {cell(r['wall_s'], ',.0f')} "
@@ -76,11 +79,12 @@ def table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-PANELS = [  # title, value of a record (None: not measured), y range
+PANELS = [  # title, value of a record (None: not measured) or a steering behaviour, y range
     ("held-out EV", lambda r: r["explained_variance"], (0.85, 1.0)),
     ("CE loss recovered", lambda r: r["ce_loss_recovered"], (0.95, 1.0)),
     ("top-10 coherence − random windows", lambda r: (r["readability"] or {}).get("coherence_minus_random"), (0, 0.12)),
-    ("sentiment shift at KL 0.1, + (solid) / − (dashed)", None, (-0.5, 0.5)),
+    ("sentiment shift at KL 0.1, + solid / − dashed", "sentiment", (-0.5, 0.5)),
+    ("sports shift at KL 0.1, + solid / − dashed", "sports", (-0.2, 0.2)),
 ]
 
 
@@ -109,9 +113,9 @@ def panel(records: list[dict], x0: float, y0: float, title: str, value, low: flo
         parts.append(f'<text x="{x0 - 4}" y="{y(tick) + 4}" text-anchor="end">{tick:g}</text>')
     for tokens, label in ((1e6, "1M"), (1.6e6, "1.6M"), (6.4e6, "6.4M"), (1.5e7, "15M")):
         parts.append(f'<text x="{x(tokens)}" y="{y0 + PANEL_H + 15}" text-anchor="middle">{label}</text>')
-    series = (  # the steering panel: both signs, negative dashed
-        [(lambda r, s=s: r["shifts"].get((0.1, s)), "" if s > 0 else ' stroke-dasharray="5,3"') for s in (1, -1)]
-        if value is None
+    series = (  # a steering panel (its behaviour's name): both signs, negative dashed
+        [(lambda r, s=s: r["shifts"].get((value, 0.1, s)), "" if s > 0 else ' stroke-dasharray="5,3"') for s in (1, -1)]
+        if isinstance(value, str)
         else [(value, "")]
     )
     for d_sae, colour in WIDTH_COLOURS.items():
@@ -129,13 +133,13 @@ def panel(records: list[dict], x0: float, y0: float, title: str, value, low: flo
 
 
 def figure_svg(records: list[dict]) -> str:
-    width, height = LEFT + 2 * (PANEL_W + GAP), TOP + 2 * (PANEL_H + GAP) + 20
+    width, height = LEFT + 3 * (PANEL_W + GAP), TOP + 2 * (PANEL_H + GAP) + 20
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
         'font-size="12"><rect width="100%" height="100%" fill="white"/>'
     ]
     for i, (title, value, (low, high)) in enumerate(PANELS):
-        x0, y0 = LEFT + (i % 2) * (PANEL_W + GAP), TOP + (i // 2) * (PANEL_H + GAP)
+        x0, y0 = LEFT + (i % 3) * (PANEL_W + GAP), TOP + (i // 3) * (PANEL_H + GAP)
         parts += panel(records, x0, y0, title, value, low, high)
     for i, (d_sae, colour) in enumerate(WIDTH_COLOURS.items()):
         lx, ly = LEFT + i * 140, height - 12
