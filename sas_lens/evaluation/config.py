@@ -198,7 +198,7 @@ def load_config(path: str | Path) -> EvalConfig:
         raw["compositions"] = tuple(tuple(pair) for pair in raw["compositions"])
     if "composition_lams" in raw:
         raw["composition_lams"] = tuple(float(x) for x in raw["composition_lams"])
-    for key in ("topic_strengths", "topic_swap", "tau_sweep"):
+    for key in ("topic_strengths", "topic_swap", "tau_sweep", "kl_targets"):
         if key in raw:
             raw[key] = tuple(float(x) for x in raw[key])
     if "data_sizes" in raw:
