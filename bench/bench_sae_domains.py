@@ -57,7 +57,7 @@ def run(args) -> None:
     files = write_domains(work)
     model = sl.load_model()
     for name in args.saes:
-        sae = sl.load_sae(Path(name).expanduser() if "/" in name else name, model=model)
+        sae = sl.load_sae(name, model=model)  # a shipped name or a folder
         hook = sae.cfg.metadata.hook_name
         for domain, file in files.items():
             if (name, domain) in done:

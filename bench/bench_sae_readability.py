@@ -114,7 +114,7 @@ def run(args) -> None:
     for name in args.saes:
         if name in done:
             continue
-        sae = sl.load_sae(Path(name).expanduser() if "/" in name else name, model=model)
+        sae = sl.load_sae(name, model=model)  # a shipped name or a folder
         index = sl.latent_index(model, sae, corpus, n_tokens=args.index_tokens)
         row = {"sae": name, **readability(model, sae, index, args.latents, args.contexts, args.seed)}
         with out.open("a") as handle:

@@ -45,7 +45,7 @@ def main() -> None:
         "food (demo)": "demo:topic-food",
     }
     if args.saes:
-        saes = {Path(n).name: sl.load_sae(Path(n).expanduser() if "/" in n else n, model=model) for n in args.saes}
+        saes = {Path(n).name: sl.load_sae(n, model=model) for n in args.saes}
         sae_sets = [(hook_layer(sae_hook_name(next(iter(saes.values())))), saes)]  # width_comparison checks one hook
     else:
         sae_sets = [
