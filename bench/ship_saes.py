@@ -3,9 +3,12 @@
 Each folder is what ``sas-lens train-sae`` wrote (``cfg.json``, ``sae_weights.safetensors``,
 ``training.json``) after ``sas-lens eval-sae`` added ``eval.json`` on held-out text. The SAE ships
 only if it meets the project's bars (EV ≥ 0.75, CE loss recovered ≥ 0.85, 20 ≤ L0 ≤ 100, dead ≤ 20%,
-dense ≤ 1%), under the short name ``l<layer>-<width>``.
+dense ≤ 1%), under the short name ``l<layer>-<width>`` or the one ``--names`` gives (an SAE shipped
+beside another of its width and layer takes a name of its own, e.g. ``4k-6.4M`` for one trained on 6.4M
+tokens, so that ``"4k"`` keeps naming the SAE users' saved vectors were built on).
 
     .venv/bin/python bench/ship_saes.py ~/sae_runs/l3-4k ~/sae_runs/l6-4k
+    .venv/bin/python bench/ship_saes.py ~/sae_scale/l9-4k-6.4M --names 4k-6.4M --caching-note "..."
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def main() -> None:
         default=None,
         help="wall time of each training run when it was resumed (training.json counts the last)",
     )
+    parser.add_argument("--names", nargs="*", default=None, help="short name of each folder (default l<layer>-<width>)")
+    parser.add_argument(
+        "--caching-note",
+        default="one pass over the corpus caching layers 3, 6, 12 and 15 together (1.6M tokens each), resumed "
+        "across sessions: about 36 min at the 750 tokens/s it ran at without other load",
+        help="how the activations were cached (the card's activation_caching_note)",
+    )
     args = parser.parse_args()
 
     from sas_lens.loading.saes import write_shipped_sae
@@ -75,16 +85,15 @@ def main() -> None:
             "settings": settings,
             # 0 when the cache was already there (a resumed run): not a measurement
             "activation_caching_s": training["activation_caching_s"] or None,
-            "activation_caching_note": "one pass over the corpus caching layers 3, 6, 12 and 15 together (1.6M "
-            "tokens each), resumed across sessions: about 36 min at the 750 tokens/s "
-            "it ran at without other load",
+            "activation_caching_note": args.caching_note,
             "training_wall_s": wall,
             "training_tokens_per_s": training["training_tokens_per_s"],
             "trained_on": "this project's 2-core CPU VM (no GPU)",
             "weights_dtype": "bfloat16 on disk, run in float32",
             "eval": figures,
         }
-        target = write_shipped_sae(folder, f"l{settings['layer']}-{width}", card)
+        name = args.names[i] if args.names else f"l{settings['layer']}-{width}"
+        target = write_shipped_sae(folder, name, card)
         shutil.copy(folder / "eval.json", target / "eval.json")
         print(
             f"shipped {target.name}: EV {figures['explained_variance']:.3f}, CE recovered "

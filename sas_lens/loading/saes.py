@@ -135,6 +135,10 @@ def _width_label(d_sae: int) -> str:
 def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
     """The short name of the shipped SAE of ``width`` (``"4k"``; the widest for ``None``) at ``layer``, or ``None``.
 
+    Where one width is shipped twice at a layer (``"4k"`` and ``"4k-6.4M"``, an SAE trained on more
+    tokens), the one named after the width alone (``"4k"``, ``"l12-4k"``) is chosen: a width and a layer
+    keep naming the SAE they named when vectors were saved on it; the others are loaded by name.
+
     Args:
         layer: the block whose residual the SAE reads.
         width: ``"4k"``, ``"16k"``, ...; ``None``: the widest shipped at that layer.
@@ -144,12 +148,17 @@ def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
         ('16k', '4k')
     """
     cards = {name: json.loads((folder / "card.json").read_text()) for name, folder in shipped_saes().items()}
+
+    def preference(name: str) -> tuple[int, bool, str]:
+        label = _width_label(cards[name].get("d_sae", 0))
+        return cards[name].get("d_sae", 0), name in (label, f"l{layer}-{label}"), name
+
     fitting = [
         name
         for name, card in cards.items()
         if card.get("layer") == layer and (width is None or _width_label(card.get("d_sae", 0)) == width.lower())
     ]
-    return max(fitting, key=lambda name: (cards[name].get("d_sae", 0), name), default=None)
+    return max(fitting, key=preference, default=None)
 
 
 def _shipped_at_layer(width: str | None, layer: int) -> str:

@@ -102,6 +102,20 @@ def test_load_sae_picks_a_shipped_sae_by_width_and_layer(tmp_path, monkeypatch):
         sl.load_sae("48k", "some_id", layer=1)
 
 
+def test_a_width_and_layer_keep_their_sae_when_one_on_more_tokens_ships_beside_it(tmp_path, monkeypatch):
+    from sas_lens.loading.saes import shipped_sae_at
+
+    # "l1-48k-6.4M" sorts after "48k" and would win a plain max over names
+    for name, d_sae in (("48k", 48), ("l1-48k-6.4M", 48), ("64k-6.4M", 64), ("64k", 64)):
+        folder = tmp_path / "pretrained" / name
+        random_sae(d_sae=d_sae).save_model(folder)
+        (folder / "card.json").write_text(json.dumps({"short_name": name, "layer": 1, "d_sae": d_sae * 1024}))
+    monkeypatch.setattr(saes_module, "PRETRAINED_DIR", tmp_path / "pretrained")
+    assert shipped_sae_at(1, "48k") == "48k"
+    assert shipped_sae_at(1) == "64k"
+    assert sl.load_sae("l1-48k-6.4M").cfg.d_sae == 48  # the other one, by its own name
+
+
 def test_a_float16_sae_is_refused_before_it_overflows(model):
     sae = random_sae("jumprelu").to(torch.float16)
     big = torch.full((1, model.cfg.d_model), 7e4)  # a residual norm real models reach, beyond float16
