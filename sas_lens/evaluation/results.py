@@ -93,7 +93,10 @@ def summary_table(records: list[dict]):
         by_lam = dict(zip(group["lam"], group["mean"]))
         cost_ks = {abs(lam) for (kind, b, m, lam) in costs if b == behaviour and m == method and lam in by_lam}
         cost_ks.discard(0.0)
-        for k in sorted(cost_ks or {max(abs(x) for x in by_lam)}):
+        steered = {abs(lam) for lam in by_lam if lam != 0}
+        if not (cost_ks or steered):  # only the unsteered cell (a matched-KL run): no k to read a shift at
+            continue
+        for k in sorted(cost_ks or {max(steered)}):
             row = {
                 "behaviour": behaviour,
                 "method": method,

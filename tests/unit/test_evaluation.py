@@ -253,6 +253,8 @@ def test_the_summary_reads_the_shift_at_each_cost_lambda():
     assert list(rows["k"]) == [2.0, 4.0]  # a row per cost λ
     assert rows.iloc[1]["shift"] == pytest.approx(0.8) and rows.iloc[1]["mmlu(-k)"] == pytest.approx(0.1)
     assert summary_table(ab_cells).iloc[0]["k"] == 4.0  # no costs: the grid's largest λ
+    only_unsteered = [dict(ab_cells[2], method="sas")]  # a matched-KL run's grid: λ = 0 alone
+    assert list(summary_table(ab_cells + only_unsteered)["method"]) == ["dense"]
 
 
 def test_the_matched_cost_summary_takes_the_strongest_shift_within_the_perplexity_budget():
