@@ -45,7 +45,7 @@ def shipped_saes(layer: int | None = None) -> dict[str, Path]:
 
     Example:
         >>> sorted(shipped_saes(layer=9))
-        ['16k', '4k']
+        ['16k', '4k', '4k-6.4M']
     """
     found: dict[str, Path] = {}
     if PRETRAINED_DIR.is_dir():

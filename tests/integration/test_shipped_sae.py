@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sas_lens as sl
-from sas_lens.loading.saes import hook_layer
+from sas_lens.loading.saes import hook_layer, sae_release_and_id
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +36,7 @@ def explained_variance(sae, acts):
         (None, 16384, 9),
         ("16k", 16384, 9),
         ("4k", 4096, 9),
+        ("4k-6.4M", 4096, 9),
         ("l3-4k", 4096, 3),
         ("l6-4k", 4096, 6),
         ("l12-4k", 4096, 12),
@@ -62,7 +63,8 @@ def test_shipped_sae_reconstructs_new_sentences(gemma, short_name, d_sae, layer)
 
 
 def test_a_shipped_sae_is_picked_by_width_and_layer(gemma):
-    assert set(sl.shipped_saes()) == {"16k", "4k", "l3-4k", "l6-4k", "l12-4k", "l15-4k"}
+    assert set(sl.shipped_saes()) == {"16k", "4k", "4k-6.4M", "l3-4k", "l6-4k", "l12-4k", "l15-4k"}
+    assert sae_release_and_id(sl.load_sae("4k", layer=9))[1] == "gemma-3-270m-res-l9-4k"  # not the 6.4M-token one
     for layer in (3, 6, 9, 12, 15):
         sae = sl.load_sae("4k", layer=layer, model=gemma)
         assert sae.cfg.d_sae == 4096 and hook_layer(sae.cfg.metadata.hook_name) == layer
@@ -70,7 +72,7 @@ def test_a_shipped_sae_is_picked_by_width_and_layer(gemma):
         sl.load_sae("16k", layer=12, model=gemma)
 
 
-@pytest.mark.parametrize("short_name", ["4k", "16k"])
+@pytest.mark.parametrize("short_name", ["4k", "16k", "4k-6.4M"])
 def test_shipped_output_scores_are_read_not_recomputed(gemma, short_name, monkeypatch, tmp_path):
     from sas_lens.steering import output_scores as module
 
