@@ -9,11 +9,18 @@ from tests.helpers import random_sae, tiny_model
 
 def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkeypatch, capsys):
     model = tiny_model()
-    saes = {"16k": random_sae("jumprelu", d_sae=48), "4k": random_sae("jumprelu", d_sae=24, seed=1)}
+    saes = {
+        "16k": random_sae("jumprelu", d_sae=48),
+        "4k": random_sae("jumprelu", d_sae=24, seed=1),
+        "4k-6.4M": random_sae("jumprelu", d_sae=24, seed=2),  # a second SAE of one width: not a width of its own
+    }
     # The demo imports from the modules, not the package root: patch them there (else it converts the real model).
     monkeypatch.setattr("sas_lens.loading.models.load_model", lambda *a, **k: model)
     monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **k: saes[name or "16k"])
-    monkeypatch.setattr("sas_lens.loading.saes.shipped_saes", lambda layer=None: {"16k": None, "4k": None})
+    monkeypatch.setattr("sas_lens.loading.saes.shipped_saes", lambda layer=None: dict.fromkeys(saes))
+    monkeypatch.setattr(
+        "sas_lens.loading.saes.shipped_sae_at", lambda layer, width=None: {"48": "16k", "24": "4k"}[width]
+    )
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     timings = demo.run_demo(out_dir=tmp_path / "out", max_new_tokens=2, index_tokens=2000)
@@ -25,6 +32,8 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     assert len(list((tmp_path / "out" / "vectors").glob("*.safetensors"))) == 2 * len(sl.demo_sets())
     assert f"report: {(tmp_path / 'out' / 'report.html').resolve()}" in out
     assert "top latents of caution:" in out and "monosemanticity across widths" in out
+    widths_line = out.split("monosemanticity across widths")[1].splitlines()[1]
+    assert widths_line.count(": ") == 2, widths_line  # 24 and 48 latents, the 6.4M-token SAE left out
     assert "overlap between SAS vectors" in out
     assert "λ sweep on the 12 held-out items of demo:caution" in out
     assert "[topic 'medicine', amplify" in out
