@@ -527,13 +527,16 @@ def _add_extract(commands, model) -> None:
     extract.add_argument("--layer", type=layer_index, default=9, help="layer of a dense vector (SAS: the SAE's layer)")
     extract.add_argument(
         "--selection",
-        choices=["paper", "contrast", "decompose"],
+        choices=["paper", "contrast", "decompose", "attribution"],
         default=None,
         help="which latents: 'paper' (Algorithms 1 and 2 exactly), 'contrast' (the top-k latents "
-        "whose mean code differs most) or 'decompose' (the top-k that rebuild the dense "
-        "vector); default: sas_vector's",
+        "whose mean code differs most), 'decompose' (the top-k that rebuild the dense "
+        "vector) or 'attribution' (the top-k whose decoder row most raises the positive completions' "
+        "log-probability against the negatives'); default: sas_vector's",
     )
-    extract.add_argument("--top-k", type=positive_int, default=None, help="latents kept by contrast/decompose")
+    extract.add_argument(
+        "--top-k", type=positive_int, default=None, help="latents kept by contrast/decompose/attribution"
+    )
     extract.add_argument(
         "--gate",
         choices=["sae", "none"],

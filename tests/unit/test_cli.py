@@ -128,6 +128,12 @@ def test_extract_then_steer(tmp_path, capsys, monkeypatch, tiny_default):
     vec = sl.load_vector(tmp_path / "c.safetensors")
     assert len(vec) == 2 and vec.gate == "none" and vec.metadata["extraction"]["selection"] == "contrast"
     assert (
+        cli.main(["extract", str(pairs), "--out", str(tmp_path / "a"), "--selection", "attribution", "--top-k", "3"])
+        == 0
+    )
+    vec = sl.load_vector(tmp_path / "a.safetensors")
+    assert len(vec) == 3 and vec.metadata["extraction"]["selection"] == "attribution"
+    assert (
         cli.main(
             [
                 "extract",
