@@ -321,14 +321,14 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
                 for other in matrix.names
             )
             print(f"  {name:<11} {cells}")
-    from sas_lens.loading.saes import _width_label, hook_layer, load_sae, shipped_sae_at, shipped_saes
+    from sas_lens.loading.saes import hook_layer, load_sae, shipped_sae_at, shipped_saes, width_label
 
     layer = hook_layer(sae.cfg.metadata.hook_name)
     shipped = {name: load_sae(name, model=model) for name in shipped_saes(layer=layer)}
     others = [  # one SAE per width, the one named after it ("4k", not "4k-6.4M"): widths at one token budget
         s
         for name, s in shipped.items()
-        if name == shipped_sae_at(layer, _width_label(s.cfg.d_sae))
+        if name == shipped_sae_at(layer, width_label(s.cfg.d_sae))
         and sae_fingerprint(s) != sae_fingerprint(sae)
         and s.cfg.metadata.hook_name == sae.cfg.metadata.hook_name
     ]

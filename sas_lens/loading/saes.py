@@ -128,7 +128,13 @@ def load_sae(
     return sae
 
 
-def _width_label(d_sae: int) -> str:
+def width_label(d_sae: int) -> str:
+    """How shipped names and errors write a width: ``"4k"`` for 4096 latents, the number when not a multiple of 1024.
+
+    Example:
+        >>> width_label(16384), width_label(48)
+        ('16k', '48')
+    """
     return f"{d_sae // 1024}k" if d_sae % 1024 == 0 else str(d_sae)
 
 
@@ -150,13 +156,13 @@ def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
     cards = {name: json.loads((folder / "card.json").read_text()) for name, folder in shipped_saes().items()}
 
     def preference(name: str) -> tuple[int, bool, str]:
-        label = _width_label(cards[name].get("d_sae", 0))
+        label = width_label(cards[name].get("d_sae", 0))
         return cards[name].get("d_sae", 0), name in (label, f"l{layer}-{label}"), name
 
     fitting = [
         name
         for name, card in cards.items()
-        if card.get("layer") == layer and (width is None or _width_label(card.get("d_sae", 0)) == width.lower())
+        if card.get("layer") == layer and (width is None or width_label(card.get("d_sae", 0)) == width.lower())
     ]
     return max(fitting, key=preference, default=None)
 
@@ -166,7 +172,7 @@ def _shipped_at_layer(width: str | None, layer: int) -> str:
     if name is None:
         cards = [json.loads((folder / "card.json").read_text()) for folder in shipped_saes().values()]
         offered = sorted(
-            {(card.get("layer"), _width_label(card.get("d_sae", 0))) for card in cards},
+            {(card.get("layer"), width_label(card.get("d_sae", 0))) for card in cards},
             key=lambda pair: (pair[0] is None, pair),
         )
         raise NoDefaultSAEError(
