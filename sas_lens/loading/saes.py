@@ -131,6 +131,9 @@ def load_sae(
 def width_label(d_sae: int) -> str:
     """How shipped names and errors write a width: ``"4k"`` for 4096 latents, the number when not a multiple of 1024.
 
+    Args:
+        d_sae: the SAE's number of latents.
+
     Example:
         >>> width_label(16384), width_label(48)
         ('16k', '48')
