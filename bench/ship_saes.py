@@ -57,6 +57,8 @@ def main() -> None:
         help="how the activations were cached (the card's activation_caching_note)",
     )
     args = parser.parse_args()
+    if args.names is not None and len(args.names) != len(args.folders):
+        parser.error(f"--names gives {len(args.names)} names for {len(args.folders)} folders")
 
     from sas_lens.loading.saes import write_shipped_sae
 

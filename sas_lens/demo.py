@@ -321,16 +321,14 @@ def _write_report(model, sae, vectors: dict, out_dir: Path, corpus, index_tokens
                 for other in matrix.names
             )
             print(f"  {name:<11} {cells}")
-    from sas_lens.loading.saes import hook_layer, load_sae, shipped_sae_at, shipped_saes, width_label
+    from sas_lens.loading.saes import hook_layer, load_sae, shipped_sae_per_width
 
-    layer = hook_layer(sae.cfg.metadata.hook_name)
-    shipped = {name: load_sae(name, model=model) for name in shipped_saes(layer=layer)}
-    others = [  # one SAE per width, the one named after it ("4k", not "4k-6.4M"): widths at one token budget
+    # one SAE per width, the one named after it ("4k", not "4k-6.4M"): widths at one token budget
+    names = shipped_sae_per_width(hook_layer(sae.cfg.metadata.hook_name)).values()
+    others = [
         s
-        for name, s in shipped.items()
-        if name == shipped_sae_at(layer, width_label(s.cfg.d_sae))
-        and sae_fingerprint(s) != sae_fingerprint(sae)
-        and s.cfg.metadata.hook_name == sae.cfg.metadata.hook_name
+        for s in (load_sae(name, model=model) for name in names)
+        if sae_fingerprint(s) != sae_fingerprint(sae) and s.cfg.metadata.hook_name == sae.cfg.metadata.hook_name
     ]
     width_table = None
     if others and sparse:

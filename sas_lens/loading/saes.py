@@ -141,12 +141,37 @@ def width_label(d_sae: int) -> str:
     return f"{d_sae // 1024}k" if d_sae % 1024 == 0 else str(d_sae)
 
 
-def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
-    """The short name of the shipped SAE of ``width`` (``"4k"``; the widest for ``None``) at ``layer``, or ``None``.
+def shipped_sae_per_width(layer: int) -> dict[str, str]:
+    """Width -> short name of the shipped SAE of that width at ``layer``, narrowest first.
 
     Where one width is shipped twice at a layer (``"4k"`` and ``"4k-6.4M"``, an SAE trained on more
     tokens), the one named after the width alone (``"4k"``, ``"l12-4k"``) is chosen: a width and a layer
     keep naming the SAE they named when vectors were saved on it; the others are loaded by name.
+
+    Args:
+        layer: the block whose residual the SAEs read.
+
+    Example:
+        >>> shipped_sae_per_width(9)
+        {'4k': '4k', '16k': '16k'}
+    """
+    by_d_sae: dict[int, list[str]] = {}
+    for name, folder in shipped_saes(layer=layer).items():
+        by_d_sae.setdefault(json.loads((folder / "card.json").read_text()).get("d_sae", 0), []).append(name)
+
+    def named_after_width(name: str, label: str) -> tuple[bool, str]:
+        return name in (label, f"l{layer}-{label}"), name
+
+    return {
+        width_label(d_sae): max(names, key=lambda name: named_after_width(name, width_label(d_sae)))
+        for d_sae, names in sorted(by_d_sae.items())
+    }
+
+
+def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
+    """The short name of the shipped SAE of ``width`` (``"4k"``; the widest for ``None``) at ``layer``, or ``None``.
+
+    Of two SAEs of one width, the one named after it (:func:`shipped_sae_per_width`).
 
     Args:
         layer: the block whose residual the SAE reads.
@@ -156,18 +181,10 @@ def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
         >>> shipped_sae_at(9), shipped_sae_at(9, "4k")
         ('16k', '4k')
     """
-    cards = {name: json.loads((folder / "card.json").read_text()) for name, folder in shipped_saes().items()}
-
-    def preference(name: str) -> tuple[int, bool, str]:
-        label = width_label(cards[name].get("d_sae", 0))
-        return cards[name].get("d_sae", 0), name in (label, f"l{layer}-{label}"), name
-
-    fitting = [
-        name
-        for name, card in cards.items()
-        if card.get("layer") == layer and (width is None or width_label(card.get("d_sae", 0)) == width.lower())
-    ]
-    return max(fitting, key=preference, default=None)
+    per_width = shipped_sae_per_width(layer)
+    if width is None:
+        return next(reversed(per_width.values()), None)  # narrowest first: the last is the widest
+    return per_width.get(width.lower())
 
 
 def _shipped_at_layer(width: str | None, layer: int) -> str:

@@ -16,11 +16,12 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     }
     # The demo imports from the modules, not the package root: patch them there (else it converts the real model).
     monkeypatch.setattr("sas_lens.loading.models.load_model", lambda *a, **k: model)
-    monkeypatch.setattr("sas_lens.loading.saes.load_sae", lambda name=None, **k: saes[name or "16k"])
-    monkeypatch.setattr("sas_lens.loading.saes.shipped_saes", lambda layer=None: dict.fromkeys(saes))
+    loaded = []
     monkeypatch.setattr(
-        "sas_lens.loading.saes.shipped_sae_at", lambda layer, width=None: {"48": "16k", "24": "4k"}[width]
+        "sas_lens.loading.saes.load_sae", lambda name=None, **k: loaded.append(name) or saes[name or "16k"]
     )
+    monkeypatch.setattr("sas_lens.loading.saes.shipped_saes", lambda layer=None: dict.fromkeys(saes))
+    monkeypatch.setattr("sas_lens.loading.saes.shipped_sae_per_width", lambda layer: {"24": "4k", "48": "16k"})
     monkeypatch.setenv("SAS_LENS_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     timings = demo.run_demo(out_dir=tmp_path / "out", max_new_tokens=2, index_tokens=2000)
@@ -34,6 +35,8 @@ def test_demo_writes_vectors_continuations_and_report_under_out(tmp_path, monkey
     assert "top latents of caution:" in out and "monosemanticity across widths" in out
     widths_line = out.split("monosemanticity across widths")[1].splitlines()[1]
     assert widths_line.count(": ") == 2, widths_line  # 24 and 48 latents, the 6.4M-token SAE left out
+    # compare_widths keys SAEs by width: had the 6.4M-token one been loaded, it would have replaced the 4k
+    assert "4k" in loaded and "4k-6.4M" not in loaded
     assert "overlap between SAS vectors" in out
     assert "λ sweep on the 12 held-out items of demo:caution" in out
     assert "[topic 'medicine', amplify" in out

@@ -103,7 +103,7 @@ def test_load_sae_picks_a_shipped_sae_by_width_and_layer(tmp_path, monkeypatch):
 
 
 def test_a_width_and_layer_keep_their_sae_when_one_on_more_tokens_ships_beside_it(tmp_path, monkeypatch):
-    from sas_lens.loading.saes import shipped_sae_at
+    from sas_lens.loading.saes import shipped_sae_at, shipped_sae_per_width
 
     # "l1-48k-6.4M" sorts after "48k" and would win a plain max over names
     for name, d_sae in (("48k", 48), ("l1-48k-6.4M", 48), ("64k-6.4M", 64), ("64k", 64)):
@@ -113,6 +113,7 @@ def test_a_width_and_layer_keep_their_sae_when_one_on_more_tokens_ships_beside_i
     monkeypatch.setattr(saes_module, "PRETRAINED_DIR", tmp_path / "pretrained")
     assert shipped_sae_at(1, "48k") == "48k"
     assert shipped_sae_at(1) == "64k"
+    assert shipped_sae_per_width(1) == {"48k": "48k", "64k": "64k"}
     assert sl.load_sae("l1-48k-6.4M").cfg.d_sae == 48  # the other one, by its own name
 
 
