@@ -8,11 +8,12 @@ continuations and their median perplexity under the unsteered model. A method "w
 judge the right way at every KL. Prompting has no λ: it is one row per sign, at the KL it happens to cost.
 
 Every cell is appended to ``--out`` (JSON lines) as soon as it is measured, and cells already there are
-skipped, so the job resumes where it was stopped.
+skipped, so the job resumes where it was stopped. The files of the README's tables are committed under
+``bench/results/`` (from 2026-12-04; the earlier ones lived in a home folder that did not outlive its machine).
 
-    .venv/bin/python bench/bench_efficiency.py sentiment --out ~/bench_efficiency/sentiment.jsonl
-    .venv/bin/python bench/bench_efficiency.py sentiment --out ~/bench_efficiency/sentiment.jsonl --table
-    .venv/bin/python bench/bench_efficiency.py sentiment --out ~/bench_efficiency/sentiment.jsonl --svg docs/efficiency_sentiment.svg
+    .venv/bin/python bench/bench_efficiency.py scitech --sae 4k --out bench/results/scitech-4k.jsonl
+    .venv/bin/python bench/bench_efficiency.py scitech --sae 4k --out bench/results/scitech-4k.jsonl --table
+    .venv/bin/python bench/bench_efficiency.py sentiment --out sentiment.jsonl --svg docs/efficiency_sentiment.svg
 """
 
 from __future__ import annotations

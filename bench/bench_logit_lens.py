@@ -5,6 +5,7 @@ Fixed: ``logit_lens`` (decoder row through the final norm, whole 262k vocabulary
 among the tokens seen at least 3 times in a latent index of held-out Wikipedia (``enwiki2015_AD``).
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_logit_lens.py --index-tokens 30000
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_logit_lens.py --selection attribution   # the output-side rule
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def main() -> None:
     parser.add_argument("--pairs", default="demo:sentiment")
     parser.add_argument("--index-tokens", type=int, default=30_000)
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument(
+        "--selection", default="contrast", help="sas_vector's rule: contrast (default), attribution, ..."
+    )
     args = parser.parse_args()
 
     import sas_lens as sl
@@ -30,7 +34,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model = sl.load_model()
     sae = sl.load_sae(model=model)
-    vec = sl.sas_vector(model, sae, sl.load_pairs(args.pairs))
+    vec = sl.sas_vector(model, sae, sl.load_pairs(args.pairs), selection=args.selection)
     index = sl.latent_index(model, sae, CORPUS, n_tokens=args.index_tokens)
     common = index.common_tokens(3)
     order = vec.values.abs().argsort(descending=True)[: args.k]
