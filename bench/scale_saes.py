@@ -9,6 +9,10 @@ the one cache, so the 6.4M-token SAEs' tokens are the first 6.4M of the ~15M-tok
 1.6M-token SAEs' are the first 1.6M of both. ``progress.jsonl`` logs each stage's wall time and tokens/s.
 
     HF_HUB_OFFLINE=1 nohup .venv/bin/python bench/scale_saes.py --work ~/sae_scale > ~/sae_scale/log.txt 2>&1 &
+
+On a GPU machine (the whole job in one run; not yet run there: none was lent to this issue):
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/scale_saes.py --work sae_scale --device cuda --pass-batch 256
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ def log(work: Path, **record) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-def grow_cache(model, cache_dir: Path, n_tokens: int, work: Path) -> int:
+def grow_cache(model, cache_dir: Path, n_tokens: int, work: Path, batch_size: int) -> int:
     """Grow the training cache to ``n_tokens`` rows (or all the text has); its row count."""
     from sas_lens.sae_training.activation_cache import ActivationCache, build_activation_cache
 
     before = ActivationCache(cache_dir).n_rows if (cache_dir / "meta.json").exists() else 0
     started = time.perf_counter()
-    cache = build_activation_cache(model, f"blocks.{LAYER}.hook_resid_post", TRAIN_FILES, cache_dir, n_tokens)
+    cache = build_activation_cache(
+        model, f"blocks.{LAYER}.hook_resid_post", TRAIN_FILES, cache_dir, n_tokens, batch_size=batch_size
+    )
     seconds = time.perf_counter() - started
     if cache.n_rows > before:
         log(
@@ -58,6 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path.home() / "sae_scale")
     parser.add_argument("--only-cache", action="store_true", help="stop after the activation pass")
+    parser.add_argument("--device", default="cpu", help="where the model runs and the SAEs train: cpu, cuda")
+    parser.add_argument("--pass-batch", type=int, default=16, help="sequences per forward of the activation pass")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -65,13 +73,15 @@ def main() -> None:
     from sas_lens.sae_training.evaluate import evaluate_sae
     from sas_lens.sae_training.train import SAETrainingConfig, train_sae
 
-    model = sl.load_model()
+    model = sl.load_model(device=args.device)
     cache_dir = args.work / "activations" / f"l{LAYER}"
     for d_sae, wanted in RUNS:
-        available = grow_cache(model, cache_dir, wanted, args.work)
+        available = grow_cache(model, cache_dir, wanted, args.work, args.pass_batch)
         if args.only_cache:
             continue
-        cfg = SAETrainingConfig(layer=LAYER, d_sae=d_sae, k=64, n_tokens=min(wanted, available) // 4096 * 4096)
+        cfg = SAETrainingConfig(
+            layer=LAYER, d_sae=d_sae, k=64, n_tokens=min(wanted, available) // 4096 * 4096, device=args.device
+        )
         out = args.work / f"l{LAYER}-{d_sae // 1024}k-{cfg.n_tokens / 1e6:.1f}M"
         if not (out / "training.json").exists():
             started = time.perf_counter()
