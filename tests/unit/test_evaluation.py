@@ -326,7 +326,15 @@ def test_the_model_and_release_sae_ids_come_from_the_config(model, caa_dir, tmp_
 
 
 @pytest.mark.parametrize(
-    "name", ["caa_eval.toml", "topic_eval.toml", "layers_eval.toml", "sweeps_eval.toml", "matched_kl_eval.toml"]
+    "name",
+    [
+        "caa_eval.toml",
+        "topic_eval.toml",
+        "layers_eval.toml",
+        "sweeps_eval.toml",
+        "matched_kl_eval.toml",
+        "matched_kl_attribution_4k_eval.toml",
+    ],
 )
 def test_the_shipped_configs_load(name):
     from pathlib import Path
