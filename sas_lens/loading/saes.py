@@ -47,12 +47,17 @@ def shipped_saes(layer: int | None = None) -> dict[str, Path]:
         >>> sorted(shipped_saes(layer=9))
         ['16k', '4k', '4k-6.4M']
     """
-    found: dict[str, Path] = {}
+    return {name: folder for name, (folder, _) in _shipped_cards(layer).items()}
+
+
+def _shipped_cards(layer: int | None) -> dict[str, tuple[Path, dict]]:
+    """Short name -> (folder, card) of the shipped SAEs (at ``layer`` unless ``None``), each card read once."""
+    found: dict[str, tuple[Path, dict]] = {}
     if PRETRAINED_DIR.is_dir():
         for card_path in sorted(PRETRAINED_DIR.glob("*/card.json")):
             card = json.loads(card_path.read_text())
             if layer is None or card.get("layer") == layer:
-                found[card["short_name"]] = card_path.parent
+                found[card["short_name"]] = card_path.parent, card
     return found
 
 
@@ -156,16 +161,14 @@ def shipped_sae_per_width(layer: int) -> dict[str, str]:
         {'4k': '4k', '16k': '16k'}
     """
     by_d_sae: dict[int, list[str]] = {}
-    for name, folder in shipped_saes(layer=layer).items():
-        by_d_sae.setdefault(json.loads((folder / "card.json").read_text()).get("d_sae", 0), []).append(name)
-
-    def named_after_width(name: str, label: str) -> tuple[bool, str]:
-        return name in (label, f"l{layer}-{label}"), name
-
-    return {
-        width_label(d_sae): max(names, key=lambda name: named_after_width(name, width_label(d_sae)))
-        for d_sae, names in sorted(by_d_sae.items())
-    }
+    for name, (_, card) in _shipped_cards(layer).items():
+        by_d_sae.setdefault(card.get("d_sae", 0), []).append(name)
+    per_width: dict[str, str] = {}
+    for d_sae, names in sorted(by_d_sae.items()):
+        label = width_label(d_sae)
+        # named after the width first, then by name (ties are deterministic)
+        per_width[label] = max(names, key=lambda name: (name in (label, f"l{layer}-{label}"), name))
+    return per_width
 
 
 def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
@@ -190,9 +193,8 @@ def shipped_sae_at(layer: int, width: str | None = None) -> str | None:
 def _shipped_at_layer(width: str | None, layer: int) -> str:
     name = shipped_sae_at(layer, width)
     if name is None:
-        cards = [json.loads((folder / "card.json").read_text()) for folder in shipped_saes().values()]
         offered = sorted(
-            {(card.get("layer"), width_label(card.get("d_sae", 0))) for card in cards},
+            {(card.get("layer"), width_label(card.get("d_sae", 0))) for _, card in _shipped_cards(None).values()},
             key=lambda pair: (pair[0] is None, pair),
         )
         raise NoDefaultSAEError(
