@@ -19,8 +19,13 @@ from typing import Any
 from sas_lens.errors import DataError
 from sas_lens.evaluation.behaviour import METHODS
 
-# sas_vector's settings a config may set (tau has its own key).
-SAS_SETTINGS = {"selection", "top_k", "rank_by", "read", "mean_over", "strict", "gate"}
+# sas_vector's settings a config may set (tau has its own key), and dense_vector's: with them every rule of the
+# efficiency curve (README) is measured on a CAA behaviour by `sas-lens eval`.
+SAS_SETTINGS = {
+    "selection", "top_k", "rank_by", "read", "mean_over", "strict", "gate",
+    "min_output_score", "max_density", "drop_bos", "fit",
+}  # fmt: skip
+DENSE_SETTINGS = {"fit"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class EvalConfig:
     tau: float = 0.7
     # further sas_vector settings, e.g. {"selection": "paper"} for the paper's Algorithms 1 and 2 exactly
     sas: dict[str, Any] = field(default_factory=dict)
+    dense: dict[str, Any] = field(default_factory=dict)  # dense_vector settings: {"fit": "preference"}
     cost_budget: float = 1.5  # matched-cost summary: the best shift whose perplexity stays within this × unsteered
     # The paper's open questions, A/B cells at the main layer: Algorithm 1 exactly at each τ ("sas@tau=0.5"),
     # and SAS and dense vectors from the first n training pairs ("sas@n=50", "dense@n=50").
@@ -108,6 +114,9 @@ class EvalConfig:
         unknown_sas = set(self.sas) - SAS_SETTINGS
         if unknown_sas:
             raise ValueError(f"Unknown sas settings {sorted(unknown_sas)}; choose from {sorted(SAS_SETTINGS)}.")
+        unknown_dense = set(self.dense) - DENSE_SETTINGS
+        if unknown_dense:
+            raise ValueError(f"Unknown dense settings {sorted(unknown_dense)}; choose from {sorted(DENSE_SETTINGS)}.")
         if self.strength_unit not in ("raw", "kl"):
             raise ValueError(f"strength_unit must be 'raw' or 'kl', got {self.strength_unit!r}.")
         if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in self.kl_targets):

@@ -139,7 +139,7 @@ class EvalResources:
                         self.model, self.sae(layer), pairs, residuals=residuals, **{"tau": self.cfg.tau, **sas}
                     )
                 else:
-                    vector = dense_vector(self.model, pairs, layer=layer, residuals=residuals)
+                    vector = dense_vector(self.model, pairs, layer=layer, residuals=residuals, **self.cfg.dense)
                 vector.save(file)
                 self._vectors[key] = vector
         return self._vectors[key]

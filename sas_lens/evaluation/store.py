@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 
 from sas_lens.errors import RunMismatchError
@@ -148,6 +148,17 @@ def run_identity(cfg) -> dict:
     return {name: value for name, value in settings.items() if name not in GRID_FIELDS}
 
 
+def _defaults_of(cfg, names: set[str]) -> dict:
+    """The JSON-ready defaults of those of ``cfg``'s fields named in ``names`` that have one."""
+    values = {}
+    for spec in fields(cfg):
+        if spec.name in names and spec.default is not MISSING:
+            values[spec.name] = spec.default
+        elif spec.name in names and spec.default_factory is not MISSING:
+            values[spec.name] = spec.default_factory()
+    return json.loads(json.dumps(values, default=str))
+
+
 def claim_run_folder(cfg, out_dir: Path, *, restart: bool = False) -> None:
     """Record ``cfg``'s identity in ``out_dir``, or refuse to resume a run that was made with other settings.
 
@@ -175,6 +186,9 @@ def claim_run_folder(cfg, out_dir: Path, *, restart: bool = False) -> None:
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     elif path.exists():
         recorded = json.loads(path.read_text())
+        # A setting added by a later sas_lens is missing from an older run's record: at its default it changes
+        # nothing that run measured, so it matches.
+        recorded = {**_defaults_of(cfg, set(identity) - set(recorded)), **recorded}
         changed = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
         if changed:
             lines = "; ".join(f"{k}: {recorded.get(k)!r} -> {identity.get(k)!r}" for k in changed)

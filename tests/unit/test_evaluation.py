@@ -282,6 +282,29 @@ def test_sas_settings_reach_the_vectors_the_harness_builds(model, caa_dir, tmp_p
     assert len(vector) == 3 and vector.metadata["extraction"]["selection"] == "contrast"
     with pytest.raises(ValueError, match="Unknown sas settings"):
         EvalConfig(behaviours=("tiny",), data_dir="x", sas={"topk": 3})
+    with pytest.raises(ValueError, match="Unknown dense settings.*choose from \\['fit'\\]"):
+        EvalConfig(behaviours=("tiny",), data_dir="x", dense={"fits": "preference"})
+
+
+def test_every_rule_of_the_efficiency_curve_can_be_asked_of_the_harness(model, caa_dir, tmp_path, tiny_resources):
+    # the filters and the fit reach the vectors as sas_vector / dense_vector would build them from the same pairs
+    cfg = config(
+        caa_dir,
+        sas={"selection": "contrast", "top_k": 3, "max_density": 0.9, "drop_bos": True, "fit": "preference"},
+        dense={"fit": "preference"},
+    )
+    resources = EvalResources(cfg, tmp_path, model=model)
+    sas, dense = resources.vector("tiny", 1, "sas"), resources.vector("tiny", 1, "dense")
+    train, sae = resources.pairs("tiny", "train"), resources.sae(1)
+    expected_sas = sl.sas_vector(
+        model, sae, train, selection="contrast", top_k=3, max_density=0.9, drop_bos=True, fit="preference", tau=0.5
+    )
+    expected_dense = sl.dense_vector(model, train, layer=1, fit="preference")
+    assert sas.metadata["extraction"]["filters"]["max_density"] == 0.9 and "fit" in sas.metadata["extraction"]
+    assert "fit" in dense.metadata["extraction"]
+    # same pairs, seed and code path; float sums may be ordered differently across batchings, hence a tolerance
+    torch.testing.assert_close(sas.dense(), expected_sas.dense(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dense.vector, expected_dense.vector, rtol=1e-4, atol=1e-5)
 
 
 def test_tau_and_data_size_sweeps_plan_their_cells_and_build_their_vectors(model, caa_dir, tmp_path, tiny_resources):
@@ -753,7 +776,7 @@ def test_a_run_folder_refuses_other_settings_and_restarts_on_request(model, caa_
     )
     out = tmp_path / "run"
     first = run_evaluation(config(caa_dir, **small), out, model=model, progress=False)
-    for changed in ({"test_items": 2}, {"tau": 0.9}, {"sas": {"selection": "paper"}}):
+    for changed in ({"test_items": 2}, {"tau": 0.9}, {"sas": {"selection": "paper"}}, {"dense": {"fit": "preference"}}):
         with pytest.raises(RunMismatchError, match=rf"{next(iter(changed))}: .* -> .*--restart") as info:
             run_evaluation(config(caa_dir, **small, **changed), out, model=model, progress=False)
         assert "deletes its results" in str(info.value)
@@ -766,6 +789,22 @@ def test_a_run_folder_refuses_other_settings_and_restarts_on_request(model, caa_
     assert json.loads((out / "run_identity.json").read_text())["test_items"] == 2
     lines = (out / "cells.jsonl").read_text().splitlines()
     assert len(restarted) == len(first) == len(lines)  # the grown run's extra cells are gone with it
+
+
+def test_a_run_recorded_before_a_setting_existed_resumes_at_its_default_only(model, caa_dir, tmp_path, tiny_resources):
+    from sas_lens.errors import RunMismatchError
+
+    small = dict(
+        layers=(1,), methods=("dense",), lams={"dense": (2.0,)}, cost_lams={}, open_ended=0, mmlu=1, truthfulqa=1
+    )
+    out = tmp_path / "run"
+    first = run_evaluation(config(caa_dir, **small), out, model=model, progress=False)
+    identity = json.loads((out / "run_identity.json").read_text())
+    del identity["dense"]  # what a run made before the dense settings existed recorded
+    (out / "run_identity.json").write_text(json.dumps(identity))
+    assert len(run_evaluation(config(caa_dir, **small), out, model=model, progress=False)) == len(first)
+    with pytest.raises(RunMismatchError, match=r"dense: \{\} -> \{'fit': 'preference'\}"):
+        run_evaluation(config(caa_dir, **small, dense={"fit": "preference"}), out, model=model, progress=False)
 
 
 def test_a_cut_off_vector_file_is_rebuilt_not_reloaded(model, caa_dir, tmp_path, tiny_resources, capsys):
