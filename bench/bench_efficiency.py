@@ -116,7 +116,7 @@ def run(args) -> None:
         start = time.perf_counter()
         vector = build(sl, model, sae, pairs, residuals, name)
         seconds = time.perf_counter() - start
-        n_latents = len(getattr(vector, "indices", [])) or None
+        n_latents = len(vector.indices) if hasattr(vector, "indices") else None  # dense: None; SAS: 0 and up
         for kl in args.kl:
             for sign in (1, -1):
                 if (name, kl, sign) in done:
@@ -152,7 +152,7 @@ def table(args) -> None:
             print(f"| {name} | – | {text} (KL not matched) |" + " |" * (len(KL_TARGETS) - 1) + " – |")
             continue
         parts, right = [], []
-        latents = next((c.get("latents") for c in cells.values() if c.get("latents")), None)
+        latents = next((c["latents"] for c in cells.values() if c.get("latents") is not None), None)
         for kl in KL_TARGETS:
             pair = []
             for sign in (1, -1):
@@ -165,7 +165,7 @@ def table(args) -> None:
                 right.append(cell["shift"] * sign > 0)
             parts.append(" / ".join(pair))
         works = "yes" if all(right) else f"{sum(right)}/{len(right)}"
-        print(f"| {name} | {latents or '–'} | " + " | ".join(parts) + f" | {works} |")
+        print(f"| {name} | {'–' if latents is None else latents} | " + " | ".join(parts) + f" | {works} |")
     shifts = [row for row in rows if row.get("kl_target") == 0.1 and "shift" in row]
     if shifts:
         dense = {row["sign"]: row["shift"] for row in shifts if row["method"] == "dense (CAA)"}
