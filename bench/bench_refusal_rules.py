@@ -18,6 +18,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+KL_TARGETS = (0.05, 0.1, 0.2, 0.4)  # the config's
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "matched_kl_eval.toml"
 # rule → (the config's method that carries it, its overrides). The README's rows, in the efficiency table's order.
 RULES = {
@@ -63,7 +64,7 @@ def table(args) -> None:
     from sas_lens.evaluation.results import matched_kl_table
     from sas_lens.steering.vectors import load_vector
 
-    print("| method | latents | " + " | ".join(f"KL {kl} + / −" for kl in (0.05, 0.1, 0.2, 0.4)) + " | works |")
+    print("| method | latents | " + " | ".join(f"KL {kl} + / −" for kl in KL_TARGETS) + " | works |")
     print("| --- | --- |" + " --- |" * 5)
     for name in args.rules or RULES:
         cells_file = folder(args.out, name) / "cells.jsonl"
@@ -79,9 +80,13 @@ def table(args) -> None:
         rows = matched_kl_table(records)
         if rows.empty:
             continue
+        by_kl = {row["kl"]: row for _, row in rows.iterrows()}
         parts = [
-            " / ".join("–" if pd.isna(row[f"shift({s})"]) else f"{row[f'shift({s})']:+.3f}" for s in "+-")
-            for _, row in rows.iterrows()
+            " / ".join(
+                "–" if kl not in by_kl or pd.isna(by_kl[kl][f"shift({s})"]) else f"{by_kl[kl][f'shift({s})']:+.3f}"
+                for s in "+-"
+            )
+            for kl in KL_TARGETS
         ]
         method = RULES[name][0]
         vector = folder(args.out, name) / "vectors" / f"refusal-L9-{method}.safetensors"
