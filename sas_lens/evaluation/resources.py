@@ -133,8 +133,9 @@ class EvalResources:
                     residuals = self.residuals(behaviour, n_pairs=len(pairs))
                 if base_method(method) == "sas":
                     sas = {k: v for k, v in self.cfg.sas.items() if k != "read"}  # residuals fix the read
-                    if "tau" in settings:  # the τ sweep: Algorithm 1 exactly, at that τ
-                        sas = {**sas, "selection": "paper", "gate": "sae", "tau": settings["tau"]}
+                    if "tau" in settings:  # the τ sweep: Algorithm 1 exactly, at that τ (no filter, no fit)
+                        kept = {k: sas[k] for k in ("mean_over", "strict") if k in sas}
+                        sas = {**kept, "selection": "paper", "gate": "sae", "tau": settings["tau"]}
                     vector = sas_vector(
                         self.model, self.sae(layer), pairs, residuals=residuals, **{"tau": self.cfg.tau, **sas}
                     )

@@ -292,6 +292,7 @@ def test_every_rule_of_the_efficiency_curve_can_be_asked_of_the_harness(model, c
         caa_dir,
         sas={"selection": "contrast", "top_k": 3, "max_density": 0.9, "drop_bos": True, "fit": "preference"},
         dense={"fit": "preference"},
+        tau_sweep=(0.3,),
     )
     resources = EvalResources(cfg, tmp_path, model=model)
     sas, dense = resources.vector("tiny", 1, "sas"), resources.vector("tiny", 1, "dense")
@@ -305,6 +306,9 @@ def test_every_rule_of_the_efficiency_curve_can_be_asked_of_the_harness(model, c
     # same pairs, seed and code path; float sums may be ordered differently across batchings, hence a tolerance
     torch.testing.assert_close(sas.dense(), expected_sas.dense(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(dense.vector, expected_dense.vector, rtol=1e-4, atol=1e-5)
+    # the τ sweep stays Algorithm 1 exactly: neither the filters nor the fit (a σ-gated vector cannot be fitted)
+    paper = resources.vector("tiny", 1, "sas@tau=0.3").metadata["extraction"]
+    assert paper["selection"] == "paper" and "fit" not in paper and "filters" not in paper
 
 
 def test_tau_and_data_size_sweeps_plan_their_cells_and_build_their_vectors(model, caa_dir, tmp_path, tiny_resources):
