@@ -6,9 +6,9 @@ each rule an override of that config's ``methods``, ``[sas]`` and ``[dense]`` ta
 folder under ``--out`` (``sas-lens eval`` runs, so each resumes where it was stopped). Prompting has no λ:
 its row is the A/B cell with the behaviour's instruction (+) or its opposite (−), at whatever KL that costs.
 
-    .venv/bin/python bench/bench_refusal_rules.py --out ~/refusal_rules              # every rule, in order
-    .venv/bin/python bench/bench_refusal_rules.py --out ~/refusal_rules --rules "dense fitted"
-    .venv/bin/python bench/bench_refusal_rules.py --out ~/refusal_rules --table
+    .venv/bin/python bench/bench_refusal_rules.py --out bench/results/refusal-16k   # every rule, in order
+    .venv/bin/python bench/bench_refusal_rules.py --out bench/results/refusal-16k --rules "dense fitted"
+    .venv/bin/python bench/bench_refusal_rules.py --out bench/results/refusal-16k --table
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def table(args) -> None:
     from sas_lens.steering.vectors import load_vector
 
     print("| method | latents | " + " | ".join(f"KL {kl} + / −" for kl in KL_TARGETS) + " | works |")
-    print("| --- | --- |" + " --- |" * 5)
+    print("| --- | --- |" + " --- |" * (len(KL_TARGETS) + 1))
     for name in args.rules or RULES:
         cells_file = folder(args.out, name) / "cells.jsonl"
         if not cells_file.exists():
@@ -75,23 +75,25 @@ def table(args) -> None:
         if name == "prompting":
             p = {r["lam"]: r["mean"] for r in records if r["kind"] == "ab"}
             shifts = " / ".join(f"{p[s] - base:+.3f}" if s in p else "–" for s in (1.0, -1.0))
-            print(f"| {name} | – | {shifts} (KL not matched) | | | | – |")
+            print(f"| {name} | – | {shifts} (KL not matched) |" + " |" * (len(KL_TARGETS) - 1) + " – |")
             continue
         rows = matched_kl_table(records)
         if rows.empty:
             continue
         by_kl = {row["kl"]: row for _, row in rows.iterrows()}
-        parts = [
-            " / ".join(
-                "–" if kl not in by_kl or pd.isna(by_kl[kl][f"shift({s})"]) else f"{by_kl[kl][f'shift({s})']:+.3f}"
-                for s in "+-"
-            )
+        shift = {
+            (kl, sign): by_kl[kl][f"shift({label})"]
             for kl in KL_TARGETS
-        ]
+            for sign, label in ((1, "+"), (-1, "-"))
+            if kl in by_kl and not pd.isna(by_kl[kl][f"shift({label})"])
+        }
+        parts = [" / ".join(f"{shift[kl, s]:+.3f}" if (kl, s) in shift else "–" for s in (1, -1)) for kl in KL_TARGETS]
+        right = sum(value * sign > 0 for (_, sign), value in shift.items())
+        works = "yes" if right == 2 * len(KL_TARGETS) else f"{right}/{2 * len(KL_TARGETS)}"
         method = RULES[name][0]
         vector = folder(args.out, name) / "vectors" / f"refusal-L9-{method}.safetensors"
         latents = len(load_vector(vector)) if method == "sas" and vector.exists() else "–"
-        print(f"| {name} | {latents} | " + " | ".join(parts) + f" | {'yes' if rows['works'].all() else 'no'} |")
+        print(f"| {name} | {latents} | " + " | ".join(parts) + f" | {works} |")
     print(f"\nunsteered p = {base:.3f}" if base is not None else "")
 
 
