@@ -111,12 +111,10 @@ class EvalConfig:
             raise ValueError(f"tau_sweep values must lie in [0, 1], got {self.tau_sweep}.")
         if not all(isinstance(n, int) and n >= 2 for n in self.data_sizes):
             raise ValueError(f"data_sizes must be whole numbers of pairs, at least 2, got {self.data_sizes}.")
-        unknown_sas = set(self.sas) - SAS_SETTINGS
-        if unknown_sas:
-            raise ValueError(f"Unknown sas settings {sorted(unknown_sas)}; choose from {sorted(SAS_SETTINGS)}.")
-        unknown_dense = set(self.dense) - DENSE_SETTINGS
-        if unknown_dense:
-            raise ValueError(f"Unknown dense settings {sorted(unknown_dense)}; choose from {sorted(DENSE_SETTINGS)}.")
+        for table, known in (("sas", SAS_SETTINGS), ("dense", DENSE_SETTINGS)):
+            unknown_settings = set(getattr(self, table)) - known
+            if unknown_settings:
+                raise ValueError(f"Unknown {table} settings {sorted(unknown_settings)}; choose from {sorted(known)}.")
         if self.strength_unit not in ("raw", "kl"):
             raise ValueError(f"strength_unit must be 'raw' or 'kl', got {self.strength_unit!r}.")
         if not all(isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in self.kl_targets):

@@ -152,9 +152,11 @@ def _defaults_of(cfg, names: set[str]) -> dict:
     """The JSON-ready defaults of those of ``cfg``'s fields named in ``names`` that have one."""
     values = {}
     for spec in fields(cfg):
-        if spec.name in names and spec.default is not MISSING:
+        if spec.name not in names:
+            continue
+        if spec.default is not MISSING:
             values[spec.name] = spec.default
-        elif spec.name in names and spec.default_factory is not MISSING:
+        elif spec.default_factory is not MISSING:
             values[spec.name] = spec.default_factory()
     return json.loads(json.dumps(values, default=str))
 
