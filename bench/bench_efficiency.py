@@ -8,8 +8,10 @@ continuations and their median perplexity under the unsteered model. A method "w
 judge the right way at every KL. Prompting has no λ: it is one row per sign, at the KL it happens to cost.
 
 Every cell is appended to ``--out`` (JSON lines) as soon as it is measured, and cells already there are
-skipped, so the job resumes where it was stopped. The files of the README's tables are committed under
-``bench/results/`` (from 2026-12-04; the earlier ones lived in a home folder that did not outlive its machine).
+skipped, so the job resumes where it was stopped. Each vector is saved beside it (``<out>-vectors/``, with
+its build time) and loaded, not rebuilt, on a resumed run: a fitted vector costs 15–40 min on a 2-core VM.
+The files of the README's tables are committed under ``bench/results/`` (from 2026-12-04; the earlier ones
+lived in a home folder that did not outlive its machine).
 
     .venv/bin/python bench/bench_efficiency.py scitech --sae 4k --out bench/results/scitech-4k.jsonl
     .venv/bin/python bench/bench_efficiency.py scitech --sae 4k --out bench/results/scitech-4k.jsonl --table
@@ -67,6 +69,22 @@ def build(sl, model, sae, pairs, residuals, name: str):
     }[name]()
 
 
+def saved_or_built(sl, model, sae, pairs, residuals, name: str, out: Path):
+    """The vector of ``name`` and the seconds its build took: loaded from ``<out>-vectors/`` if saved there."""
+    folder = out.with_name(out.stem + "-vectors")
+    path = folder / ("".join(c if c.isalnum() else "_" for c in name) + ".safetensors")
+    seconds_file = path.with_suffix(".seconds")
+    if path.exists() and seconds_file.exists():
+        return sl.load_vector(path, model=model, sae=sae), float(seconds_file.read_text())
+    start = time.perf_counter()
+    vector = build(sl, model, sae, pairs, residuals, name)
+    seconds = time.perf_counter() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    vector.save(path)
+    seconds_file.write_text(f"{seconds:.1f}\n")
+    return vector, seconds
+
+
 def done_cells(path: Path) -> set[tuple]:
     if not path.exists():
         return set()
@@ -113,9 +131,7 @@ def run(args) -> None:
             continue
         if all((name, kl, sign) in done for kl in args.kl for sign in (1, -1)):
             continue
-        start = time.perf_counter()
-        vector = build(sl, model, sae, pairs, residuals, name)
-        seconds = time.perf_counter() - start
+        vector, seconds = saved_or_built(sl, model, sae, pairs, residuals, name, out)
         n_latents = len(vector.indices) if hasattr(vector, "indices") else None  # dense: None; SAS: 0 and up
         for kl in args.kl:
             for sign in (1, -1):
