@@ -146,7 +146,8 @@ def sas_vector(
     towards science/technology: no rule meets the issue's target on every behaviour at once. On refusal A/B
     (``sas-lens eval``) the default reaches 0.36× / 0.48× of dense at KL 0.1, attribution 1.04× / 0.79× on
     the 16k and 1.25× / 0.90× on ``"4k-6.4M"``, right way in every cell; the literature's filters no further
-    than the default.
+    than the default, and ``fit="preference"`` no further either (it kept the default's values; attribution
+    fitted moved p 0.66× / 0.78× as far as unfitted at matched KL).
 
     Args:
         model: the model ``sae`` reads (HookedTransformer, TransformerBridge or ``HookedHF``).
@@ -418,7 +419,8 @@ def dense_vector(
         fit: ``"preference"`` or a :class:`~sas_lens.steering.fitting.PreferenceFit`: start from the mean
             difference and fit the direction to the pairs (the baseline for fitted SAS vectors). Measured on
             sentiment (as in :func:`sas_vector`): 1.87× / 0.99× the mean difference's shift at KL 0.1, for
-            about 7 minutes of fitting on a 2-core CPU instead of 0.03 s; the default is the mean difference.
+            about 7 minutes of fitting on a 2-core CPU instead of 0.03 s; on refusal A/B 1.50× / 1.14×, on
+            sports 1.12× / 0.45×. The default is the mean difference, the rule every measurement here compares to.
 
     Example:
         >>> dense = sl.dense_vector(model, "demo:sentiment", layer=1)
