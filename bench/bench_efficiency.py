@@ -9,7 +9,7 @@ judge the right way at every KL. Prompting has no λ: it is one row per sign, at
 
 Every cell is appended to ``--out`` (JSON lines) as soon as it is measured, and cells already there are
 skipped, so the job resumes where it was stopped. Each vector is saved beside it (``<out>-vectors/``, with
-its build time) and loaded, not rebuilt, on a resumed run: a fitted vector costs 15–40 min on a 2-core VM.
+its build time) and loaded, not rebuilt, on a resumed run: a fitted vector costs 4–20 min on a 2-core VM.
 The files of the README's tables are committed under ``bench/results/`` (from 2026-12-04; the earlier ones
 lived in a home folder that did not outlive its machine).
 
